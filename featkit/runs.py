@@ -1,0 +1,123 @@
+"""The run folder shared by head runs and CNN runs: reports/runs/<run-id>/.
+
+Files in a run folder:
+  config.json            what was run: {"kind": "head" | "cnn", "name", "backbone" (spec dict or null), "size",
+                         "augment", "dataset" (fingerprint), "seed", ...}; free-form beyond these keys
+  classes.json           the ordered class list [{"index", "id", "name"}, ...]
+  metrics.json           {"top1", "top5", "fit_seconds", "extract_seconds", ...} on the test split
+  history.csv            per-epoch / per-iteration history, where there is one
+  test_predictions.npz   probs (N, C) float32, labels (N,) int, image_ids (N,) str: what `evaluate` scores
+  model.joblib | model.keras   the fitted model
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FeatkitError
+from .fileio import atomic_path, read_json, write_json
+
+DEFAULT_REPORTS = Path("reports")
+
+
+def runs_dir(reports: str | Path = DEFAULT_REPORTS) -> Path:
+    return Path(reports) / "runs"
+
+
+@dataclass
+class Run:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        f = self.path / name
+        if not f.exists():
+            raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
+        return read_json(f)
+
+    @property
+    def config(self) -> dict:
+        return self.read_json("config.json")
+
+    @property
+    def classes(self) -> list[dict]:
+        return self.read_json("classes.json")
+
+    @property
+    def metrics(self) -> dict:
+        f = self.path / "metrics.json"
+        return read_json(f) if f.exists() else {}
+
+    def save_predictions(self, probs: np.ndarray, labels: np.ndarray, image_ids, name: str = "test") -> None:
+        with atomic_path(self.path / f"{name}_predictions.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, probs=np.asarray(probs, np.float32), labels=np.asarray(labels),
+                                    image_ids=np.asarray(image_ids, dtype=str))
+
+    def load_predictions(self, name: str = "test") -> dict[str, np.ndarray]:
+        f = self.path / f"{name}_predictions.npz"
+        if not f.exists():
+            raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
+        with np.load(f) as z:
+            return {k: z[k] for k in z.files}
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / "metrics.json").exists()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
+
+
+def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
+    """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique)."""
+    base = runs_dir(reports)
+    base.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)
+    for i in range(1000):
+        path = base / (stem if i == 0 else f"{stem}-{i}")
+        try:
+            path.mkdir()
+            return Run(path)
+        except FileExistsError:
+            continue
+    raise FeatkitError(f"could not create a run folder under {base}: too many runs named {stem}")
+
+
+def load_run(ref: str | Path, reports: str | Path = DEFAULT_REPORTS) -> Run:
+    """A run by folder path or by id (or unique id prefix / suffix) under reports/runs/."""
+    p = Path(ref)
+    if p.is_dir() and (p / "config.json").exists():
+        return Run(p)
+    candidates = [d for d in runs_dir(reports).glob("*") if d.is_dir() and (d.name == str(ref) or str(ref) in d.name)]
+    exact = [d for d in candidates if d.name == str(ref)]
+    if exact:
+        return Run(exact[0])
+    if len(candidates) == 1:
+        return Run(candidates[0])
+    if not candidates:
+        raise FeatkitError(f"no run {ref!r}: give a run folder or an id from `featkit report` (runs live in {runs_dir(reports)}).")
+    names = ", ".join(sorted(d.name for d in candidates)[:5])
+    raise FeatkitError(f"run {ref!r} is ambiguous ({names}, ...): give the full id.")
+
+
+def list_runs(reports: str | Path = DEFAULT_REPORTS) -> list[Run]:
+    """Finished runs, newest first."""
+    base = runs_dir(reports)
+    if not base.exists():
+        return []
+    runs = [Run(d) for d in base.iterdir() if d.is_dir() and (d / "config.json").exists()]
+    return sorted((r for r in runs if r.complete), key=lambda r: r.id, reverse=True)
