@@ -1,0 +1,124 @@
+"""The one image-loading path: decode, RGB, EXIF orientation, optional box crop, square resize.
+
+Resize modes (`resize=`):
+  stretch  (default) scale both sides to size x size, ignoring aspect ratio: the whole dish stays in the
+           picture, as Keras' ImageDataGenerator / flow_from_directory did in the original study.
+  crop     centre-crop the largest square, then scale.
+  pad      scale the longer side to `size` and pad the shorter one with black, keeping the aspect ratio.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+RESIZE_MODES = ("stretch", "crop", "pad")
+
+
+class ImageDecodeError(Exception):
+    """A photo that cannot be decoded; the message says why."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+    return img.convert("RGB")  # L, P, CMYK, YCbCr, 1, F
+
+
+def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | None = None) -> Image.Image:
+    """Decode bytes to an upright RGB PIL image, cropped to `box` (x1, y1, x2, y2) if given."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if draft_size and img.format == "JPEG" and box is None:
+            img.draft("RGB", (draft_size, draft_size))  # DCT scaling: decode big JPEGs at >= 2x the target
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        img = _to_rgb(img)
+    except Exception as e:  # PIL raises many kinds: OSError, SyntaxError, ValueError, DecompressionBombError
+        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+    if box is not None:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        x1, y1 = max(0, x1), max(0, y1)
+        x2, y2 = min(img.width, x2), min(img.height, y2)
+        if x2 - x1 >= 2 and y2 - y1 >= 2:
+            img = img.crop((x1, y1, x2, y2))
+    return img
+
+
+def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.ndarray:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize should be one of {RESIZE_MODES}. Received resize={resize!r}")
+    w, h = img.size
+    if resize == "crop":
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + s, top + s))
+    elif resize == "pad":
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = Image.new("RGB", (size, size))
+        canvas.paste(img.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
+        img = canvas
+    elif (w, h) != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image(data: bytes, size: int, resize: str = "stretch", box: Sequence[int] | None = None) -> np.ndarray:
+    """Bytes -> uint8 array (size, size, 3), RGB. Raises ImageDecodeError for unreadable data."""
+    return resize_square(open_image(data, box=box, draft_size=2 * size), size, resize)
+
+
+def default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def load_images(
+    read: Callable[[str], bytes],
+    names: Sequence[str],
+    size: int,
+    resize: str = "stretch",
+    boxes: Sequence[Sequence[int] | None] | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Decode `names` (read through `read`) in parallel threads.
+
+    Returns (array (N, size, size, 3) uint8, failures [(index, message)]). A failed photo's row is all zeros;
+    callers decide whether to skip it or stop, but always report it.
+    """
+    out = np.zeros((len(names), size, size, 3), np.uint8)
+    failures: list[tuple[int, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            out[i] = decode_image(read(names[i]), size, resize, None if boxes is None else boxes[i])
+        except ImageDecodeError as e:
+            failures.append((i, str(e)))
+        except KeyError as e:
+            failures.append((i, f"missing file: {e}"))
+
+    if pool is None:
+        with ThreadPoolExecutor(default_threads()) as own:
+            list(own.map(work, range(len(names))))
+    else:
+        list(pool.map(work, range(len(names))))
+    failures.sort()
+    return out, failures
+
+
+def iter_chunks(n: int, chunk: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, chunk):
+        yield start, min(n, start + chunk)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real shared data and models beside the repo (../shared)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FEATKIT_SHARED", REPO.parent / "shared"))
+FOOD_ZIP = SHARED / "data" / "food101-64.zip"
+MODELS = SHARED / "models"
+MOBILENET_ONNX = MODELS / "mobilenet-v2.onnx"
+KERAS_NOTOP = MODELS / "keras" / "mobilenet_v2_1.00_224_notop.weights.h5"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests need ../shared beside the repo (or FEATKIT_SHARED=PATH).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def food_zip() -> Path:
+    return _require(FOOD_ZIP)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_onnx() -> Path:
+    return _require(MOBILENET_ONNX)
+
+
+@pytest.fixture(scope="session")
+def keras_notop_weights() -> Path:
+    return _require(KERAS_NOTOP)
+
+
+def read_food_photos(classes: int = 5, per_class: int = 12, split: str = "train") -> tuple[list[str], list[bytes], np.ndarray]:
+    """Real JPEG bytes of the first `per_class` photos of the first `classes` classes (official order)."""
+    with zipfile.ZipFile(_require(FOOD_ZIP)) as z:
+        class_names = z.read("food-101/meta/classes.txt").decode().split()
+        lines = z.read(f"food-101/meta/{split}.txt").decode().split()
+        names, blobs, labels = [], [], []
+        for c in class_names[:classes]:
+            mine = [ln for ln in lines if ln.split("/")[0] == c][:per_class]
+            for ln in mine:
+                names.append(ln)
+                blobs.append(z.read(f"food-101/images/{ln}.jpg"))
+                labels.append(class_names.index(c))
+    return names, blobs, np.asarray(labels)
+
+
+@pytest.fixture(scope="session")
+def food_photos_64() -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 photos (60, 64, 64, 3), labels (60,)): 12 real training photos of each of 5 classes."""
+    from featkit.data.images import decode_image
+
+    _, blobs, labels = read_food_photos()
+    return np.stack([decode_image(b, 64) for b in blobs]), labels
