@@ -1,0 +1,76 @@
+"""Datasets: layouts, one scan of every photo, and the split manifest every later command reuses.
+
+    prep = prepare("../shared/data/food101-64.zip")
+    prep.manifest      # DataFrame: path, label, class_id, split, image_id, group, sha1, pixel_hash, x1..y2
+    prep.classes       # [{"index", "id", "name"}, ...]
+    prep.read(path)    # bytes of one photo
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..fileio import read_json, write_json
+from .layouts import Dataset, detect
+from .scan import scan_dataset
+from .source import open_source
+from .splits import SplitConfig, make_manifest, read_manifest, write_manifest
+
+__all__ = ["Prepared", "prepare", "SplitConfig", "Dataset"]
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    fingerprint: str
+    dir: Path
+    scan: pd.DataFrame
+    manifest: pd.DataFrame
+    manifest_path: Path
+    split: SplitConfig
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[dict]:
+        return self.dataset.class_dicts()
+
+    @property
+    def manifest_sha1(self) -> str:
+        return hashlib.sha1(self.manifest_path.read_bytes()).hexdigest()
+
+    def read(self, path: str) -> bytes:
+        return self.dataset.source.read(path)
+
+    @property
+    def key(self) -> str:
+        """Identifies the dataset content and its split: what a feature cache depends on."""
+        return f"{self.dir.name}-{self.split.key}"
+
+
+def dataset_dir(ds: Dataset, fingerprint: str, cache_dir: str | Path) -> Path:
+    stem = Path(ds.source.path).name.split(".")[0] or "dataset"
+    return Path(cache_dir) / "datasets" / f"{stem}-{fingerprint[:12]}"
+
+
+def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfig | None = None,
+            quiet: bool = False) -> Prepared:
+    """Detect the layout, scan every photo once, and write (or reuse) the split manifest."""
+    split = split or SplitConfig()
+    source = open_source(path, cache_dir)
+    ds = detect(source)
+    fp = source.fingerprint()
+    d = dataset_dir(ds, fp, cache_dir)
+    scan = scan_dataset(ds, d, quiet=quiet)
+    manifest_path = d / f"manifest-{split.key}.csv"
+    warnings_path = d / f"manifest-{split.key}.warnings.json"
+    if manifest_path.exists() and warnings_path.exists():
+        manifest, warnings = read_manifest(manifest_path), read_json(warnings_path)
+    else:
+        manifest, warnings = make_manifest(ds, scan, split)
+        write_json(warnings_path, warnings)
+        write_manifest(manifest, manifest_path)  # written last: its presence means both are complete
+    return Prepared(ds, fp, d, scan, manifest, manifest_path, split, list(ds.warnings) + list(warnings))

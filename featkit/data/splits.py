@@ -1,0 +1,174 @@
+"""Seeded, stratified, duplicate-aware train/valid/test splits, written once to a manifest CSV.
+
+Photos that must never straddle splits are grouped first: the same content (identical bytes or identical
+decoded pixels) and, for UECFOOD, the same photo filed under several classes (same image id). A featkit split
+assigns whole groups. An official split (Food-101 lists, train/ test/ folders) is kept as it is; validation is
+then carved out of its train part, group-aware, and groups that straddle official train and test are reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import FeatkitError
+from .layouts import Dataset
+
+SPLITS = ("train", "valid", "test")
+MANIFEST_COLUMNS = ["path", "label", "class_id", "split", "image_id", "group", "sha1", "pixel_hash", "x1", "y1", "x2", "y2"]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.7
+    valid: float = 0.2
+    test: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        total = self.train + self.valid + self.test
+        if min(self.train, self.valid, self.test) < 0 or self.train <= 0 or abs(total - 1.0) > 1e-6:
+            raise FeatkitError(f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0 and sum to 1 (e.g. 0.7/0.2/0.1).")
+
+    @classmethod
+    def parse(cls, text: str, seed: int = 0) -> "SplitConfig":
+        """'70/20/10' or '0.7/0.2/0.1'."""
+        try:
+            parts = [float(p) for p in text.split("/")]
+            if len(parts) != 3:
+                raise ValueError
+        except ValueError:
+            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, e.g. 70/20/10.") from None
+        total = sum(parts)
+        if total <= 0:
+            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, e.g. 70/20/10.")
+        return cls(*(p / total for p in parts), seed=seed)
+
+    @property
+    def key(self) -> str:
+        return f"{round(self.train * 100)}-{round(self.valid * 100)}-{round(self.test * 100)}-s{self.seed}"
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def group_items(frame: pd.DataFrame, same_id_is_same_photo: bool) -> np.ndarray:
+    """Group index per row: rows sharing sha1, pixel_hash (or, for UEC, image_id) share a group."""
+    uf = _UnionFind(len(frame))
+    keys = ["sha1", "pixel_hash"] + (["image_id"] if same_id_is_same_photo else [])
+    for key in keys:
+        first: dict[str, int] = {}
+        for i, v in enumerate(frame[key].tolist()):
+            if not v:
+                continue
+            if v in first:
+                uf.union(first[v], i)
+            else:
+                first[v] = i
+    return np.array([uf.find(i) for i in range(len(frame))])
+
+
+def _assign(groups_by_class: dict[int, list[int]], fractions: tuple[float, float, float], rng: np.random.Generator,
+            class_names: list[str], warnings: list[str]) -> dict[int, str]:
+    """Split each class's groups into train/valid/test by the given fractions (of that class's groups)."""
+    out: dict[int, str] = {}
+    _, f_valid, f_test = fractions
+    for label in sorted(groups_by_class):
+        groups = sorted(groups_by_class[label])
+        rng.shuffle(groups)
+        n = len(groups)
+        if n == 1:
+            warnings.append(f"class {class_names[label]!r} has one photo: it cannot be stratified, so it stays in train")
+            out[groups[0]] = "train"
+            continue
+        n_test = int(round(n * f_test))
+        n_valid = int(round(n * f_valid))
+        if n_test + n_valid >= n:  # keep at least one training photo per class
+            n_valid = max(0, n - 1 - n_test)
+            n_test = min(n_test, n - 1 - n_valid)
+        for j, g in enumerate(groups):
+            out[g] = "test" if j < n_test else "valid" if j < n_test + n_valid else "train"
+    return out
+
+
+def make_manifest(ds: Dataset, scan: pd.DataFrame, cfg: SplitConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The manifest (one row per readable photo) and warnings. Same inputs give the same rows in the same order."""
+    warnings: list[str] = []
+    info = scan.set_index("path")
+    rows = []
+    for it in ds.items:
+        s = info.loc[it.path]
+        if s["error"]:
+            continue  # unreadable: reported by the summary, never in a split
+        box = it.box or ("", "", "", "")
+        rows.append((it.path, it.label, ds.classes[it.label].id, it.official_split or "", it.image_id, 0,
+                     s["sha1"], s["pixel_hash"], *box))
+    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if frame.empty:
+        raise FeatkitError(f"{ds.source.path}: no readable photos found; run `featkit data check {ds.source.path}` to see why.")
+    frame = frame.sort_values(["label", "path"], kind="stable").reset_index(drop=True)
+    group = group_items(frame, same_id_is_same_photo=ds.layout == "uec")
+    frame["group"] = group
+    names = [c.name for c in ds.classes]
+    rng = np.random.default_rng(cfg.seed)
+    labels = frame["label"].to_numpy()
+
+    if ds.has_official_split:
+        official = frame["split"].to_numpy()
+        pool = np.flatnonzero(official == "train")
+        # validation carved from official train keeps the train:valid ratio of the config
+        f_valid = cfg.valid / (cfg.train + cfg.valid) if (official == "valid").sum() == 0 else 0.0
+        by_class: dict[int, list[int]] = defaultdict(list)
+        for g in sorted(set(group[pool].tolist())):
+            by_class[int(labels[g])].append(g)  # a group's class: that of its first row
+        assigned = _assign(by_class, (1 - f_valid, f_valid, 0.0), rng, names, warnings)
+        new = official.copy()
+        new[pool] = [assigned[g] for g in group[pool]]
+        frame["split"] = new
+        _warn_straddling(frame, official, warnings)
+    else:
+        by_class = defaultdict(list)
+        for g in sorted(set(group.tolist())):
+            by_class[int(labels[g])].append(g)
+        assigned = _assign(by_class, (cfg.train, cfg.valid, cfg.test), rng, names, warnings)
+        frame["split"] = [assigned[g] for g in group]
+    frame["group"] = [frame["image_id"].iat[g] for g in group]  # a readable group key: its first photo's id
+    return frame, warnings
+
+
+def _warn_straddling(frame: pd.DataFrame, official: np.ndarray, warnings: list[str]) -> None:
+    for _, idx in frame.groupby("group").indices.items():
+        if len(idx) < 2:
+            continue
+        splits = set(official[idx])
+        if "test" in splits and len(splits) > 1:
+            members = ", ".join(f"{frame['image_id'].iat[i]} ({official[i]})" for i in idx)
+            warnings.append(f"identical photos straddle the official splits: {members}")
+
+
+def write_manifest(frame: pd.DataFrame, path) -> None:
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def read_manifest(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"class_id": str, "image_id": str, "group": str, "sha1": str, "pixel_hash": str,
+                                    "split": str}, keep_default_na=False)
