@@ -29,6 +29,7 @@ class FeatureSet:
     image_ids: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     copy: np.ndarray | None = None
+    row: np.ndarray | None = None  # position of each vector among the rows the view planned (used by merge)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,11 +41,12 @@ class FeatureSet:
     def subset(self, split: str) -> "FeatureSet":
         m = self.split == split
         return FeatureSet(self.features[m], self.labels[m], self.split[m], self.image_ids[m], self.meta,
-                          None if self.copy is None else self.copy[m])
+                          None if self.copy is None else self.copy[m], None if self.row is None else self.row[m])
 
 
 def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, split, image_ids,
-                meta: dict[str, Any], copy: np.ndarray | None = None, dtype: str = "float16") -> Path:
+                meta: dict[str, Any], copy: np.ndarray | None = None, dtype: str = "float16",
+                row: np.ndarray | None = None) -> Path:
     import h5py
 
     path = Path(path)
@@ -58,6 +60,8 @@ def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, spli
             f.create_dataset("image_ids", data=np.asarray(image_ids, dtype=object), dtype=h5py.string_dtype())
             if copy is not None:
                 f.create_dataset("copy", data=np.asarray(copy, np.int16))
+            if row is not None:
+                f.create_dataset("row", data=np.asarray(row, np.int64))
             f.attrs["meta"] = json.dumps(meta, sort_keys=True)
             f.attrs["complete"] = True
     return path
@@ -89,6 +93,7 @@ def read_cache(path: str | Path) -> FeatureSet:
                 image_ids=f["image_ids"].asstr()[()].astype(str),
                 meta=json.loads(f.attrs["meta"]),
                 copy=f["copy"][()].astype(np.int64) if "copy" in f else None,
+                row=f["row"][()] if "row" in f else None,
             )
     except OSError as e:
         raise FeatkitError(f"{path} is not a readable featkit cache ({e}); delete it and re-run `featkit extract`.") from e

@@ -1,0 +1,380 @@
+"""`featkit extract`: run a backbone over every photo of the split manifest once and cache pooled features.
+
+Views, one HDF5 file each, under cache/features/<dataset>-<split>/<backbone>-<weights>-<size>-<pooling>-<resize>/:
+  plain.h5                    every photo of the manifest (train, valid and test)
+  augment-<N>.h5              N randomly transformed copies of each training photo
+  sens-*.h5                   the test photos under each perturbation of the robustness study
+
+Work is done in chunks of CHUNK photos; each finished chunk is saved atomically under <view>.partial/, so an
+interrupted run (Ctrl-C, kill -9) resumes at the first missing chunk. The final file is written under a
+temporary name and renamed, so a file at the final path is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
+from .cache import read_cache, read_meta, write_cache
+from .data import Prepared
+from .data.images import ImageDecodeError, decode_image, default_threads
+from .errors import FeatkitError
+from .fileio import atomic_path, read_json, write_json
+from .progress import Progress
+
+CHUNK = 1024
+
+
+@dataclass
+class ExtractOptions:
+    backbone: str = "vgg16"
+    size: int | None = None
+    weights: str = "imagenet"
+    pooling: str = "avg"
+    resize: str = "stretch"
+    crop_box: bool = False
+    batch_size: int | None = None
+    dtype: str = "float16"
+    augment: int = 0
+    rotation: float = 90.0
+    shift: float = 0.2
+    flips: bool = True
+    sensitivity: bool = False
+    plain: bool = True
+    shard: tuple[int, int] | None = None
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.dtype not in ("float16", "float32"):
+            raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
+        if self.augment < 0:
+            raise FeatkitError(f"--augment should be 0 or more copies; got {self.augment}.")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 0 <= i < n):
+                raise FeatkitError(f"--shard {i}/{n}: expected i/n with 0 <= i < n, e.g. 0/4.")
+
+
+@dataclass
+class ViewJob:
+    name: str
+    rows: np.ndarray  # manifest row per output row
+    copies: np.ndarray  # copy index per output row (augmented views)
+    perturbation: Perturbation | None
+    path: Path
+
+
+@dataclass
+class ViewResult:
+    view: str
+    path: str
+    status: str  # "up to date", "extracted", "resumed", "shard done"
+    photos: int
+    seconds: float
+    photos_per_second: float
+    failures: list[dict] = field(default_factory=list)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise FeatkitError(f"--shard {text!r} should be i/n, e.g. 0/4 for the first of four parts.") from None
+    return i, n
+
+
+def backbone_identity(opts: ExtractOptions) -> dict[str, Any]:
+    """What identifies the features, computed without building the model (no TensorFlow import)."""
+    from .backbones.base import file_identity
+
+    arg = opts.backbone
+    if arg.lower().endswith(".onnx"):
+        path = Path(arg)
+        if not path.is_file():
+            raise FeatkitError(f"{path} does not exist: give the path of an .onnx model or a name from `featkit backbones`.")
+        size = opts.size
+        contract = path.with_suffix(".json")
+        if size is None and contract.is_file():
+            size = int(json.loads(contract.read_text())["input_size"][0])
+        if size is None:
+            raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
+        return {"kind": "onnx", "model": file_identity(path), "name": path.stem, "size": size, "pooling": opts.pooling}
+    from .backbones.keras_zoo import lookup
+
+    entry = lookup(arg)
+    w = opts.weights
+    weights: Any = w if w in ("imagenet", "none") else file_identity(_existing_weights(w))
+    return {"kind": "keras", "name": entry.name, "weights": weights, "size": opts.size or entry.native_size,
+            "pooling": opts.pooling}
+
+
+def _existing_weights(w: str) -> Path:
+    p = Path(w)
+    if not p.is_file():
+        raise FeatkitError(f"weights file {p} does not exist: give --weights imagenet, none, or the path of a weights file.")
+    return p
+
+
+def _slug(ident: dict[str, Any], opts: ExtractOptions) -> str:
+    if ident["kind"] == "onnx":
+        model = f"{ident['name']}-{ident['model']['sha256'][:10]}"
+    else:
+        w = ident["weights"]
+        model = f"{ident['name']}-{w if isinstance(w, str) else Path(w['path']).name.split('.')[0] + '-' + w['sha256'][:10]}"
+    crop = "-box" if opts.crop_box else ""
+    return f"{model}-{ident['size']}px-{opts.pooling}-{opts.resize}{crop}"
+
+
+def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
+    return Path(cache_dir) / "features" / prep.key / _slug(backbone_identity(opts), opts)
+
+
+def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[ViewJob]:
+    split = prep.manifest["split"].to_numpy()
+    all_rows = np.arange(len(split))
+    train, test = all_rows[split == "train"], all_rows[split == "test"]
+    jobs = []
+    if opts.plain:
+        jobs.append(ViewJob("plain", all_rows, np.zeros(len(all_rows), np.int64), None, out_dir / "plain.h5"))
+    if opts.augment:
+        view = augment_view(opts.rotation, opts.shift, opts.flips, opts.flips)
+        rows = np.tile(train, opts.augment)
+        copies = np.repeat(np.arange(opts.augment), len(train))
+        name = f"augment-{opts.augment}-r{opts.rotation:g}-s{opts.shift:g}{'-flips' if opts.flips else ''}"
+        jobs.append(ViewJob(name, rows, copies, view, out_dir / f"{name}.h5"))
+    if opts.sensitivity:
+        for p in SENSITIVITY_VIEWS:
+            jobs.append(ViewJob(p.name, test, np.zeros(len(test), np.int64), p, out_dir / f"{p.name}.h5"))
+    return jobs
+
+
+def _job_identity(prep: Prepared, ident: dict, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
+    return {
+        "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
+        "backbone": ident, "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
+        "rows": len(job.rows),
+    }
+
+
+class _Decoder:
+    """Decodes (and perturbs) photos of one view in parallel threads."""
+
+    def __init__(self, prep: Prepared, job: ViewJob, size: int, opts: ExtractOptions, pool: ThreadPoolExecutor):
+        m = prep.manifest
+        self.read, self.job, self.size, self.opts, self.pool = prep.read, job, size, opts, pool
+        self.paths = m["path"].to_numpy()
+        boxes = m[["x1", "y1", "x2", "y2"]].to_numpy()
+        self.boxes = boxes if opts.crop_box else None
+
+    def _box(self, row: int):
+        if self.boxes is None or self.boxes[row][0] in ("", None):
+            return None
+        return tuple(int(v) for v in self.boxes[row])
+
+    def one(self, out: np.ndarray, k: int, i: int) -> str | None:
+        row = int(self.job.rows[i])
+        try:
+            img = decode_image(self.read(self.paths[row]), self.size, self.opts.resize, self._box(row))
+        except (ImageDecodeError, KeyError, OSError) as e:
+            return f"{self.paths[row]}: {e}"
+        if self.job.perturbation is not None:
+            rng = photo_rng(self.opts.seed, self.job.name, int(self.job.copies[i]), row)
+            img = self.job.perturbation.apply(img, rng)
+        out[k] = img
+        return None
+
+    def batch(self, indices: range) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        out = np.zeros((len(indices), self.size, self.size, 3), np.uint8)
+        errors = list(self.pool.map(lambda ki: self.one(out, ki[0], ki[1]), enumerate(indices)))
+        return out, [(indices[k], e) for k, e in enumerate(errors) if e]
+
+
+def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
+    ids = range((n + CHUNK - 1) // CHUNK)
+    return [k for k in ids if shard is None or k % shard[1] == shard[0]]
+
+
+def _chunk_file(partial: Path, k: int) -> Path:
+    return partial / f"chunk-{k:06d}.npz"
+
+
+def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache", quiet: bool = False,
+            log: Callable[[str], None] | None = None) -> list[ViewResult]:
+    log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    ident = backbone_identity(opts)
+    out_dir = features_dir(prep, opts, cache_dir)
+    jobs = plan_views(prep, opts, out_dir)
+    results: list[ViewResult] = []
+    backbone = None
+    for job in jobs:
+        want = _job_identity(prep, ident, opts, job)
+        target = _shard_path(job.path, opts.shard)
+        if target.exists():
+            have = read_meta(target).get("identity")
+            if have == want:
+                meta = read_meta(target)
+                results.append(ViewResult(job.name, str(target), "up to date", meta["photos"], meta["seconds"],
+                                          meta["photos_per_second"], meta.get("failures", [])))
+                continue
+            log(f"{target} was made from a different dataset, manifest or options: extracting it again")
+            target.unlink()
+        if backbone is None:
+            backbone = _build_backbone(opts, ident)
+        results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log))
+    return results
+
+
+def _build_backbone(opts: ExtractOptions, ident: dict):
+    from .backbones import get_backbone
+
+    return get_backbone(opts.backbone, size=ident["size"], weights=opts.weights, pooling=opts.pooling,
+                        batch_size=opts.batch_size)
+
+
+def _shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
+    return path if shard is None else path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}.h5")
+
+
+def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, target: Path,
+              quiet: bool, log) -> ViewResult:
+    partial = job.path.with_name(job.path.stem + ".partial")
+    state_file = partial / "identity.json"
+    if partial.exists() and (not state_file.exists() or read_json(state_file) != identity):
+        log(f"{partial} holds chunks of a different extraction: starting that view afresh")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    if not state_file.exists():
+        write_json(state_file, identity)
+
+    n = len(job.rows)
+    mine = _chunk_ids(n, opts.shard)
+    todo = [k for k in mine if not _chunk_file(partial, k).exists()]
+    status = "resumed" if len(todo) < len(mine) else "extracted"
+    if status == "resumed":
+        log(f"{job.name}: resuming, {len(mine) - len(todo)} of {len(mine)} chunks already done")
+    batch = backbone.batch_size
+    work = [(k, range(s, min(s + batch, min(n, (k + 1) * CHUNK)))) for k in todo for s in range(k * CHUNK, min(n, (k + 1) * CHUNK), batch)]
+    total = sum(len(r) for _, r in work)
+    started = time.perf_counter()
+    threads = opts.threads or default_threads()
+    with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(1) as prefetcher, \
+            Progress(total, f"extract {job.name}", quiet=quiet) as bar:
+        decoder = _Decoder(prep, job, backbone.size, opts, pool)
+        pending = [prefetcher.submit(decoder.batch, r) for _, r in work[:2]]
+        feats: list[np.ndarray] = []
+        fails: list[tuple[int, str]] = []
+        for j, (k, rows) in enumerate(work):
+            images, errors = pending.pop(0).result()
+            if j + 2 < len(work):
+                pending.append(prefetcher.submit(decoder.batch, work[j + 2][1]))
+            feats.append(backbone(images).astype(opts.dtype))
+            fails.extend(errors)
+            bar.update(len(rows))
+            if j + 1 == len(work) or work[j + 1][0] != k:
+                _save_chunk(partial, k, np.concatenate(feats), fails)
+                feats, fails = [], []
+    seconds = time.perf_counter() - started
+    prior = read_json(partial / "seconds.json") if (partial / "seconds.json").exists() else 0.0
+    write_json(partial / "seconds.json", prior + seconds)
+    return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log)
+
+
+def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]]) -> None:
+    with atomic_path(_chunk_file(partial, k)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=features, failed_rows=np.array([i for i, _ in failures], np.int64),
+                     failed_msgs=np.array([m for _, m in failures], dtype=str))
+
+
+def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, partial: Path,
+              chunks: list[int], target: Path, status: str, seconds: float, log) -> ViewResult:
+    parts, keep, failures = [], [], []
+    n = len(job.rows)
+    for k in chunks:
+        with np.load(_chunk_file(partial, k)) as z:
+            parts.append(z["features"])
+            idx = np.arange(k * CHUNK, min(n, (k + 1) * CHUNK))
+            ok = ~np.isin(idx, z["failed_rows"])
+            keep.append(idx[ok])
+            failures += [{"path": msg.split(": ", 1)[0], "error": msg} for msg in z["failed_msgs"].tolist()]
+    feats = np.concatenate(parts) if parts else np.zeros((0, backbone.feature_dim), opts.dtype)
+    idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    all_idx = np.concatenate([np.arange(k * CHUNK, min(n, (k + 1) * CHUNK)) for k in chunks]) if chunks else idx
+    feats = feats[np.isin(all_idx, idx)]
+    rows = job.rows[idx]
+    m = prep.manifest
+    meta = {
+        "identity": identity, "backbone": backbone.spec, "size": backbone.size, "view": job.name,
+        "view_params": job.perturbation.to_dict() if job.perturbation else None, "classes": prep.classes,
+        "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest": str(prep.manifest_path),
+        "featkit_version": __version__, "photos": int(len(rows)), "seconds": round(seconds, 3),
+        "photos_per_second": round(len(all_idx) / seconds, 2) if seconds > 0 else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failures": failures, "dtype": opts.dtype,
+        "resize": opts.resize, "crop_box": opts.crop_box, "rows_total": n,
+        "shard": list(opts.shard) if opts.shard else None, "final_name": job.path.name,
+    }
+    write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
+                m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,
+                dtype=opts.dtype, row=idx)
+    if failures:
+        log(f"{job.name}: {len(failures)} photos could not be decoded and are not in the cache:")
+        for f in failures[:10]:
+            log(f"    {f['error']}")
+    if opts.shard is None or _all_shards_present(job.path, opts.shard):
+        shutil.rmtree(partial, ignore_errors=True)
+    return ViewResult(job.name, str(target), "shard done" if opts.shard else status, int(len(rows)),
+                      round(seconds, 3), meta["photos_per_second"] or 0.0, failures)
+
+
+def _all_shards_present(path: Path, shard: tuple[int, int]) -> bool:
+    return all(_shard_path(path, (i, shard[1])).exists() for i in range(shard[1]))
+
+
+def merge(shard_files: list[Path], out: Path | None = None) -> Path:
+    """Join the shard files of one view (from `extract --shard i/n`) into the complete cache file."""
+    if not shard_files:
+        raise FeatkitError("featkit merge needs the shard files of one view (…/plain.shard-0-of-4.h5 and its siblings).")
+    sets = [read_cache(p) for p in shard_files]
+    metas = [s.meta for s in sets]
+    base = {k: v for k, v in metas[0].items() if k not in ("shard", "photos", "seconds", "photos_per_second", "created", "failures", "backbone")}
+    for p, m in zip(shard_files, metas):
+        if m.get("shard") is None:
+            raise FeatkitError(f"{p} is not a shard file (made without --shard): nothing to merge.")
+        other = {k: v for k, v in m.items() if k in base}
+        if other != base:
+            diff = sorted(k for k in base if base[k] != other.get(k))
+            raise FeatkitError(f"{p} does not belong with {shard_files[0]}: they differ in {', '.join(diff)}.")
+    n_shards = metas[0]["shard"][1]
+    got = sorted(m["shard"][0] for m in metas)
+    if got != list(range(n_shards)):
+        missing = sorted(set(range(n_shards)) - set(got))
+        raise FeatkitError(f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again.")
+    row = np.concatenate([s.row for s in sets])
+    order = np.argsort(row, kind="stable")
+    meta = dict(metas[0])
+    meta.update(shard=None, photos=int(len(row)), seconds=round(sum(m["seconds"] for m in metas), 3),
+                failures=[f for m in metas for f in m.get("failures", [])], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                merged_from=[str(p) for p in shard_files])
+    meta["photos_per_second"] = round(len(row) / meta["seconds"], 2) if meta["seconds"] else None
+    cat = lambda xs: np.concatenate(xs)[order]  # noqa: E731
+    out = out or Path(shard_files[0]).with_name(meta["final_name"])
+    write_cache(out, cat([s.features for s in sets]), cat([s.labels for s in sets]), cat([s.split for s in sets]),
+                cat([s.image_ids for s in sets]), meta,
+                copy=cat([s.copy for s in sets]) if sets[0].copy is not None else None,
+                dtype=meta.get("dtype", "float16"), row=row[order])
+    return out
