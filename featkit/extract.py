@@ -218,6 +218,7 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     ident = backbone_identity(opts)
     out_dir = features_dir(prep, opts, cache_dir)
+    _say_if_dataset_changed(prep, out_dir, log)
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
     backbone = None
@@ -237,6 +238,17 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
             backbone = _build_backbone(opts, ident)
         results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log))
     return results
+
+
+def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
+    """Caches are keyed by dataset content: say so when an older cache of the same dataset no longer applies."""
+    if out_dir.exists():
+        return
+    stem = prep.dir.name.rsplit("-", 1)[0]
+    for other in sorted(out_dir.parent.parent.glob(f"{stem}-*/{out_dir.name}")):
+        if other.parent.name.endswith(prep.split.key) and other != out_dir:
+            log(f"the dataset or its split changed since {other} was made: extracting again for the new content")
+            return
 
 
 def _build_backbone(opts: ExtractOptions, ident: dict):
