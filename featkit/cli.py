@@ -148,6 +148,167 @@ def merge_cmd(
     typer.echo(str(merge(shards, out)))
 
 
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FeatkitError(f"--param {item!r} should be KEY=VALUE, e.g. --param C=0.5 or --param hidden=1024.")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _locate_features(features: Optional[Path], data: Optional[Path], backbone: str, size: Optional[int], weights: str,
+                     pooling: str, resize: str, split: str, seed: int, cache: Path) -> Path:
+    """The plain-view cache: given directly, or found from the options `featkit extract` was run with."""
+    if features is not None:
+        return features
+    if data is None:
+        raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
+    from .extract import ExtractOptions, features_dir
+
+    prep = _prepare(data, cache, split, seed, True)
+    d = features_dir(prep, ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize), cache)
+    path = d / "plain.h5"
+    if not path.exists():
+        raise FeatkitError(f"{path} does not exist: run `featkit extract --data {data} --backbone {backbone}"
+                           f"{f' --size {size}' if size else ''}` first.")
+    return path
+
+
+@app.command("fit-head")
+def fit_head_cmd(
+    features: Optional[Path] = typer.Option(None, "--features", help="A plain-view cache (.h5) from `featkit extract`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Or: the dataset, to find the cache extracted with the options below."),
+    backbone: str = typer.Option("vgg16", "--backbone", "-b", help="With --data: the backbone extracted with."),
+    size: Optional[int] = typer.Option(None, "--size", help="With --data: the size extracted at."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
+    resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
+    head: str = typer.Option("logreg", "--head", help="softmax (Keras dense head), logreg (scikit-learn) or lightgbm."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Head parameter KEY=VALUE, repeatable (see --list-params)."),
+    augment: bool = typer.Option(False, "--augment", help="Also train on the augmented view cached beside the plain one."),
+    augment_cache: Optional[Path] = typer.Option(None, "--augment-cache", help="Train also on this augmented-view cache."),
+    list_params: bool = typer.Option(False, "--list-params", help="Print the head's parameters and defaults, then exit."),
+    split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Fit a head on cached features: train on train, select on valid, score once on test; writes a run folder."""
+    from .heads import head_params
+
+    if list_params:
+        return _print_json(head_params(head)) if json_out else typer.echo(
+            "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()))
+    from .fit import fit_head
+
+    path = _locate_features(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
+    if augment and augment_cache is None:
+        found = sorted(path.parent.glob("augment-*.h5"))
+        if not found:
+            raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment N` first.")
+        augment_cache = found[-1]
+    run = fit_head(path, head=head, params=_parse_params(param), augment_cache=augment_cache, reports=reports,
+                   seed=seed, quiet=quiet or json_out)
+    m = run.metrics
+    if json_out:
+        return _print_json({"run": run.id, "path": str(run.path), **m})
+    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  fit {m['fit_seconds']:.1f} s  -> {run.path}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
+    k: list[int] = typer.Option([1, 5], "--k", help="Top-k accuracies to report, repeatable."),
+    reports: Path = ReportsOpt, json_out: bool = JsonOpt,
+):
+    """Top-k accuracy, per-class accuracy, macro F1, log loss, confusion matrix (CSV + PNG) and most confused pairs."""
+    from .evaluate import evaluate_run
+    from .runs import load_run
+
+    r = load_run(run, reports)
+    m = evaluate_run(r, ks=k, reports=reports)
+    if json_out:
+        return _print_json({"run": r.id, **m})
+    typer.echo(f"run {r.id} on {m['n']:,} test photos")
+    for kk in sorted(set(k) | {1, 5}):
+        typer.echo(f"  top-{kk:<3} {m['topk'][str(kk)]:.4f}")
+    typer.echo(f"  macro F1 {m['macro_f1']:.4f}   log loss {m['log_loss']:.4f}")
+    import pandas as pd
+
+    pairs = pd.read_csv(r.path / "confused_pairs.csv").head(5)
+    if len(pairs):
+        typer.echo("  most confused pairs:")
+        typer.echo("    " + pairs.to_string(index=False).replace("\n", "\n    "))
+    typer.echo(f"  files: {r.path}/per_class.csv, confusion.csv, confusion.png, confused_pairs.csv")
+
+
+@app.command("sensitivity")
+def sensitivity_cmd(
+    run: str = typer.Argument(..., help="Run id, run folder, or 'latest' (a head run)."),
+    reports: Path = ReportsOpt, json_out: bool = JsonOpt,
+):
+    """Robustness table: the head scored on the test photos rotated, shifted and flipped (views cached by
+    `featkit extract --sensitivity`), without re-running the backbone."""
+    from .evaluate import markdown_table, sensitivity
+    from .runs import load_run
+
+    r = load_run(run, reports)
+    cache_path = r.config.get("cache")
+    if r.config.get("kind") != "head" or not cache_path:
+        raise FeatkitError(f"run {r.id} is not a head run on a feature cache: sensitivity scores cached views of the test photos.")
+    from .augment import SENSITIVITY_VIEWS
+
+    folder = Path(cache_path).parent
+    views = {v.name: folder / f"{v.name}.h5" for v in SENSITIVITY_VIEWS if (folder / f"{v.name}.h5").exists()}
+    if not views:
+        raise FeatkitError(f"no sensitivity views beside {cache_path}: run the same `featkit extract` with --sensitivity first.")
+    df = sensitivity(r, views, reports=reports)
+    if json_out:
+        return _print_json(df.to_dict(orient="records"))
+    typer.echo(markdown_table(df))
+    typer.echo(f"saved: {r.path}/sensitivity.csv, sensitivity.md")
+
+
+@app.command("report")
+def report_cmd(reports: Path = ReportsOpt, json_out: bool = JsonOpt):
+    """Rebuild reports/results.md and .csv (one row per run, newest first) and the plots from the run folders."""
+    from .report import build_report
+
+    paths = build_report(reports)
+    if json_out:
+        return _print_json({k: str(v) for k, v in paths.items()})
+    for name, path in paths.items():
+        typer.echo(f"{name:<18} {path}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
+    photos: list[Path] = typer.Argument(..., help="Photo files and/or folders of photos."),
+    top: int = typer.Option(5, "--top", help="How many classes to show per photo."),
+    reports: Path = ReportsOpt, json_out: bool = JsonOpt,
+):
+    """Top-k dish names with probabilities for new photos, using the run's own backbone and preprocessing.
+
+    Unreadable photos get a message and do not stop the batch.
+    """
+    from .predict import predict
+
+    results, failures = predict(run, photos, top=top, reports=reports)
+    for f in failures:
+        sys.stderr.write(f"warning: {f['path']}: {f['error']}\n")
+    if json_out:
+        _print_json({"predictions": results, "failures": failures})
+    else:
+        for r in results:
+            typer.echo(r["path"])
+            for t in r["top"]:
+                typer.echo(f"    {t['probability']:7.2%}  {t['name']}")
+        typer.echo(f"{len(results)} photos predicted, {len(failures)} unreadable")
+    if failures and not results:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

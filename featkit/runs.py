@@ -98,7 +98,12 @@ def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
 
 
 def load_run(ref: str | Path, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """A run by folder path or by id (or unique id prefix / suffix) under reports/runs/."""
+    """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest"."""
+    if str(ref) == "latest":
+        runs = list_runs(reports)
+        if not runs:
+            raise FeatkitError(f"no finished runs in {runs_dir(reports)}: fit a head or train a CNN first.")
+        return runs[0]
     p = Path(ref)
     if p.is_dir() and (p / "config.json").exists():
         return Run(p)

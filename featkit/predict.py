@@ -1,0 +1,70 @@
+"""`featkit predict`: top-k dish names for new photos, through the same backbone and preprocessing as the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.images import ImageDecodeError, decode_image
+from .data.layouts import is_image, natural_key
+from .errors import FeatkitError
+from .runs import DEFAULT_REPORTS, Run, load_run
+
+
+def expand_photos(paths: list[Path]) -> list[Path]:
+    """Files as given; folders become the photos inside them (recursively, natural order)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted((f for f in p.rglob("*") if f.is_file() and is_image(f.name)), key=lambda f: natural_key(str(f))))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FeatkitError(f"{p} does not exist: give photo files or folders of photos.")
+    return out
+
+
+def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
+    cfg = run.config
+    if cfg.get("kind") == "head":
+        from .backbones import get_backbone_from_spec
+        from .fit import load_run_head
+
+        if not cfg.get("backbone"):
+            raise FeatkitError(f"run {run.id} has no backbone spec in config.json: it cannot see photos; re-fit it from a featkit cache.")
+        features = get_backbone_from_spec(cfg["backbone"])(images)
+        return load_run_head(run).predict_proba(features)
+    if cfg.get("kind") == "cnn":
+        from .cnn.train import predict_images
+
+        return predict_images(run, images)
+    raise FeatkitError(f"{run.path}/config.json has an unknown kind {cfg.get('kind')!r}: expected 'head' or 'cnn'.")
+
+
+def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str | Path = DEFAULT_REPORTS,
+            batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
+    run = load_run(run_ref, reports)
+    cfg, classes = run.config, run.classes
+    size, resize = int(cfg["size"]), cfg.get("resize") or "stretch"
+    files = expand_photos(photos)
+    results, failures = [], []
+    for start in range(0, len(files), batch_size):
+        batch, ok = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                batch.append(decode_image(f.read_bytes(), size, resize))
+                ok.append(f)
+            except (ImageDecodeError, OSError) as e:
+                failures.append({"path": str(f), "error": f"cannot read this photo ({e}); skipped"})
+        if not batch:
+            continue
+        probs = _probabilities(run, np.stack(batch))
+        k = min(top, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        for f, p, idx in zip(ok, probs, order):
+            results.append({"path": str(f), "top": [{"class": classes[j]["id"], "name": classes[j]["name"],
+                                                    "probability": round(float(p[j]), 6)} for j in idx]})
+    return results, failures
