@@ -1,0 +1,87 @@
+"""Feature backbones behind one interface: Keras applications (by name) and ONNX files (by path).
+
+    bb = get_backbone("mobilenetv2", size=128)            # Keras, ImageNet weights
+    bb = get_backbone("../shared/models/mobilenet-v2.onnx")  # ONNX, contract from the JSON beside it
+    feats = bb(photos_uint8)                                # (N, size, size, 3) uint8 RGB -> (N, D) float32
+    same = get_backbone_from_spec(bb.spec)                  # rebuild from a saved spec
+
+Importing this package, and using ONNX backbones, never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import FeatkitError
+from .base import Backbone, check_file_identity, file_sha256
+from .keras_zoo import MODELS as KERAS_MODELS
+from .keras_zoo import KerasModel, build_keras_base, keras_base, keras_table, lookup  # no TF import
+
+__all__ = ["Backbone", "get_backbone", "get_backbone_from_spec", "list_backbones", "keras_base",
+           "build_keras_base", "KERAS_MODELS", "KerasModel", "file_sha256"]
+
+
+def _is_onnx(name_or_path: str) -> bool:
+    s = str(name_or_path)
+    return s.lower().endswith(".onnx") or (os.path.isfile(s) and not s.lower().endswith(".h5"))
+
+
+def get_backbone(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
+                 pooling: str = "avg", batch_size: int | None = None, **onnx_options: Any) -> Backbone:
+    """A Keras registry name ("vgg16", "efficientnetb0", ...) or the path of a .onnx file -> Backbone.
+
+    size: square input size (None = the model's native size). weights (Keras only): "imagenet", "none"
+    (random, seeded), or a local .weights.h5 / .h5 path. pooling: "avg" or "max" (ONNX outputs are
+    already average-pooled: only "avg"). onnx_options (ONNX only): onnx_input, onnx_output, input_dtype,
+    input_layout, input_mean, input_std. Arguments are checked before anything is built; problems raise
+    FeatkitError with a one-line message.
+    """
+    if _is_onnx(name_or_path):
+        from .onnx_model import OnnxBackbone
+
+        if weights is not None and str(weights).lower() != "imagenet":
+            raise FeatkitError(f"--weights does not apply to an ONNX backbone ({Path(name_or_path).name}): "
+                               f"its weights are inside the .onnx file.")
+        return OnnxBackbone(name_or_path, size=size, pooling=pooling, batch_size=batch_size, **onnx_options)
+    if onnx_options:
+        raise FeatkitError(f"options {', '.join(sorted(onnx_options))} apply only to ONNX backbones, "
+                           f"not to {name_or_path!r}.")
+    from .keras_zoo import KerasBackbone
+
+    return KerasBackbone(name_or_path, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
+
+
+def get_backbone_from_spec(spec: dict, batch_size: int | None = None) -> Backbone:
+    """Rebuild the backbone a saved `spec` describes; FeatkitError if a weights file is gone or changed."""
+    try:
+        kind, name, size, pooling, weights = (spec["kind"], spec["name"], spec["size"], spec["pooling"],
+                                              spec["weights"])
+    except (KeyError, TypeError):
+        raise FeatkitError(f"not a featkit backbone spec: {spec!r:.200}") from None
+    if kind == "onnx":
+        path = check_file_identity(weights, "the ONNX model")
+        bb = get_backbone(str(path), size=size, pooling=pooling, batch_size=batch_size, **spec.get("options", {}))
+    elif kind == "keras":
+        if isinstance(weights, dict):
+            weights = str(check_file_identity(weights, "the weights file"))
+        bb = get_backbone(name, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
+    else:
+        raise FeatkitError(f"unknown backbone kind {kind!r} in the saved spec (expected keras or onnx).")
+    if spec.get("feature_dim") not in (None, bb.feature_dim):
+        raise FeatkitError(f"{name} now gives {bb.feature_dim} features, but the saved spec says "
+                           f"{spec['feature_dim']}: re-run `featkit extract`.")
+    return bb
+
+
+def list_backbones(onnx_folder: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The Keras registry (name, kind, native_size, min_size, feature_dim, preprocessing, weights_file,
+    weights_url, keras) plus, if `onnx_folder` is given, one row per .onnx file in it (name, kind, path,
+    native_size, feature_dim, preprocessing, weights_file, or error). Builds no Keras model."""
+    rows = keras_table()
+    if onnx_folder is not None:
+        from .onnx_model import onnx_table
+
+        rows += onnx_table(onnx_folder)
+    return rows

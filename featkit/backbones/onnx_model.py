@@ -1,0 +1,237 @@
+"""ONNX backbones run with onnxruntime (no TensorFlow import).
+
+A model's contract is read from the JSON beside it (same stem, `.json`: input_name, input_layout, input_dtype,
+input_size, dynamic_size, output_name, feature_size, preprocessing_in_graph), else inferred from the graph:
+the first input, and a 2-D output (preferring one named like 'features'). Keyword options override both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FeatkitError
+from .base import Backbone, check_pooling, check_size, file_identity
+
+MIN_DYNAMIC_SIZE = 32  # CNN graphs downsample by 32; the shared models run at any H, W >= 32
+_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
+_FEATURE_WORDS = ("feature", "embed", "pool")
+
+
+def read_contract(path: Path) -> dict[str, Any]:
+    """The JSON beside `path` (same stem), or {} when there is none."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FeatkitError(f"{meta_path} is not valid JSON ({e}): fix or remove it.") from None
+    if not isinstance(meta, dict):
+        raise FeatkitError(f"{meta_path} should hold a JSON object describing {path.name}.")
+    return meta
+
+
+def providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
+def open_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only; intra-op threads stay at ORT's default (all cores)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers())
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = " ".join(str(e).split())[:300]
+        raise FeatkitError(f"{path} could not be loaded by onnxruntime ({first}).") from None
+
+
+def _pick_output(sess, path: Path) -> Any:
+    outs = sess.get_outputs()
+    two_d = [o for o in outs if len(o.shape) == 2]
+    named = [o for o in two_d if any(w in o.name.lower() for w in _FEATURE_WORDS)]
+    if len(named) >= 1:
+        return named[0]
+    if len(two_d) == 1:
+        return two_d[0]
+    listing = ", ".join(f"{o.name} {o.shape}" for o in outs)
+    raise FeatkitError(f"{path} has no single 2-D feature output to use (outputs: {listing}): "
+                       f"name one with onnx_output=NAME or in {path.with_suffix('.json').name}.")
+
+
+class OnnxBackbone(Backbone):
+    kind = "onnx"
+
+    def __init__(self, path: str | os.PathLike, size: int | None = None, pooling: str = "avg",
+                 batch_size: int | None = None, *, onnx_input: str | None = None, onnx_output: str | None = None,
+                 input_dtype: str | None = None, input_layout: str | None = None,
+                 input_mean: list[float] | None = None, input_std: list[float] | None = None):
+        path = Path(os.path.expanduser(str(path)))
+        if not path.is_file():
+            raise FeatkitError(f"ONNX model {path} does not exist: give the path of a .onnx file.")
+        check_pooling(pooling, path.name)
+        if pooling != "avg":
+            raise FeatkitError(f"{path.name} outputs features that are already pooled (global average), so "
+                               f"pooling={pooling!r} is not possible: use pooling 'avg' or a Keras backbone.")
+        meta = read_contract(path)
+        self.path = path.resolve()
+        self.name = str(meta.get("name") or path.stem)
+        self.pooling = "avg"
+        self.weights = file_identity(self.path)
+        self._sess = sess = open_session(self.path)
+
+        # input
+        inputs = {i.name: i for i in sess.get_inputs()}
+        in_name = onnx_input or meta.get("input_name") or sess.get_inputs()[0].name
+        if in_name not in inputs:
+            raise FeatkitError(f"{path} has no input {in_name!r} (inputs: {', '.join(inputs)}).")
+        inp = inputs[in_name]
+        graph_dtype = _DTYPES.get(inp.type)
+        dtype = input_dtype or meta.get("input_dtype") or graph_dtype
+        dtype = {"float": "float32"}.get(str(dtype), str(dtype))
+        if graph_dtype is None or dtype != graph_dtype:
+            raise FeatkitError(f"{path}: input {in_name!r} is {inp.type}, declared {dtype}; only uint8 or float32 "
+                               f"image inputs are supported.")
+        shape = list(inp.shape)
+        if len(shape) != 4:
+            raise FeatkitError(f"{path}: input {in_name!r} has shape {shape}; a 4-D image batch is needed.")
+        layout = (input_layout or meta.get("input_layout") or
+                  ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None))
+        if layout not in ("NHWC", "NCHW"):
+            raise FeatkitError(f"{path}: cannot tell the layout of input {in_name!r} {shape}; "
+                               f"pass input_layout='NHWC' or 'NCHW'.")
+        hw = shape[1:3] if layout == "NHWC" else shape[2:4]
+        fixed = all(isinstance(d, int) and d > 0 for d in hw)
+        if fixed and hw[0] != hw[1]:
+            raise FeatkitError(f"{path}: input {in_name!r} is fixed at {hw[0]}x{hw[1]}; only square inputs are supported.")
+        if meta.get("dynamic_size") is False and not fixed:
+            fixed_size = meta.get("input_size")
+            hw = list(fixed_size) if isinstance(fixed_size, (list, tuple)) else [fixed_size, fixed_size]
+            fixed = True
+        native = meta.get("input_size")
+        native = (native[0] if isinstance(native, (list, tuple)) else native) or (hw[0] if fixed else None)
+        if size is None:
+            if native is None:
+                raise FeatkitError(f"{path} accepts any input size and says no native one: pass --size.")
+            size = native
+        if fixed:
+            if size != hw[0]:
+                raise FeatkitError(f"{path} has a fixed input size of {hw[0]}x{hw[1]}; size={size} is not "
+                                   f"possible (use --size {hw[0]}).")
+            self.size = check_size(size, 1, self.name)
+        else:
+            self.size = check_size(size, MIN_DYNAMIC_SIZE, self.name)
+        self.native_size = int(native) if native else self.size
+        self._in_name, self._layout, self._dtype = in_name, layout, dtype
+
+        # preprocessing
+        in_graph = meta.get("preprocessing_in_graph")
+        self._mean = self._std = None
+        if input_mean is not None or input_std is not None:
+            if dtype != "float32":
+                raise FeatkitError(f"{path}: input_mean/input_std need a float32 input; {in_name!r} is {dtype}.")
+            self._mean = np.asarray(input_mean if input_mean is not None else 0.0, np.float32)
+            self._std = np.asarray(input_std if input_std is not None else 1.0, np.float32)
+            self.preprocessing = f"outside graph: (x - {self._mean.tolist()}) / {self._std.tolist()}"
+        elif in_graph:
+            self.preprocessing = f"in graph: {in_graph}"
+        elif dtype == "uint8":
+            self.preprocessing = "in graph (uint8 input; not described)"
+        else:
+            raise FeatkitError(f"{path} takes float input but says nothing about its preprocessing: add "
+                               f"'preprocessing_in_graph' to {path.with_suffix('.json').name} if it takes "
+                               f"0..255 values, or pass input_mean/input_std (0..255 units).")
+
+        # output
+        if onnx_output or meta.get("output_name"):
+            out_name = onnx_output or meta["output_name"]
+            outs = {o.name: o for o in sess.get_outputs()}
+            if out_name not in outs:
+                raise FeatkitError(f"{path} has no output {out_name!r} (outputs: {', '.join(outs)}).")
+            out = outs[out_name]
+        else:
+            out = _pick_output(sess, path)
+        if len(out.shape) != 2:
+            raise FeatkitError(f"{path}: output {out.name!r} has shape {out.shape}; a 2-D (N, features) output "
+                               f"is needed.")
+        self._out_name = out.name
+        self._providers = sess.get_providers()
+        self.batch_size = int(batch_size) if batch_size else (256 if "CUDAExecutionProvider" in self._providers else 64)
+        if self.batch_size < 1:
+            raise FeatkitError(f"batch size should be at least 1; got {batch_size}.")
+        dim = meta.get("feature_size") or (out.shape[1] if isinstance(out.shape[1], int) else None)
+        if dim is None:  # symbolic: ask the graph
+            dim = self._run(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1]
+        self.feature_dim = int(dim)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        x = chunk
+        if self._layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        if self._dtype == "float32":
+            x = x.astype(np.float32)
+            if self._mean is not None:
+                shape = (1, -1, 1, 1) if self._layout == "NCHW" else (1, 1, 1, -1)
+                x -= self._mean.reshape(shape) if self._mean.ndim else self._mean
+                x /= self._std.reshape(shape) if self._std.ndim else self._std
+        else:
+            x = np.ascontiguousarray(x)  # no copy for a contiguous NHWC uint8 batch
+        out = self._sess.run([self._out_name], {self._in_name: x})[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword options that rebuild exactly this backbone (stored in the spec)."""
+        opts: dict[str, Any] = {"onnx_input": self._in_name, "onnx_output": self._out_name,
+                                "input_dtype": self._dtype, "input_layout": self._layout}
+        if self._mean is not None:
+            opts["input_mean"], opts["input_std"] = self._mean.tolist(), self._std.tolist()
+        return opts
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        from .. import __version__
+
+        return {
+            "kind": "onnx", "name": self.name, "weights": dict(self.weights), "size": self.size,
+            "pooling": self.pooling, "preprocessing": self.preprocessing, "feature_dim": self.feature_dim,
+            "input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size,
+            "options": self.options,
+            "versions": {"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+        }
+
+
+def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per .onnx file in `folder`: from its JSON when present, else from the graph."""
+    rows = []
+    for path in sorted(Path(folder).expanduser().glob("*.onnx")):
+        row: dict[str, Any] = {"name": path.stem, "kind": "onnx", "path": str(path), "weights_file": path.name}
+        try:
+            meta = read_contract(path)
+            size = meta.get("input_size")
+            if meta.get("feature_size") and size:
+                row.update(native_size=size[0] if isinstance(size, (list, tuple)) else size,
+                           feature_dim=meta["feature_size"],
+                           preprocessing=f"in graph: {meta.get('preprocessing_in_graph', 'not described')}",
+                           dynamic_size=bool(meta.get("dynamic_size")))
+            else:
+                try:
+                    bb = OnnxBackbone(path)
+                except FeatkitError:  # dynamic size and no native one: probe at 224
+                    bb = OnnxBackbone(path, size=224)
+                row.update(native_size=bb.native_size, feature_dim=bb.feature_dim, preprocessing=bb.preprocessing)
+        except FeatkitError as e:
+            row["error"] = str(e)
+        rows.append(row)
+    return rows
