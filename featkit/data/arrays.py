@@ -1,0 +1,78 @@
+"""Decoded, resized uint8 arrays of manifest photos, decoded once and kept in a .npy file under the cache.
+
+End-to-end training reads these every epoch instead of re-reading JPEGs (the study's ImageDataGenerator
+re-decoded every photo every epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import FeatkitError
+from ..progress import Progress
+from . import Prepared
+from .images import ImageDecodeError, decode_image, default_threads
+
+
+def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
+    """Manifest rows to use: all, or the first `per_class` of each class in each split (manifest order)."""
+    m = prep.manifest
+    if not per_class:
+        return np.arange(len(m))
+    keep = m.groupby(["split", "label"], sort=False).cumcount().to_numpy() < per_class
+    return np.flatnonzero(keep)
+
+
+def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "stretch", crop_box: bool = False,
+                   quiet: bool = False) -> np.ndarray:
+    """uint8 (len(rows), size, size, 3) for the given manifest rows, memory-mapped from a cached .npy file."""
+    key = hashlib.sha1(np.asarray(rows, np.int64).tobytes() + prep.manifest_sha1.encode()).hexdigest()[:12]
+    path = prep.dir / f"decoded-{size}px-{resize}{'-box' if crop_box else ''}-{key}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    need = len(rows) * size * size * 3
+    free = _free_disk(prep.dir)
+    if free is not None and need > free:
+        raise FeatkitError(f"decoded photos need {need / 2**30:.1f} GiB in {prep.dir} but only {free / 2**30:.1f} GiB "
+                           "are free: use a smaller --size or --per-class, or free disk space.")
+    m = prep.manifest
+    paths = m["path"].to_numpy()
+    boxes = m[["x1", "y1", "x2", "y2"]].to_numpy()
+    tmp = path.with_name(path.name + ".partial.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
+    failures: list[str] = []
+
+    def work(i: int) -> None:
+        r = int(rows[i])
+        box = tuple(int(v) for v in boxes[r]) if crop_box and boxes[r][0] not in ("", None) else None
+        try:
+            out[i] = decode_image(prep.read(paths[r]), size, resize, box)
+        except (ImageDecodeError, KeyError, OSError) as e:
+            failures.append(f"{paths[r]}: {e}")
+
+    with ThreadPoolExecutor(default_threads()) as pool, Progress(len(rows), "decode", quiet=quiet) as bar:
+        for start in range(0, len(rows), 512):
+            list(pool.map(work, range(start, min(len(rows), start + 512))))
+            bar.update(min(len(rows), start + 512) - start)
+    if failures:
+        tmp.unlink()
+        raise FeatkitError(f"{len(failures)} photos could not be decoded (first: {failures[0]}); "
+                           f"run `featkit data check` on the dataset and fix or remove them.")
+    out.flush()
+    del out
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps({"rows": len(rows), "size": size, "resize": resize}) + "\n")
+    return np.load(path, mmap_mode="r")
+
+
+def _free_disk(path) -> int | None:
+    try:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        return None
