@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import FeatkitError
 from .base import Backbone, check_file_identity, file_sha256
 from .keras_zoo import MODELS as KERAS_MODELS
-from .keras_zoo import KerasModel, build_keras_base, keras_base, keras_table, lookup  # no TF import
+from .keras_zoo import KerasModel, _norm, build_keras_base, keras_base, keras_table, lookup  # no TF import
 
 __all__ = ["Backbone", "get_backbone", "get_backbone_from_spec", "list_backbones", "keras_base",
            "build_keras_base", "KERAS_MODELS", "KerasModel", "file_sha256"]
@@ -25,7 +25,9 @@ __all__ = ["Backbone", "get_backbone", "get_backbone_from_spec", "list_backbones
 
 def _is_onnx(name_or_path: str) -> bool:
     s = str(name_or_path)
-    return s.lower().endswith(".onnx") or (os.path.isfile(s) and not s.lower().endswith(".h5"))
+    if s.lower().endswith(".onnx"):
+        return True
+    return os.path.isfile(s) and not s.lower().endswith(".h5") and _norm(s) not in KERAS_MODELS
 
 
 def get_backbone(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
