@@ -1,0 +1,73 @@
+"""Heads fitted on cached features: a registry of scikit-learn-style estimators.
+
+    head = get_head("logreg", C=0.5).fit(X, y, X_val, y_val, n_classes=101)
+    probs = head.predict_proba(X_test)        # (N, 101) float32, column j = class index j
+    head.save(run_dir); head = load_head(run_dir)
+
+Only the softmax head imports TensorFlow, and only when it is fitted or loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from ..errors import FeatkitError
+from .base import Head, NotFittedError, load_head
+from .gbm import LightGBMHead
+from .logreg import LogRegHead
+from .softmax import SoftmaxHead
+
+HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead}
+
+__all__ = ["HEADS", "Head", "NotFittedError", "get_head", "load_head", "head_params"]
+
+
+def head_params(name: str) -> dict[str, Any]:
+    """The parameters a head takes, with their defaults."""
+    return _head_class(name).param_defaults()
+
+
+def get_head(name: str, **params: Any) -> Head:
+    """A new, unfitted head. String values (from a command line) are converted to the default's type."""
+    cls = _head_class(name)
+    defaults = cls.param_defaults()
+    unknown = [k for k in params if k not in defaults]
+    if unknown:
+        k = unknown[0]
+        hint = _suggest(k, defaults)
+        raise FeatkitError(f"{name} head has no parameter {k!r}.{hint} Its parameters: {', '.join(defaults)}.")
+    head = cls(**{k: _coerce(name, k, v, defaults[k]) for k, v in params.items()})
+    head.validate_params()
+    return head
+
+
+def _head_class(name: str) -> type[Head]:
+    if name not in HEADS:
+        hint = _suggest(str(name), HEADS)
+        raise FeatkitError(f"unknown head {name!r}.{hint} Heads: {', '.join(HEADS)}.")
+    return HEADS[name]
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, choices, n=1) or [c for c in choices if c[:3].lower() == name[:3].lower()]
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float) or default is None:
+            return float(value)
+    except ValueError:
+        raise FeatkitError(f"{head} head: {key} should be {type(default).__name__}. Received {key}={value!r}") from None
+    return value

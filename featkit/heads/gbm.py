@@ -1,0 +1,116 @@
+"""lightgbm: LightGBM multiclass boosting, optional seeded PCA first, early stopping on the validation split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_path
+from .base import Head, positive
+
+
+class LightGBMHead(Head):
+    name = "lightgbm"
+    model_file = "model.joblib"
+
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.1, n_estimators: int = 500,
+                 early_stopping_rounds: int = 20, pca: int = 0, min_child_samples: int = 20,
+                 feature_fraction: float = 1.0, num_threads: int = 0, deterministic: bool = True, seed: int = 0):
+        self.num_leaves = num_leaves
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.pca = pca
+        self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction
+        self.num_threads = num_threads
+        self.deterministic = deterministic
+        self.seed = seed
+
+    def validate_params(self) -> None:
+        positive(self.name, "num_leaves", self.num_leaves, integer=True)
+        positive(self.name, "learning_rate", self.learning_rate)
+        positive(self.name, "n_estimators", self.n_estimators, integer=True)
+        positive(self.name, "early_stopping_rounds", self.early_stopping_rounds, integer=True, zero_ok=True)
+        positive(self.name, "pca", self.pca or 0, integer=True, zero_ok=True)
+        positive(self.name, "min_child_samples", self.min_child_samples, integer=True)
+        positive(self.name, "feature_fraction", self.feature_fraction)
+        positive(self.name, "num_threads", self.num_threads, integer=True, zero_ok=True)
+
+    def _lgb_params(self) -> dict:
+        return {
+            "objective": "multiclass", "num_class": self.n_classes_,
+            "metric": ["multi_logloss", "multi_error"],
+            "num_leaves": int(self.num_leaves), "learning_rate": float(self.learning_rate),
+            "min_data_in_leaf": int(self.min_child_samples), "feature_fraction": float(self.feature_fraction),
+            "num_threads": int(self.num_threads), "seed": int(self.seed), "deterministic": bool(self.deterministic),
+            "force_row_wise": True, "verbosity": -1,
+        }
+
+    def _fit(self, X, y, X_val, y_val) -> None:
+        import lightgbm as lgb
+
+        self.pca_ = None
+        if self.pca:
+            from sklearn.decomposition import PCA
+
+            width = min(int(self.pca), X.shape[0], X.shape[1])
+            self.pca_ = PCA(n_components=width, random_state=self.seed).fit(X)
+            X = self.pca_.transform(X).astype(np.float32)
+            if X_val is not None:
+                X_val = self.pca_.transform(X_val).astype(np.float32)
+        dtrain = lgb.Dataset(X, y, free_raw_data=True)
+        sets, names = [dtrain], ["train"]
+        if X_val is not None:
+            sets.append(lgb.Dataset(X_val, y_val, reference=dtrain))
+            names.append("valid")
+        evals: dict = {}
+        callbacks = [lgb.record_evaluation(evals)]
+        if X_val is not None and self.early_stopping_rounds:
+            # the train set is recognised by name and ignored; only the first metric (log-loss) decides
+            callbacks.append(lgb.early_stopping(int(self.early_stopping_rounds), first_metric_only=True, verbose=False))
+        booster = lgb.train(self._lgb_params(), dtrain, num_boost_round=int(self.n_estimators),
+                            valid_sets=sets, valid_names=names, callbacks=callbacks)
+        self.best_iteration_ = int(booster.best_iteration) if booster.best_iteration > 0 else int(booster.current_iteration())
+        self.model_ = booster
+        self.history_ = _history(evals)
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = self.model_.predict(self._transform(X), num_iteration=self.best_iteration_)
+        return p.reshape(len(X), self.n_classes_)
+
+    def fitted_state(self) -> dict:
+        return {"best_iteration_": self.best_iteration_}
+
+    def _save_model(self, path: Path) -> Path:
+        import joblib
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            joblib.dump({"booster": self.model_, "pca": self.pca_}, fh)
+        return path
+
+    def _load_model(self, path: Path) -> None:
+        import joblib
+
+        state = joblib.load(path)
+        self.model_, self.pca_ = state["booster"], state["pca"]
+
+
+def _history(evals: dict) -> list[dict]:
+    """record_evaluation's {"train": {"multi_logloss": [...], ...}, "valid": {...}} -> one dict per round."""
+    rows: list[dict] = []
+    n = max((len(v) for d in evals.values() for v in d.values()), default=0)
+    for i in range(n):
+        row: dict = {"iteration": i + 1}
+        for split, prefix in (("train", ""), ("valid", "val_")):
+            d = evals.get(split, {})
+            if "multi_logloss" in d:
+                row[prefix + "loss"] = float(d["multi_logloss"][i])
+            if "multi_error" in d:
+                row[prefix + "accuracy"] = 1.0 - float(d["multi_error"][i])
+        rows.append(row)
+    return rows

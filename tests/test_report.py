@@ -1,0 +1,79 @@
+"""The report is rebuilt from run folders alone: head runs, a CNN run, and an incomplete run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cachefixtures import CLASSES, food_caches, one_blas_thread
+from featkit.fit import fit_head
+from featkit.report import COLUMNS, build_report
+from featkit.runs import new_run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    with one_blas_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def caches(tmp_path_factory):
+    return food_caches(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reports(caches, tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    fit_head(caches.plain, "lightgbm", {"n_estimators": 30, "pca": 16, "num_threads": 1}, reports=reports, quiet=True)
+    fit_head(caches.plain, "logreg", {"max_iter": 300}, augment_cache=caches.augment, reports=reports, quiet=True)
+    # a run of the end-to-end CNN trainer: same folder format, no backbone, its own history columns
+    cnn = new_run("cnn-mobilenet-v2", reports)
+    cnn.write_json("config.json", {"kind": "cnn", "name": "mobilenet-v2-finetune", "backbone": None, "size": 128,
+                                   "augment": True, "dataset": "food101-64:x", "seed": 0})
+    cnn.write_json("classes.json", [{"index": i, "id": str(i), "name": str(i)} for i in range(CLASSES)])
+    (cnn.path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
+                                          "1,2.1,0.20,2.0,0.25,31.5\n2,1.7,0.41,1.8,0.35,30.9\n")
+    cnn.write_json("metrics.json", {"top1": 0.375, "top5": 0.85, "fit_seconds": 62.4})
+    broken = new_run("crashed", reports)  # crashed after writing its config: no metrics
+    broken.write_json("config.json", {"kind": "head", "head": "softmax"})
+    (reports / "runs" / "half-copied").mkdir()  # not even a config.json
+    return reports
+
+
+def test_report_lists_every_run(reports):
+    paths = build_report(reports)
+    df = pd.read_csv(paths["results_csv"], keep_default_na=False)
+    assert list(df.columns) == list(COLUMNS)
+    assert len(df) == 3 and df["run_id"].tolist() == sorted(df["run_id"], reverse=True)  # newest first
+    by_kind = {(r.kind, r.head): r for r in df.itertuples()}
+    cnn = by_kind[("cnn", "mobilenet-v2-finetune")]
+    assert (cnn.backbone, cnn.size, cnn.augment, cnn.top1, cnn.extract_seconds) == ("-", 128, "yes", 0.375, "")
+    logreg = by_kind[("head", "logreg")]
+    assert (logreg.backbone, logreg.augment) == ("mobilenet-v2", "yes") and float(logreg.extract_seconds) == pytest.approx(2.2)
+    assert by_kind[("head", "lightgbm")].augment == "no"
+    md = paths["results_md"].read_text()
+    incomplete = md.split("## Incomplete runs")[1].split("##")[0]
+    assert "crashed" in incomplete and "no metrics.json" in incomplete
+    assert "runs/half-copied" in incomplete and "no config.json" in incomplete
+    for key in ("training_curves", "accuracy_vs_size", "time_vs_size"):
+        assert paths[key].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_rebuilds_identically(reports):
+    first = build_report(reports)
+    md, csv = first["results_md"].read_text(), first["results_csv"].read_text()
+    first["results_md"].unlink()
+    first["results_csv"].unlink()
+    again = build_report(reports)
+    assert again["results_md"].read_text() == md and again["results_csv"].read_text() == csv
+    table = [ln for ln in md.splitlines() if ln.startswith("| [")]
+    assert len(table) == 3 and np.all(["| head |" in ln or "| cnn |" in ln for ln in table])
+    assert not list(reports.glob(".*tmp*"))
+
+
+def test_empty_reports_folder(tmp_path):
+    paths = build_report(tmp_path)
+    assert "_No complete runs yet._" in paths["results_md"].read_text()
+    assert pd.read_csv(paths["results_csv"]).empty
