@@ -229,10 +229,11 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str | Path, title
 # ---- cache / run compatibility, sensitivity ----------------------------------------------------------
 
 def _spec_key(spec: Any) -> Any:
-    """A backbone spec without where its weights file happens to live (the sha256 stays)."""
+    """A backbone spec without where its weights file happens to live (the sha256 stays) and without the library
+    versions that extracted it: those do not make features incomparable."""
     if not isinstance(spec, dict):
         return spec
-    spec = dict(spec)
+    spec = {k: v for k, v in spec.items() if k != "versions"}
     if isinstance(spec.get("weights"), dict):
         spec["weights"] = {k: v for k, v in spec["weights"].items() if k != "path"}
     return spec
@@ -277,7 +278,7 @@ SENSITIVITY_COLUMNS = ("view", "rotation", "width_shift", "height_shift", "flips
 _PARAM_ALIASES = {"rotation": ("rotation", "rotation_range", "degrees"),
                   "width_shift": ("width_shift", "width_shift_range"),
                   "height_shift": ("height_shift", "height_shift_range"),
-                  "flips": ("flips", "flip", "horizontal_flip")}
+                  "flips": ("flips", "flip")}
 
 
 def sensitivity(run: Run | str | Path, view_caches: Mapping[str, str | Path], reports: str | Path = DEFAULT_REPORTS):
@@ -316,6 +317,9 @@ def _sens_row(view: str, params: Mapping[str, Any], m: Mapping[str, Any]) -> dic
         row[col] = next((params[a] for a in aliases if a in params), 0 if view == "plain" and col != "flips" else None)
         if isinstance(row[col], (list, tuple, dict)):
             row[col] = str(row[col])
+    if row["flips"] is None and ("horizontal_flip" in params or "vertical_flip" in params):
+        both = [d for d in ("horizontal", "vertical") if params.get(f"{d}_flip")]
+        row["flips"] = "+".join(both) or "none"
     if view == "plain" and row["flips"] is None:
         row["flips"] = "none"
     row.update(n=m["n"], top1=round(m["top1"], 4), top5=round(m["top5"], 4), macro_f1=round(m["macro_f1"], 4))

@@ -76,7 +76,8 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "views": [meta.get("view", "plain")] + ([aug_meta.get("view", "augment")] if aug_meta else []),
         "augment": bool(n_aug), "augment_view_params": aug_meta.get("view_params") if aug_meta else None,
         "cache": str(cache_path.resolve()), "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
-        "dataset": meta.get("dataset"), "resize": meta.get("resize"), "seed": seed, "n_classes": n_classes,
+        "dataset": meta.get("dataset"), "fingerprint": meta.get("fingerprint"), "resize": meta.get("resize"),
+        "crop_box": meta.get("crop_box"), "seed": seed, "n_classes": n_classes,
         "selection": "valid" if has_valid else "none", "featkit_version": __version__,
     })
     run.write_json("classes.json", classes)
@@ -128,6 +129,8 @@ def _check_same_source(meta: Mapping, other: Mapping, path: Path, other_path: Pa
         ("size", meta.get("size"), other.get("size")),
         ("class list", _class_key(meta.get("classes", [])), _class_key(other.get("classes", []))),
         ("dataset", meta.get("dataset"), other.get("dataset")),
+        ("dataset fingerprint", meta.get("fingerprint"), other.get("fingerprint")),
+        ("resize mode", meta.get("resize"), other.get("resize")),
     ) if a != b]
     if diffs:
         raise FeatkitError(f"augment cache {other_path} does not match {path}: different {' and '.join(diffs)}; "

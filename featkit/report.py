@@ -94,7 +94,7 @@ def _row(run: Run, cfg: dict, m: dict, reports: Path) -> dict[str, Any]:
     aug = "" if aug is None else ("yes" if aug is True else "no" if aug is False else str(aug))
     return {
         "run_id": run.id, "kind": cfg.get("kind", ""), "backbone": backbone or "-",
-        "size": _size(cfg.get("size")), "head": cfg.get("head") or cfg.get("model") or cfg.get("name") or "",
+        "size": _size(cfg.get("size")), "head": cfg.get("head") or cfg.get("name") or cfg.get("model") or "",
         "augment": aug, "top1": _num(m.get("top1")), "top5": _num(m.get("top5")),
         "extract_seconds": _num(m.get("extract_seconds")),
         "fit_seconds": _num(m.get("fit_seconds", m.get("train_seconds"))), "folder": _rel(run.path, reports),

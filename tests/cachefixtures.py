@@ -32,7 +32,8 @@ def _sha256(path: Path) -> str:
 def backbone_spec(name: str = "mobilenet-v2", size: int = SIZE) -> dict:
     path = _require(MOBILENET_ONNX)
     return {"kind": "onnx", "name": name, "weights": {"path": str(path), "sha256": _sha256(path)},
-            "size": size, "pooling": "avg", "feature_dim": 1280}
+            "size": size, "pooling": "avg", "feature_dim": 1280, "preprocessing": "in-graph",
+            "versions": {"featkit": "0.1.0", "onnxruntime": "1.32.0"}}
 
 
 def _features(photos: np.ndarray) -> np.ndarray:
@@ -81,16 +82,16 @@ class FoodCaches:
         rank = np.concatenate([np.arange(TRAIN_PER_CLASS)] * CLASSES)
         tr_split = np.where(rank >= TRAIN_PER_CLASS - VALID_PER_CLASS, "valid", "train")
         fingerprint = hashlib.sha256("\n".join(tr_names + te_names).encode()).hexdigest()[:16]
-        meta = {"backbone": backbone_spec(), "size": SIZE, "view": "plain", "classes": classes,
-                "dataset": f"food101-64:{fingerprint}", "featkit_version": "0.1.0", "seconds": 1.5,
-                "resize": "stretch"}
+        meta = {"backbone": backbone_spec(), "size": SIZE, "view": "plain", "view_params": None, "classes": classes,
+                "dataset": "food101-64", "fingerprint": fingerprint, "featkit_version": "0.1.0", "seconds": 1.5,
+                "resize": "stretch", "crop_box": False}
         write_cache(self.plain, np.concatenate([tr_feats, te_feats]), np.concatenate([tr_labels, te_labels]),
                     np.concatenate([tr_split, np.full(len(te_labels), "test")]), tr_names + te_names, meta)
         for path, view, params, op in (
-            (self.flip, "flip", {"rotation": 0, "width_shift": 0.0, "height_shift": 0.0, "flips": "horizontal"},
-             lambda a: a[:, :, ::-1]),
-            (self.rot, "rot90", {"rotation": 90, "width_shift": 0.0, "height_shift": 0.0, "flips": "none"},
-             lambda a: np.rot90(a, 1, axes=(1, 2))),
+            (self.flip, "flip", {"name": "flip", "rotation": 0.0, "width_shift": 0.0, "height_shift": 0.0,
+                                 "horizontal_flip": True, "vertical_flip": False}, lambda a: a[:, :, ::-1]),
+            (self.rot, "rot90", {"name": "rot90", "rotation": 90.0, "width_shift": 0.0, "height_shift": 0.0,
+                                 "horizontal_flip": False, "vertical_flip": False}, lambda a: np.rot90(a, 1, axes=(1, 2))),
         ):
             write_cache(path, _features(np.ascontiguousarray(op(te_photos))), te_labels, np.full(len(te_labels), "test"),
                         te_names, {**meta, "view": view, "view_params": params, "seconds": 0.5})
@@ -98,7 +99,8 @@ class FoodCaches:
         m = tr_split == "train"
         write_cache(self.augment, _features(np.ascontiguousarray(tr_photos[m][:, :, ::-1])), tr_labels[m],
                     np.full(int(m.sum()), "train"), [n for n, keep in zip(tr_names, m) if keep],
-                    {**meta, "view": "augment", "view_params": {"flips": "horizontal"}, "seconds": 0.7},
+                    {**meta, "view": "augment-1-flips", "view_params": {"name": "augment-1-flips", "horizontal_flip": True},
+                     "seconds": 0.7},
                     copy=np.zeros(int(m.sum()), np.int16))
         return self
 

@@ -97,6 +97,7 @@ def test_fit_head_writes_a_complete_run(run, caches):
     assert (cfg["kind"], cfg["head"], cfg["backbone"], cfg["size"], cfg["dataset"], cfg["augment"]) == (
         "head", "logreg", meta["backbone"], meta["size"], meta["dataset"], False)
     assert cfg["params"]["max_iter"] == 500 and cfg["seed"] == 0 and cfg["featkit_version"]
+    assert cfg["fingerprint"] == meta["fingerprint"] and cfg["cache"] == str(caches.plain.resolve())
     assert run.classes == meta["classes"]
     m = run.metrics
     assert (m["n_train"], m["n_valid"], m["n_test"], m["n"]) == (192, 48, 80, 80)
@@ -137,6 +138,7 @@ def test_check_compatible_refuses_other_backbone_size_or_classes(run, caches, tm
     check_compatible(run, caches.plain)  # its own cache
     moved = {**meta["backbone"], "weights": {**meta["backbone"]["weights"], "path": "/elsewhere/mobilenet-v2.onnx"}}
     check_compatible(run, {**meta, "backbone": moved})  # same weights (sha256), another folder: fine
+    check_compatible(run, {**meta, "backbone": {**meta["backbone"], "versions": {"onnxruntime": "9.9"}}})
     other = _variant(caches, tmp_path, "effnet", backbone={**meta["backbone"], "name": "efficientnet-lite0",
                                                             "weights": {"path": "x", "sha256": "c515eb"}})
     with pytest.raises(FeatkitError) as e:
@@ -171,3 +173,16 @@ def test_fit_head_needs_train_and_test_rows(caches, tmp_path):
     with pytest.raises(FeatkitError, match="0 test rows"):
         fit_head(path, "logreg", reports=tmp_path / "reports", quiet=True)
     assert not (tmp_path / "reports" / "runs").exists() or not list((tmp_path / "reports" / "runs").iterdir())
+
+
+def test_augment_cache_must_come_from_the_same_photos(caches, tmp_path):
+    fs = read_cache(caches.augment)
+    other = tmp_path / "augment-other.h5"
+    write_cache(other, fs.features, fs.labels, fs.split, fs.image_ids, {**fs.meta, "fingerprint": "0123"}, copy=fs.copy)
+    with pytest.raises(FeatkitError, match="different dataset fingerprint"):
+        fit_head(caches.plain, "logreg", augment_cache=other, reports=tmp_path / "reports", quiet=True)
+    test_ids = read_cache(caches.plain).subset("test").image_ids[:3]
+    leaky = tmp_path / "augment-leaky.h5"
+    write_cache(leaky, fs.features[:3], fs.labels[:3], fs.split[:3], test_ids, fs.meta, copy=fs.copy[:3])
+    with pytest.raises(FeatkitError, match="training rows of valid/test photos"):
+        fit_head(caches.plain, "logreg", augment_cache=leaky, reports=tmp_path / "reports", quiet=True)

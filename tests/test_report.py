@@ -29,13 +29,15 @@ def reports(caches, tmp_path_factory):
     fit_head(caches.plain, "lightgbm", {"n_estimators": 30, "pca": 16, "num_threads": 1}, reports=reports, quiet=True)
     fit_head(caches.plain, "logreg", {"max_iter": 300}, augment_cache=caches.augment, reports=reports, quiet=True)
     # a run of the end-to-end CNN trainer: same folder format, no backbone, its own history columns
-    cnn = new_run("cnn-mobilenet-v2", reports)
-    cnn.write_json("config.json", {"kind": "cnn", "name": "mobilenet-v2-finetune", "backbone": None, "size": 128,
-                                   "augment": True, "dataset": "food101-64:x", "seed": 0})
+    cnn = new_run("cnn-std-aug-3", reports)
+    cnn.write_json("config.json", {"kind": "cnn", "name": "std-aug-3", "preset": "std-aug-3", "model": "custom",
+                                   "backbone": None, "size": 128, "augment": True, "epochs": 2, "dataset": "food101-64",
+                                   "seed": 0})
     cnn.write_json("classes.json", [{"index": i, "id": str(i), "name": str(i)} for i in range(CLASSES)])
     (cnn.path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
                                           "1,2.1,0.20,2.0,0.25,31.5\n2,1.7,0.41,1.8,0.35,30.9\n")
-    cnn.write_json("metrics.json", {"top1": 0.375, "top5": 0.85, "fit_seconds": 62.4})
+    cnn.write_json("metrics.json", {"top1": 0.375, "top5": 0.85, "fit_seconds": 62.4, "epochs_run": 2, "best_epoch": 2,
+                                    "study_top1": None})
     broken = new_run("crashed", reports)  # crashed after writing its config: no metrics
     broken.write_json("config.json", {"kind": "head", "head": "softmax"})
     (reports / "runs" / "half-copied").mkdir()  # not even a config.json
@@ -48,7 +50,7 @@ def test_report_lists_every_run(reports):
     assert list(df.columns) == list(COLUMNS)
     assert len(df) == 3 and df["run_id"].tolist() == sorted(df["run_id"], reverse=True)  # newest first
     by_kind = {(r.kind, r.head): r for r in df.itertuples()}
-    cnn = by_kind[("cnn", "mobilenet-v2-finetune")]
+    cnn = by_kind[("cnn", "std-aug-3")]
     assert (cnn.backbone, cnn.size, cnn.augment, cnn.top1, cnn.extract_seconds) == ("-", 128, "yes", 0.375, "")
     logreg = by_kind[("head", "logreg")]
     assert (logreg.backbone, logreg.augment) == ("mobilenet-v2", "yes") and float(logreg.extract_seconds) == pytest.approx(2.2)
