@@ -20,7 +20,7 @@ from .scan import scan_dataset
 from .source import open_source
 from .splits import SplitConfig, make_manifest, read_manifest, write_manifest
 
-__all__ = ["Prepared", "prepare", "SplitConfig", "Dataset"]
+__all__ = ["Prepared", "prepare", "dataset_dir", "SplitConfig", "Dataset"]
 
 
 @dataclass

@@ -31,10 +31,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit integer) greyscale: 0..65535 maps to 0..255, so a dark photo stays dark
         arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() or 1.0
-        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        if lo < 0 or hi > 65535:  # not 16-bit data: stretch its own range
+            arr = (arr - lo) * (65535.0 / ((hi - lo) or 1.0))
+        img = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))
     return img.convert("RGB")  # L, P, CMYK, YCbCr, 1, F
 
 
@@ -44,8 +47,7 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
         img = Image.open(io.BytesIO(data))
         if draft_size and img.format == "JPEG" and box is None:
             img.draft("RGB", (draft_size, draft_size))  # DCT scaling: decode big JPEGs at >= 2x the target
-        img = ImageOps.exif_transpose(img)
-        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # loads the pixels; no copy when upright already
         img = _to_rgb(img)
     except Exception as e:  # PIL raises many kinds: OSError, SyntaxError, ValueError, DecompressionBombError
         raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
@@ -65,7 +67,8 @@ def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.nd
     if resize == "crop":
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
-        img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + s, top + s))
+        # crop first: resizing with box= lets the filter reach past the square, bleeding the cut-off edges in
+        img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
     elif resize == "pad":
         scale = size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -109,6 +112,8 @@ def load_images(
             failures.append((i, str(e)))
         except KeyError as e:
             failures.append((i, f"missing file: {e}"))
+        except OSError as e:  # e.g. a corrupt zip member or an unreadable file
+            failures.append((i, f"cannot read: {e}"))
 
     if pool is None:
         with ThreadPoolExecutor(default_threads()) as own:

@@ -14,9 +14,8 @@ else the natural sort of the class folder names (class2 before class10).
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
 
 from ..errors import FeatkitError
 from .source import Source
@@ -68,13 +67,25 @@ def natural_key(text: str) -> list:
 
 
 def is_image(path: str) -> bool:
-    return PurePosixPath(path).suffix.lower() in IMAGE_EXTS
+    name = path.rpartition("/")[2]
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTS  # as PurePosixPath(path).suffix, without its cost
+
+
+JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+def is_junk(path: str) -> bool:
+    """Operating-system clutter: macOS resource forks (__MACOSX/, ._name), hidden files and folders, Thumbs.db."""
+    if "/." not in "/" + path and not any(j in path for j in JUNK_NAMES):
+        return False
+    return any(p in JUNK_NAMES or p.startswith(".") for p in path.split("/"))
 
 
 class _Tree:
     """Directory view of a flat file listing."""
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], dirs: list[str] = ()):
         self.files = files
         self.dirs: dict[str, set[str]] = defaultdict(set)  # dir -> child dir names
         self.dir_files: dict[str, list[str]] = defaultdict(list)  # dir -> file names directly inside
@@ -83,6 +94,10 @@ class _Tree:
             for i in range(len(parts) - 1):
                 self.dirs["/".join(parts[:i])].add(parts[i])
             self.dir_files["/".join(parts[:-1])].append(parts[-1])
+        for d in dirs:  # folders without files (empty class folders)
+            parts = d.split("/")
+            for i in range(len(parts)):
+                self.dirs["/".join(parts[:i])].add(parts[i])
 
     def join(self, *parts: str) -> str:
         return "/".join(p for p in parts if p)
@@ -101,19 +116,24 @@ class _Tree:
 
 
 def detect(source: Source) -> Dataset:
-    tree = _Tree(source.list_files())
+    files, junk = [], []
+    for f in source.list_files():
+        (junk if is_junk(f) else files).append(f)
+    tree = _Tree(files, [d for d in source.list_dirs() if not is_junk(d)])
     root = ""
     for _ in range(4):
         layout = _match(tree, root)
         if layout:
-            return _PARSERS[layout](source, tree, root)
+            ds = _PARSERS[layout](source, tree, root)
+            ds.ignored.extend((f, "hidden or operating-system file, not a photo") for f in junk)
+            return ds
         subs = tree.subdirs(root)
         if len(subs) == 1 and not any(is_image(f) for f in tree.dir_files.get(root, ())):
             root = tree.join(root, subs[0])
             continue
         break
     raise FeatkitError(
-        f"{source.path}: no dataset layout recognised. Expected Food-101 (images/ + meta/classes.txt), "
+        f"{source.origin}: no dataset layout recognised. Expected Food-101 (images/ + meta/classes.txt), "
         "UECFOOD (numbered folders + category.txt), train/ valid/ test/ folders, or one folder of photos per class."
     )
 
@@ -132,14 +152,19 @@ def _match(tree: _Tree, d: str) -> str | None:
     return None
 
 
-def _read_lines(source: Source, rel: str) -> list[str]:
+def _numbered_lines(source: Source, rel: str) -> list[tuple[int, str]]:
+    """(line number in the file, stripped text) of each non-blank line."""
     try:
         text = source.read(rel).decode("utf-8-sig")
     except KeyError:
         raise FeatkitError(f"{source.display(rel)} is missing: restore it from the dataset's official archive.") from None
     except UnicodeDecodeError:
         raise FeatkitError(f"{source.display(rel)} is not UTF-8 text: restore it from the dataset's official archive.") from None
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+
+
+def _read_lines(source: Source, rel: str) -> list[str]:
+    return [ln for _, ln in _numbered_lines(source, rel)]
 
 
 def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
@@ -167,6 +192,9 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
         if key.split("/")[0] not in index:
             ds.ignored.append((f, "class folder not in meta/classes.txt"))
             continue
+        if key in on_disk:
+            ds.ignored.append((f, f"same image id {key} as {on_disk[key]}"))
+            continue
         on_disk[key] = f
     listed: dict[str, str] = {}
     for split in ("train", "test"):
@@ -192,6 +220,9 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
         ds.items.append(Item(f, index[key.split("/")[0]], key, split))
     if unlisted:
         ds.warnings.append(f"{unlisted} photos in images/ are in neither meta/train.txt nor meta/test.txt: put in train")
+    have = {it.label for it in ds.items}
+    ds.warnings.extend(f"class {c.id} ({c.name}) in meta/classes.txt has no photos in {source.display(images + '/' + c.id)}"
+                       for c in classes if c.index not in have)
     return ds
 
 
@@ -199,15 +230,20 @@ def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
     cat = tree.join(root, "category.txt")
     if not tree.has_file(root, "category.txt"):
         raise FeatkitError(f"{source.display(cat)} is missing: UECFOOD needs it (a header line, then id<TAB>name per class); restore it from the official zip.")
-    lines = _read_lines(source, cat)
-    if not lines or lines[0].split()[0].lower() != "id":
+    lines = _numbered_lines(source, cat)
+    if not lines or lines[0][1].split()[0].lower() != "id":
         raise FeatkitError(f"{source.display(cat)} is malformed: the first line should be the header 'id<TAB>name'; restore the official file.")
     by_id: dict[int, str] = {}
-    for n, ln in enumerate(lines[1:], start=2):
-        parts = re.split(r"\t| {2,}", ln, maxsplit=1) if "\t" in ln else ln.split(None, 1)
-        if len(parts) != 2 or not parts[0].strip().isdigit():
+    for n, ln in lines[1:]:
+        parts = ln.split("\t", 1) if "\t" in ln else ln.split(None, 1)
+        if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
             raise FeatkitError(f"{source.display(cat)} line {n} is malformed ({ln!r}): expected 'id<TAB>name'; fix or restore the official file.")
-        by_id[int(parts[0])] = parts[1].strip()
+        cid = int(parts[0])
+        if cid in by_id:
+            raise FeatkitError(f"{source.display(cat)} line {n} repeats class id {cid}: each id should appear once; fix or restore the official file.")
+        by_id[cid] = parts[1].strip()
+    if not by_id:
+        raise FeatkitError(f"{source.display(cat)} lists no classes after its header: restore the official file.")
     classes = [ClassInfo(i, str(cid), by_id[cid]) for i, cid in enumerate(sorted(by_id))]
     index = {c.id: c.index for c in classes}
     ds = Dataset(source, root, "uec", classes, [])
@@ -217,9 +253,13 @@ def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
             for f in tree.files_under(d):
                 ds.ignored.append((f, f"folder {sub} is not in category.txt"))
             continue
-        boxes = _read_bb_info(source, tree, d, ds)
-        photos = 0
-        for name in sorted(tree.dir_files.get(d, ()), key=natural_key):
+        names = sorted(tree.dir_files.get(d, ()), key=natural_key)
+        photos = [n for n in names if is_image(n)]
+        if not photos:
+            ds.warnings.append(f"class folder {source.display(d)} has no photos")
+        boxes = _read_bb_info(source, tree, d, ds) if photos else {}
+        seen: dict[str, str] = {}
+        for name in names:
             f = tree.join(d, name)
             if name == "bb_info.txt":
                 continue
@@ -227,10 +267,13 @@ def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
                 ds.ignored.append((f, "not an image file"))
                 continue
             stem = name.rsplit(".", 1)[0]
+            if stem in seen:
+                ds.ignored.append((f, f"same image id {stem} as {seen[stem]}"))
+                continue
+            seen[stem] = f
             ds.items.append(Item(f, index[sub], stem, None, boxes.get(stem)))
-            photos += 1
-        if photos == 0:
-            ds.warnings.append(f"class folder {source.display(d)} has no photos")
+        ds.ignored.extend((f, "in a subfolder of a class folder") for f in tree.files_under(d)
+                          if f.count("/") > d.count("/") + 1)
     for c in classes:
         if c.id not in tree.dirs.get(root, ()):
             ds.warnings.append(f"class {c.id} ({c.name}) in category.txt has no folder {source.display(tree.join(root, c.id))}")
@@ -248,28 +291,36 @@ def _read_bb_info(source: Source, tree: _Tree, d: str, ds: Dataset) -> dict[str,
     for ln in lines[1:] if lines and lines[0].split()[0].lower() == "img" else lines:
         parts = ln.split()
         try:
-            boxes[parts[0]] = tuple(int(float(v)) for v in parts[1:5])  # type: ignore[assignment]
             if len(parts) < 5:
                 raise ValueError
-        except (ValueError, IndexError):
+            x1, y1, x2, y2 = (int(float(v)) for v in parts[1:5])
+            if x2 <= x1 or y2 <= y1:
+                raise ValueError
+        except (ValueError, OverflowError):
             bad += 1
+            continue
+        boxes[parts[0]] = (x1, y1, x2, y2)
     if bad:
-        ds.warnings.append(f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2') ignored")
+        ds.warnings.append(f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2' with x1 < x2, y1 < y2) ignored: those photos are not cropped")
     return boxes
 
 
-def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str], split: str | None, index: dict[str, int]) -> None:
+def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str], split: str | None, index: dict[str, int],
+                        id_prefix: str = "") -> None:
+    """Items of the class folders `class_dirs` under `d`; image ids are <id_prefix><class>/<name without extension>."""
     for c in class_dirs:
         cd = tree.join(d, c)
-        photos = 0
+        photos = []
         for f in tree.files_under(cd):
-            if not is_image(f):
+            if is_image(f):
+                photos.append(f)
+            else:
                 ds.ignored.append((f, "not an image file"))
-                continue
-            key = f[len(cd) + 1:].rsplit(".", 1)[0]
-            ds.items.append(Item(f, index[c], f"{c}/{key}", split))
-            photos += 1
-        if photos == 0:
+        stems = [f[len(cd) + 1:].rsplit(".", 1)[0] for f in photos]
+        clash = {k for k, n in Counter(stems).items() if n > 1}  # a.jpg and a.png: keep the extension in both ids
+        for f, key in zip(photos, stems):
+            ds.items.append(Item(f, index[c], f"{id_prefix}{c}/{f[len(cd) + 1:] if key in clash else key}", split))
+        if not photos:
             ds.warnings.append(f"class folder {ds.source.display(cd)} has no photos: ignored")
 
 
@@ -295,9 +346,19 @@ def _parse_presplit(source: Source, tree: _Tree, root: str) -> Dataset:
             ds.ignored.extend((f, "not in a train/valid/test folder") for f in tree.files_under(d))
             continue
         _loose_files(tree, ds, d)
-        _class_folder_items(tree, ds, d, [c for c in tree.subdirs(d) if c in index], split_dirs[s], index)
-        ds.warnings.extend(f"class folder {source.display(tree.join(d, c))} has no photos: ignored"
-                           for c in tree.subdirs(d) if c not in index)
+        # the split folder is part of the id: train/a/1.jpg and test/a/1.jpg are different photos
+        _class_folder_items(tree, ds, d, [c for c in tree.subdirs(d) if c in index], split_dirs[s], index, id_prefix=f"{s}/")
+        for c in tree.subdirs(d):
+            if c not in index:
+                ds.warnings.append(f"class folder {source.display(tree.join(d, c))} has no photos: ignored")
+                ds.ignored.extend((f, "not an image file") for f in tree.files_under(tree.join(d, c)))
+    splits = set(split_dirs.values())
+    if len([s for s in tree.subdirs(root) if s in SPLIT_DIRS and SPLIT_DIRS[s] == "valid"]) > 1:
+        ds.warnings.append(f"{source.display(root)} has several validation folders ({', '.join(s for s in split_dirs if split_dirs[s] == 'valid')}): all are used as valid")
+    if "test" not in splits:
+        ds.warnings.append(f"{source.display(tree.join(root, 'test'))} does not exist: there is no test split")
+    in_train = {it.label for it in ds.items if it.official_split == "train"}
+    ds.warnings.extend(f"class {c.name} has no photos in train/: a model cannot learn it" for c in ds.classes if c.index not in in_train)
     return ds
 
 

@@ -39,9 +39,14 @@ def _scan_one(ds: Dataset, path: str) -> tuple:
 
 def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False) -> pd.DataFrame:
     out = dataset_dir / "scan.csv"
-    if out.exists():
-        return pd.read_csv(out, dtype={"sha1": str, "pixel_hash": str, "error": str}, keep_default_na=False)
     paths = sorted({it.path for it in ds.items})
+    old = None
+    if out.exists():
+        old = pd.read_csv(out, dtype={"path": str, "sha1": str, "pixel_hash": str, "error": str}, keep_default_na=False)
+        missing = sorted(set(paths) - set(old["path"]))
+        if not missing:
+            return old
+        paths = missing  # same files, but a newer featkit takes more of them as photos: scan only those
     rows: list[tuple] = []
     with Progress(len(paths), "scan", quiet=quiet) as bar, ThreadPoolExecutor(default_threads()) as pool:
         chunk = 512
@@ -50,6 +55,8 @@ def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False) -> pd.Data
             rows.extend(pool.map(lambda p: _scan_one(ds, p), part))
             bar.update(len(part))
     df = pd.DataFrame(rows, columns=SCAN_COLUMNS)
+    if old is not None:
+        df = pd.concat([old, df], ignore_index=True).sort_values("path", kind="stable").reset_index(drop=True)
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False, lineterminator="\n")
     return df

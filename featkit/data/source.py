@@ -19,10 +19,15 @@ UNPACKED_MARKER = ".featkit-unpacked"
 
 
 class Source:
-    path: Path
+    path: Path  # where the files are read from
+    origin: Path  # what the user gave (the archive for an unpacked .tar), named in messages
 
     def list_files(self) -> list[str]:
         raise NotImplementedError
+
+    def list_dirs(self) -> list[str]:
+        """Every folder, empty ones included (an empty class folder is worth a warning)."""
+        return []
 
     def read(self, rel: str) -> bytes:
         raise NotImplementedError
@@ -35,16 +40,24 @@ class Source:
 
 
 class FolderSource(Source):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, origin: Path | None = None):
         self.path = path
+        self.origin = origin or path
         self._files: list[str] | None = None
+        self._dirs: list[str] = []
         self._stat: dict[str, tuple[int, int]] = {}
+
+    def list_dirs(self) -> list[str]:
+        self.list_files()
+        return self._dirs
 
     def list_files(self) -> list[str]:
         if self._files is None:
-            files = []
+            files, dirs = [], []
             for dirpath, dirnames, filenames in os.walk(self.path):
                 dirnames.sort()
+                for name in dirnames:
+                    dirs.append(os.path.relpath(os.path.join(dirpath, name), self.path).replace(os.sep, "/"))
                 for name in filenames:
                     if name == UNPACKED_MARKER:
                         continue
@@ -54,6 +67,7 @@ class FolderSource(Source):
                     self._stat[rel] = (st.st_size, st.st_mtime_ns)
                     files.append(rel)
             self._files = sorted(files)
+            self._dirs = sorted(dirs)
         return self._files
 
     def read(self, rel: str) -> bytes:
@@ -75,22 +89,36 @@ class ZipSource(Source):
     """Reads members in place; each thread gets its own handle so parallel reads do not serialise on one lock."""
 
     def __init__(self, path: Path):
-        self.path = path
+        self.path = self.origin = path
         try:
             self._zip = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as e:
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise FeatkitError(f"{path} is not a readable zip ({e}): download it again.") from None
-        self._infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        self._dirs: set[str] = set()
+        for i in self._zip.infolist():
+            name = _member_name(i.filename)
+            if not name:
+                continue
+            if i.is_dir() or i.filename.endswith("\\"):
+                self._dirs.add(name)
+            else:
+                self._infos[name] = i
         self._local = threading.local()
+        self._owner = threading.get_ident()
 
     def _handle(self) -> zipfile.ZipFile:
         z = getattr(self._local, "zip", None)
         if z is None:
-            z = self._local.zip = zipfile.ZipFile(self.path)
+            # the opening thread reuses the handle it has; others open their own (parsing the central directory)
+            z = self._local.zip = self._zip if threading.get_ident() == self._owner else zipfile.ZipFile(self.path)
         return z
 
     def list_files(self) -> list[str]:
         return sorted(self._infos)
+
+    def list_dirs(self) -> list[str]:
+        return sorted(self._dirs)
 
     def read(self, rel: str) -> bytes:
         info = self._infos[rel]  # KeyError for a missing member, like a missing file
@@ -111,6 +139,12 @@ class ZipSource(Source):
         return f"{self.path}:{rel}"
 
 
+def _member_name(name: str) -> str:
+    """A zip member's POSIX path: zips made on Windows may use backslashes; './' prefixes are dropped."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p and p != "."]
+    return "/".join(parts)
+
+
 def open_source(path: str | Path, cache_dir: str | Path = "cache") -> Source:
     path = Path(path)
     if not path.exists():
@@ -121,7 +155,7 @@ def open_source(path: str | Path, cache_dir: str | Path = "cache") -> Source:
     if name.endswith(".zip"):
         return ZipSource(path)
     if name.endswith(TAR_SUFFIXES):
-        return FolderSource(_unpack_tar(path, Path(cache_dir)))
+        return FolderSource(_unpack_tar(path, Path(cache_dir)), origin=path)
     raise FeatkitError(f"{path} is neither a folder nor a .zip / .tar / .tar.gz archive: give the dataset folder or its archive.")
 
 

@@ -8,6 +8,8 @@ then carved out of its train part, group-aware, and groups that straddle officia
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -29,27 +31,31 @@ class SplitConfig:
     seed: int = 0
 
     def __post_init__(self):
-        total = self.train + self.valid + self.test
-        if min(self.train, self.valid, self.test) < 0 or self.train <= 0 or abs(total - 1.0) > 1e-6:
-            raise FeatkitError(f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0 and sum to 1 (e.g. 0.7/0.2/0.1).")
+        fr = (self.train, self.valid, self.test)
+        if not all(isinstance(f, numbers.Real) and math.isfinite(f) for f in fr) \
+                or min(fr) < 0 or self.train <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+            raise FeatkitError(f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, and sum to 1 (e.g. 0.7/0.2/0.1).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise FeatkitError(f"seed {self.seed!r} should be a whole number >= 0, e.g. --seed 0.")
 
     @classmethod
     def parse(cls, text: str, seed: int = 0) -> "SplitConfig":
         """'70/20/10' or '0.7/0.2/0.1'."""
         try:
             parts = [float(p) for p in text.split("/")]
-            if len(parts) != 3:
+            if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] <= 0:
                 raise ValueError
         except ValueError:
-            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, e.g. 70/20/10.") from None
+            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10.") from None
         total = sum(parts)
-        if total <= 0:
-            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, e.g. 70/20/10.")
-        return cls(*(p / total for p in parts), seed=seed)
+        # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
+        return cls(*(round(p / total, 12) for p in parts), seed=seed)
 
     @property
     def key(self) -> str:
-        return f"{round(self.train * 100)}-{round(self.valid * 100)}-{round(self.test * 100)}-s{self.seed}"
+        """70-20-10-s0; fractional percentages keep their decimals so that 70.4/19.6/10 does not reuse 70/20/10."""
+        pct = [f"{round(f * 100, 4):g}" for f in (self.train, self.valid, self.test)]
+        return f"{'-'.join(pct)}-s{self.seed}"
 
 
 class _UnionFind:
@@ -89,19 +95,24 @@ def _assign(groups_by_class: dict[int, list[int]], fractions: tuple[float, float
     """Split each class's groups into train/valid/test by the given fractions (of that class's groups)."""
     out: dict[int, str] = {}
     _, f_valid, f_test = fractions
+    held_out = [s for s, f in (("valid", f_valid), ("test", f_test)) if f > 0]
     for label in sorted(groups_by_class):
         groups = sorted(groups_by_class[label])
         rng.shuffle(groups)
         n = len(groups)
         if n == 1:
-            warnings.append(f"class {class_names[label]!r} has one photo: it cannot be stratified, so it stays in train")
+            if held_out:
+                warnings.append(f"class {class_names[label]!r} has one photo (or one set of identical photos): "
+                                "it cannot be stratified, so it stays in train")
             out[groups[0]] = "train"
             continue
-        n_test = int(round(n * f_test))
-        n_valid = int(round(n * f_valid))
+        n_test = int(math.floor(n * f_test + 0.5 + 1e-9))  # round half up, the same for every n (and float noise)
+        n_valid = int(math.floor(n * f_valid + 0.5 + 1e-9))
         if n_test + n_valid >= n:  # keep at least one training photo per class
-            n_valid = max(0, n - 1 - n_test)
-            n_test = min(n_test, n - 1 - n_valid)
+            n_test = min(n_test, n - 1)
+            n_valid = n - 1 - n_test
+        if held_out and n_test + n_valid == 0:
+            warnings.append(f"class {class_names[label]!r} has only {n} photos: all stay in train, none in {' or '.join(held_out)}")
         for j, g in enumerate(groups):
             out[g] = "test" if j < n_test else "valid" if j < n_test + n_valid else "train"
     return out
@@ -121,7 +132,7 @@ def make_manifest(ds: Dataset, scan: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
                      s["sha1"], s["pixel_hash"], *box))
     frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if frame.empty:
-        raise FeatkitError(f"{ds.source.path}: no readable photos found; run `featkit data check {ds.source.path}` to see why.")
+        raise FeatkitError(f"{ds.source.origin}: no readable photos found; run `featkit data check {ds.source.origin}` to see why.")
     frame = frame.sort_values(["label", "path"], kind="stable").reset_index(drop=True)
     group = group_items(frame, same_id_is_same_photo=ds.layout == "uec")
     frame["group"] = group
@@ -132,14 +143,17 @@ def make_manifest(ds: Dataset, scan: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
     if ds.has_official_split:
         official = frame["split"].to_numpy()
         pool = np.flatnonzero(official == "train")
+        # groups with a member outside official train straddle the official splits: their train members stay
+        # in train (kept where the official lists put them, and reported) rather than moving to valid
+        pinned = set(group[official != "train"].tolist())
         # validation carved from official train keeps the train:valid ratio of the config
         f_valid = cfg.valid / (cfg.train + cfg.valid) if (official == "valid").sum() == 0 else 0.0
         by_class: dict[int, list[int]] = defaultdict(list)
-        for g in sorted(set(group[pool].tolist())):
+        for g in sorted(set(group[pool].tolist()) - pinned):
             by_class[int(labels[g])].append(g)  # a group's class: that of its first row
         assigned = _assign(by_class, (1 - f_valid, f_valid, 0.0), rng, names, warnings)
         new = official.copy()
-        new[pool] = [assigned[g] for g in group[pool]]
+        new[pool] = [assigned.get(g, "train") for g in group[pool]]
         frame["split"] = new
         _warn_straddling(frame, official, warnings)
     else:
@@ -148,18 +162,28 @@ def make_manifest(ds: Dataset, scan: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
             by_class[int(labels[g])].append(g)
         assigned = _assign(by_class, (cfg.train, cfg.valid, cfg.test), rng, names, warnings)
         frame["split"] = [assigned[g] for g in group]
-    frame["group"] = [frame["image_id"].iat[g] for g in group]  # a readable group key: its first photo's id
+    frame["group"] = _group_keys(frame, group)
     return frame, warnings
 
 
+def _group_keys(frame: pd.DataFrame, group: np.ndarray) -> list[str]:
+    """A readable key per group: its first photo's id, or its path where two groups would share an id."""
+    ids, paths = frame["image_id"].tolist(), frame["path"].tolist()
+    roots = sorted(set(group.tolist()))
+    owners: dict[str, int] = defaultdict(int)
+    for g in roots:
+        owners[ids[g]] += 1
+    key = {g: ids[g] if owners[ids[g]] == 1 else paths[g] for g in roots}
+    return [key[g] for g in group.tolist()]
+
+
 def _warn_straddling(frame: pd.DataFrame, official: np.ndarray, warnings: list[str]) -> None:
-    for _, idx in frame.groupby("group").indices.items():
-        if len(idx) < 2:
+    """One warning per group of identical photos that the official split puts in more than one split."""
+    for _, idx in sorted(frame.groupby("group").indices.items()):
+        if len(idx) < 2 or len(set(official[idx])) < 2:
             continue
-        splits = set(official[idx])
-        if "test" in splits and len(splits) > 1:
-            members = ", ".join(f"{frame['image_id'].iat[i]} ({official[i]})" for i in idx)
-            warnings.append(f"identical photos straddle the official splits: {members}")
+        members = " = ".join(f"{frame['image_id'].iat[i]} ({official[i]})" for i in idx)
+        warnings.append(f"identical photos straddle the official splits, kept where the official split puts them: {members}")
 
 
 def write_manifest(frame: pd.DataFrame, path) -> None:

@@ -57,7 +57,7 @@ def summarize(prep: Prepared) -> dict[str, Any]:
     dup_list = [describe(g) for g in dups]
     official = Counter(it.official_split for it in ds.items if it.official_split)
     return {
-        "path": str(ds.source.path),
+        "path": str(ds.source.origin),
         "layout": ds.layout,
         "root": ds.root,
         "fingerprint": prep.fingerprint,
