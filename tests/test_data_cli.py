@@ -55,7 +55,7 @@ def test_summary_json_and_split_options(tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["splits"] == {"train": 24, "valid": 8, "test": 8}
-    assert s["split_config"]["seed"] == 3 and s["manifest"].endswith("manifest-60-20-20-s3.csv")
+    assert s["split_config"]["seed"] == 3 and s["manifest"].endswith("-60-20-20-s3.csv")
     assert [c["name"] for c in s["class_list"]] == ["class1", "class2", "class10", "Class11"]
 
 

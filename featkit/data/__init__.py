@@ -18,7 +18,7 @@ from ..fileio import read_json, write_json
 from .layouts import Dataset, detect
 from .scan import scan_dataset
 from .source import open_source
-from .splits import SplitConfig, make_manifest, read_manifest, write_manifest
+from .splits import MANIFEST_FORMAT, SplitConfig, make_manifest, read_manifest, write_manifest
 
 __all__ = ["Prepared", "prepare", "dataset_dir", "SplitConfig", "Dataset"]
 
@@ -65,8 +65,8 @@ def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfi
     fp = source.fingerprint()
     d = dataset_dir(ds, fp, cache_dir)
     scan = scan_dataset(ds, d, quiet=quiet)
-    manifest_path = d / f"manifest-{split.key}.csv"
-    warnings_path = d / f"manifest-{split.key}.warnings.json"
+    stem = f"manifest-v{MANIFEST_FORMAT}-{split.key}"
+    manifest_path, warnings_path = d / f"{stem}.csv", d / f"{stem}.warnings.json"
     if manifest_path.exists() and warnings_path.exists():
         manifest, warnings = read_manifest(manifest_path), read_json(warnings_path)
     else:

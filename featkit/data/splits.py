@@ -20,6 +20,8 @@ from ..errors import FeatkitError
 from .layouts import Dataset
 
 SPLITS = ("train", "valid", "test")
+# Bump when the way manifests are made changes, so older cached manifests are not reused.
+MANIFEST_FORMAT = 2
 MANIFEST_COLUMNS = ["path", "label", "class_id", "split", "image_id", "group", "sha1", "pixel_hash", "x1", "y1", "x2", "y2"]
 
 
