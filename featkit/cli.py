@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from .errors import FeatkitError
@@ -307,6 +308,125 @@ def predict_cmd(
         typer.echo(f"{len(results)} photos predicted, {len(failures)} unreadable")
     if failures and not results:
         raise typer.Exit(1)
+
+
+def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int], resume: Optional[str],
+               split: str, seed: int, cache: Path, reports: Path, quiet: bool):
+    from .cnn import get_preset, train_cnn
+    from .data.arrays import decoded_arrays, subset_rows
+    from .runs import load_run, new_run
+
+    cfg = get_preset(preset, **overrides)
+    prep = _prepare(data, cache, split, seed, quiet)
+    rows = subset_rows(prep, per_class)
+    resize = overrides.get("resize") or "stretch"
+    x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
+    m = prep.manifest.iloc[rows]
+    split_of = m["split"].to_numpy()
+    parts = {s: np.flatnonzero(split_of == s) for s in ("train", "valid", "test")}
+    for s, idx in parts.items():
+        if len(idx) == 0:
+            raise FeatkitError(f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
+                               "use more photos per class or another --split.")
+    y = m["label"].to_numpy()
+    run = load_run(resume, reports) if resume else new_run(f"cnn-{cfg.name}", reports)
+    extra = {"dataset": prep.key, "fingerprint": prep.fingerprint, "data": str(data), "resize": resize,
+             "per_class": per_class, "manifest": str(prep.manifest_path)}
+    return train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
+                     x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
+                     extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
+
+
+@app.command("train-cnn")
+def train_cnn_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder, .zip or .tar(.gz)."),
+    preset: str = typer.Option("benchmark-64", "--preset", help="A row of the study (see --list); options below override it."),
+    list_: bool = typer.Option(False, "--list", help="List the presets with the study's own figures, then exit."),
+    model: Optional[str] = typer.Option(None, "--model", help="custom (conv+pool blocks) or transfer (frozen backbone + dense 1024)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Transfer: a Keras backbone name (vgg16, mobilenetv2, ...)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Transfer: imagenet, none or PATH to an include_top=False weights file."),
+    fine_tune_from: Optional[str] = typer.Option(None, "--fine-tune-from", help="Transfer: unfreeze from this layer (name or index), lower learning rate."),
+    size: Optional[int] = typer.Option(None, "--size", help="Image size in pixels."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", help="Custom: number of conv+max-pool blocks."),
+    filters: Optional[str] = typer.Option(None, "--filters", help="Custom: filters per block, one number or a list like 16,32,64."),
+    kernel: Optional[int] = typer.Option(None, "--kernel", help="Custom: convolution kernel size (the study used 2)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout after each block (custom) or before the softmax (transfer)."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random rotation, shifts and flips while training."),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize", help="Feature-wise standardisation (statistics from train only)."),
+    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="ZCA whitening fitted on a sample of training photos."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Photos per training step."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="rmsprop or adam."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping after this many epochs without a better val loss."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Use only the first N photos of each class in each split (quick runs)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run (id or folder) from its last checkpoint."),
+    split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Train a custom CNN of the study or a frozen-backbone transfer model end to end; writes a run folder that
+    `evaluate`, `report` and `predict` use exactly like a head run."""
+    if list_:
+        from .cnn.presets import list_presets
+
+        rows = list_presets()
+        if json_out:
+            return _print_json(rows)
+        pct = lambda v: "" if v is None else f"{v:.2f}%"  # noqa: E731
+        typer.echo(f"{'preset':<28}{'model':<22}{'size':>5} {'filters':<18}{'drop':>5} {'aug':<4}{'std':<4}{'ep':>3}  study top-1 / top-5")
+        for r in rows:
+            typer.echo(f"{r['name']:<28}{r['model']:<22}{r['size']:>5} {r['filters']:<18}{r['dropout']:>5} "
+                       f"{'yes' if r['augment'] else '-':<4}{'yes' if r['standardize'] else '-':<4}{r['epochs']:>3}  "
+                       f"{pct(r['study_top1'])} / {pct(r['study_top5'])}")
+        return
+    if data is None:
+        raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
+    overrides = {"model": model, "backbone": backbone, "weights": weights, "size": size, "blocks": blocks,
+                 "kernel": kernel, "dropout": dropout, "augment": augment, "standardize": standardize, "zca": zca,
+                 "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "patience": patience,
+                 "fine_tune_from": int(fine_tune_from) if fine_tune_from and fine_tune_from.isdigit() else fine_tune_from}
+    if filters:
+        try:
+            overrides["filters"] = tuple(int(f) for f in filters.split(","))
+        except ValueError:
+            raise FeatkitError(f"--filters {filters!r} should be numbers separated by commas, e.g. 16,32,64.") from None
+        if blocks and len(overrides["filters"]) == 1:
+            overrides["filters"] = overrides["filters"] * blocks
+        if blocks is None:
+            overrides["blocks"] = len(overrides["filters"])
+    run = _train_one(preset, data, overrides, per_class, resume, split, seed, cache, reports, quiet or json_out)
+    m = run.metrics
+    if json_out:
+        return _print_json({"run": run.id, "path": str(run.path), **m})
+    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('fit_seconds', 0):.0f} s  -> {run.path}")
+
+
+@app.command("series")
+def series_cmd(
+    presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), or 'all'."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every preset's epochs (e.g. 1 for a quick pass)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Use only the first N photos of each class in each split."),
+    split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Run several CNN presets one after another, then regenerate reports/results.md."""
+    from .cnn.presets import PRESETS
+    from .report import build_report
+
+    names = list(PRESETS) if presets == ["all"] else presets
+    done = []
+    for name in names:
+        run = _train_one(name, data, {"epochs": epochs}, per_class, None, split, seed, cache, reports, quiet or json_out)
+        m = run.metrics
+        done.append({"preset": name, "run": run.id, "top1": m["top1"], "top5": m["top5"],
+                     "fit_seconds": m.get("fit_seconds"), "seconds_per_epoch": m.get("seconds_per_epoch")})
+        if not json_out:
+            typer.echo(f"{name:<28} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('seconds_per_epoch', 0):.1f} s/epoch  {run.id}")
+    paths = build_report(reports)
+    if json_out:
+        return _print_json({"runs": done, "report": str(paths["results_md"])})
+    typer.echo(f"report: {paths['results_md']}")
 
 
 def main() -> None:
