@@ -1,0 +1,353 @@
+"""Train a CNN preset end to end on decoded uint8 arrays and save a run folder (featkit/runs.py format).
+
+Run folder (kind "cnn"):
+  config.json, classes.json, model.keras (the best epoch by val_loss), history.csv, test_predictions.npz, metrics.json
+  checkpoints/best.keras, checkpoints/last.keras, checkpoints/state.json   (for resume; each written atomically)
+
+Resume: with resume=True and a checkpoints/state.json + last.keras of the same configuration, training continues
+at the next epoch (model, optimizer state, best val_loss, early-stopping count and history.csv carry on).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..errors import FeatkitError
+from ..fileio import _jsonable, read_json, write_json, write_text
+from ..runs import Run
+from .models import build_model, compile_model
+from .presets import Preset
+from .preprocess import channel_stats, fit_zca
+
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+CHECKPOINTS = "checkpoints"
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+def save_model_atomic(model: keras.Model, path: str | Path) -> None:
+    """model.save to a temporary .keras name beside `path`, then rename: never a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # must end in .keras for model.save
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{"epoch": int(r["epoch"]), **{k: float(r[k]) for k in HISTORY_FIELDS[1:] if r.get(k) not in (None, "")}}
+                for r in csv.DictReader(fh)]
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Python, NumPy, TF and Keras seeds: enough for repeatable runs on CPU (checked: same losses). With
+    `deterministic`, also TF op determinism (for GPUs; process-wide, it cannot be turned off again)."""
+    keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size: int, shuffle: bool = False,
+                 seed: int = 0) -> tf.data.Dataset:
+    """Batches of (uint8 photos, one-hot labels) gathered from `x` (an array or a memmap: never copied whole into the
+    graph), reshuffled each epoch with a fixed seed, prefetched."""
+    n = len(x)
+    shape = (None, *x.shape[1:])
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    if y is None:
+        def gather_x(idx):
+            out = tf.numpy_function(lambda i: np.ascontiguousarray(x[np.asarray(i)]), [idx], tf.uint8, stateful=False)
+            out.set_shape(shape)
+            return out
+        ds = ds.map(gather_x, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        y = np.asarray(y, np.int64)
+
+        def gather(idx):
+            xb, yb = tf.numpy_function(lambda i: (np.ascontiguousarray(x[np.asarray(i)]), y[np.asarray(i)]), [idx],
+                                       (tf.uint8, tf.int64), stateful=False)
+            xb.set_shape(shape)
+            yb.set_shape((None,))
+            return xb, tf.one_hot(yb, n_classes)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+@contextmanager
+def _device_setup(quiet: bool) -> Iterator[tf.distribute.Strategy]:
+    """MirroredStrategy + mixed_float16 when GPUs are present; the default strategy and float32 otherwise."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        yield tf.distribute.get_strategy()
+        return
+    old = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        strategy = tf.distribute.MirroredStrategy()
+        if not quiet:
+            print(f"train-cnn: {len(gpus)} GPU(s), MirroredStrategy, mixed_float16", file=sys.stderr)
+        yield strategy
+    finally:
+        keras.mixed_precision.set_dtype_policy(old)
+
+
+class _CheckpointLog(keras.callbacks.Callback):
+    """Per epoch: history.csv row, last.keras, best.keras (by val_loss), then state.json, all atomic; optional
+    early stopping (patience) that survives a resume; one progress line."""
+
+    def __init__(self, run: Run, rows: list[dict], state: dict, epochs: int, patience: int | None, quiet: bool):
+        super().__init__()
+        self.run, self.rows, self.state, self.epochs, self.patience, self.quiet = run, rows, state, epochs, patience, quiet
+        self.ck = run.path / CHECKPOINTS
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.perf_counter() - self._t0
+        row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
+               **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5] if k in logs}}
+        self.rows.append(row)
+        save_model_atomic(self.model, self.ck / "last.keras")
+        val_loss = float(logs.get("val_loss", np.nan))
+        best = self.state.get("best_val_loss")
+        improved = best is None or (np.isfinite(val_loss) and val_loss < best)
+        if improved or not (self.ck / "best.keras").exists():
+            save_model_atomic(self.model, self.ck / "best.keras")
+        if improved:
+            self.state.update(best_val_loss=val_loss if np.isfinite(val_loss) else None, best_epoch=epoch + 1)
+        write_history(self.run.path / "history.csv", self.rows)
+        stop = self.patience is not None and (epoch + 1) - int(self.state.get("best_epoch", 0)) >= self.patience
+        if stop:
+            self.model.stop_training = True
+        self.state.update(epoch=epoch + 1, stopped_early=bool(stop))
+        write_json(self.ck / "state.json", self.state)  # the commit point of the epoch
+        if not self.quiet:
+            print(f"epoch {epoch + 1}/{self.epochs}  loss {row.get('loss', float('nan')):.4f}  "
+                  f"acc {row.get('accuracy', float('nan')):.4f}  val_loss {val_loss:.4f}  "
+                  f"val_acc {row.get('val_accuracy', float('nan')):.4f}  {seconds:.1f}s"
+                  + ("  *" if improved else "") + ("  (early stop)" if stop else ""), file=sys.stderr, flush=True)
+
+
+def _check_split(name: str, x: np.ndarray, y: np.ndarray, size: int, n_classes: int) -> None:
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (size, size, 3):
+        raise FeatkitError(f"{name} photos should be a uint8 array (N, {size}, {size}, 3) for this preset; got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}: decode at {size} px.")
+    if len(x) == 0:
+        raise FeatkitError(f"the {name} split is empty")
+    if len(y) != len(x):
+        raise FeatkitError(f"{name}: {len(x)} photos but {len(y)} labels")
+    y = np.asarray(y)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise FeatkitError(f"{name} labels should be class indices 0..{n_classes - 1}; got {y.min()}..{y.max()}")
+
+
+def _fingerprint(cfg: Preset, n_classes: int, seed: int, extra: dict) -> dict:
+    """What must match for a resume; epochs and patience may change (train a finished run for longer)."""
+    preset = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "note")}
+    return {"preset": preset, "n_classes": n_classes, "seed": seed, "dataset": extra.get("dataset")}
+
+
+# --------------------------------------------------------------------------------------------------------- train
+
+def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+              x_test: np.ndarray, y_test: np.ndarray, classes: list[dict], run_dir: str | Path | Run, *,
+              seed: int = 0, quiet: bool = False, resume: bool = True, extra_config: dict | None = None,
+              test_ids: Sequence[str] | None = None, deterministic: bool = False) -> Run:
+    """Train `cfg` on uint8 arrays (N, size, size, 3) with integer labels (indices into `classes`), checkpointing the
+    best epoch by val_loss; then predict the test split with the best model and write the run folder.
+
+    `extra_config` goes into config.json (e.g. {"dataset": fingerprint, "data": {...}}); `test_ids` names the test
+    photos in test_predictions.npz (default "0", "1", ...). `deterministic` turns on TF op determinism
+    (process-wide; not needed on CPU). Returns the Run.
+    """
+    from ..evaluate import topk_accuracy  # the one top-k in the codebase
+
+    extra_config = dict(extra_config or {})
+    run = run_dir if isinstance(run_dir, Run) else Run(Path(run_dir))
+    run.path.mkdir(parents=True, exist_ok=True)
+    n_classes = len(classes)
+    for name, x, y in (("training", x_train, y_train), ("validation", x_val, y_val), ("test", x_test, y_test)):
+        _check_split(name, x, y, cfg.size, n_classes)
+    if test_ids is not None and len(test_ids) != len(x_test):
+        raise FeatkitError(f"{len(test_ids)} test ids for {len(x_test)} test photos")
+
+    ck = run.path / CHECKPOINTS
+    fingerprint = _fingerprint(cfg, n_classes, seed, extra_config)
+    state: dict[str, Any] | None = None
+    if resume and (ck / "state.json").exists() and (ck / "last.keras").exists():
+        state = read_json(ck / "state.json")
+        if state.get("fingerprint") != read_json_roundtrip(fingerprint):
+            raise FeatkitError(f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
+                               f"or resume=False (--no-resume) to start this one again from scratch.")
+    else:  # a fresh start: nothing of an earlier attempt may be mistaken for this run's output
+        if ck.exists():
+            shutil.rmtree(ck)
+        for name in ("history.csv", "metrics.json", "model.keras", "test_predictions.npz"):
+            (run.path / name).unlink(missing_ok=True)
+
+    set_seed(seed, deterministic)
+    run.write_json("classes.json", classes)
+    stats: dict[str, Any] = {}
+    config = {
+        **extra_config, "kind": "cnn", "name": cfg.name, "preset": cfg.name, **cfg.to_dict(),
+        "backbone": cfg.backbone if cfg.model == "transfer" else None, "size": cfg.size, "augment": cfg.augment,
+        "seed": seed, "n_classes": n_classes,
+        "n_train": len(x_train), "n_val": len(x_val), "n_test": len(x_test),
+        "keras": keras.__version__, "tensorflow": tf.__version__,
+    }
+
+    with _device_setup(quiet) as strategy:
+        config["mixed_precision"] = keras.mixed_precision.dtype_policy().name
+        config["replicas"] = strategy.num_replicas_in_sync
+        t_prep = time.perf_counter()
+        with strategy.scope():
+            if state is not None:
+                model = keras.models.load_model(ck / "last.keras")
+                rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state["epoch"]]
+                prev = read_json(run.path / "config.json") if (run.path / "config.json").exists() else {}
+                for k in ("standardize_mean", "standardize_std", "zca_info"):
+                    if k in prev:
+                        stats[k] = prev[k]
+                if not quiet:
+                    print(f"train-cnn: resuming {run.path} at epoch {state['epoch'] + 1}/{cfg.epochs}", file=sys.stderr)
+            else:
+                build_stats: dict[str, Any] = {}
+                if cfg.standardize:
+                    mean, std = channel_stats(x_train)
+                    build_stats.update(mean=mean, std=std)
+                    stats.update(standardize_mean=mean.tolist(), standardize_std=std.tolist())
+                if cfg.zca:
+                    mu, wmat, info = fit_zca(x_train, cfg.zca_samples, cfg.zca_epsilon, seed,
+                                             build_stats.get("mean"), build_stats.get("std"))
+                    build_stats["zca"] = (mu, wmat)
+                    stats["zca_info"] = info
+                    del wmat
+                model = compile_model(build_model(cfg, n_classes, seed=seed, **build_stats), cfg)
+                build_stats.clear()
+                rows = []
+                state = {"epoch": 0, "best_val_loss": None, "best_epoch": 0, "stopped_early": False,
+                         "fingerprint": read_json_roundtrip(fingerprint)}
+        config.update(stats, prepare_seconds=round(time.perf_counter() - t_prep, 3),
+                      trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                      params=int(model.count_params()))
+        run.write_json("config.json", config)
+
+        batch = cfg.batch_size * strategy.num_replicas_in_sync
+        train_ds = make_dataset(x_train, y_train, n_classes, batch, shuffle=True, seed=seed)
+        val_ds = make_dataset(x_val, y_val, n_classes, batch)
+        start = int(state["epoch"])
+        if start < cfg.epochs and not state.get("stopped_early"):
+            cb = _CheckpointLog(run, rows, state, cfg.epochs, cfg.patience, quiet)
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start, verbose=0, shuffle=False,
+                      callbacks=[cb])
+        del model
+
+        # the best epoch's model predicts the test split
+        _copy_atomic(ck / "best.keras", run.path / "model.keras")
+        best = keras.models.load_model(run.path / "model.keras")
+        t0 = time.perf_counter()
+        probs = best.predict(make_dataset(x_test, None, n_classes, batch), verbose=0).astype(np.float32)
+        predict_seconds = time.perf_counter() - t0
+
+    labels = np.asarray(y_test, np.int64)
+    ids = [str(i) for i in range(len(labels))] if test_ids is None else [str(i) for i in test_ids]
+    run.save_predictions(probs, labels, ids)
+    acc = topk_accuracy(probs, labels, (1, 5))
+    top1, top5 = acc[1], acc[5]
+    fit_seconds = float(sum(r.get("seconds", 0.0) for r in rows))
+    epochs_run = len(rows)
+    metrics = {
+        "top1": top1, "top5": top5, "fit_seconds": round(fit_seconds, 3), "epochs_run": epochs_run,
+        "seconds_per_epoch": round(fit_seconds / epochs_run, 3) if epochs_run else None,
+        "best_epoch": int(state.get("best_epoch", 0)), "best_val_loss": state.get("best_val_loss"),
+        "stopped_early": bool(state.get("stopped_early")), "predict_seconds": round(predict_seconds, 3),
+        "n_test": int(len(labels)), "study_top1": cfg.study_top1, "study_top5": cfg.study_top5,
+    }
+    run.write_json("metrics.json", metrics)
+    if not quiet:
+        print(f"train-cnn: test top-1 {100 * top1:.2f}%  top-5 {100 * top5:.2f}%  ({epochs_run} epochs, "
+              f"{fit_seconds:.1f}s) -> {run.path}", file=sys.stderr)
+    return run
+
+
+def read_json_roundtrip(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples -> lists, ...), so fingerprints compare equal after a reload."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+# ------------------------------------------------------------------------------------------------------- predict
+
+_MODEL_CACHE: dict[tuple[str, float], keras.Model] = {}
+
+
+def load_cnn_model(run: Run | str | Path) -> keras.Model:
+    """The run's model.keras (its standardisation / ZCA / backbone preprocessing inside), cached per file version."""
+    run = run if isinstance(run, Run) else Run(Path(run))
+    path = run.path / "model.keras"
+    if not path.exists():
+        raise FeatkitError(f"{path} is missing: the CNN run did not finish; re-run train-cnn.")
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = keras.models.load_model(path)
+    return _MODEL_CACHE[key]
+
+
+def predict_images(run: Run | str | Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (N, C) float32 for uint8 photos (N, size, size, 3) decoded like training (same size and
+    resize mode): the saved model applies exactly the preprocessing training applied."""
+    model = load_cnn_model(run)
+    size = model.input_shape[1]
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise FeatkitError(f"this CNN takes uint8 photos (N, {size}, {size}, 3); got {images.dtype} {images.shape}: "
+                           f"decode them at {size} px.")
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
