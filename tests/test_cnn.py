@@ -271,3 +271,24 @@ def test_bad_input_is_one_line_error(food_photos_64, tmp_path):
         train_cnn(get_preset("benchmark-128"), x, y, x, y, x, y, CLASSES, tmp_path / "r", quiet=True)
     with pytest.raises(FeatkitError, match="labels should be class indices"):
         train_cnn(get_preset("basic"), x, y + 5, x, y, x, y, CLASSES, tmp_path / "r", quiet=True)
+
+
+def test_mixed_precision_keeps_preprocessing_and_softmax_in_float32():
+    """The GPU path's dtype handling, checked on CPU: mixed_float16 convs, float32 standardise / ZCA / softmax."""
+    from featkit.cnn.models import build_model, compile_model
+
+    x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.uint8)
+    y = keras.utils.to_categorical(np.arange(8) % 5, 5)
+    cfg = get_preset("std-aug-3", zca=True, size=16)
+    old = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = compile_model(build_model(cfg, 5, mean=np.full(3, 100.0), std=np.full(3, 50.0),
+                                          zca=P.fit_zca(x)[:2]), cfg)
+        dtypes = {layer.name: layer.compute_dtype for layer in model.layers}
+        assert dtypes["standardize"] == dtypes["zca"] == dtypes["predictions"] == "float32"
+        assert dtypes["conv1"] == "float16" and model.output.dtype == "float32"
+        hist = model.fit(x, y, epochs=1, verbose=0)
+        assert np.isfinite(hist.history["loss"][0])
+    finally:
+        keras.mixed_precision.set_dtype_policy(old)
