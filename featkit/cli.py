@@ -337,6 +337,12 @@ def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int
                      extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
 
 
+def get_preset_filters(preset: str) -> tuple[int, ...]:
+    from .cnn.presets import get_preset
+
+    return get_preset(preset).filters or (16,)
+
+
 @app.command("train-cnn")
 def train_cnn_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder, .zip or .tar(.gz)."),
@@ -385,6 +391,9 @@ def train_cnn_cmd(
                  "kernel": kernel, "dropout": dropout, "augment": augment, "standardize": standardize, "zca": zca,
                  "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "patience": patience,
                  "fine_tune_from": int(fine_tune_from) if fine_tune_from and fine_tune_from.isdigit() else fine_tune_from}
+    if blocks is not None and not filters:  # keep the preset's widths, cut or extended with its last width
+        base = get_preset_filters(preset)
+        overrides["filters"] = tuple(base[:blocks]) + (base[-1],) * max(0, blocks - len(base))
     if filters:
         try:
             overrides["filters"] = tuple(int(f) for f in filters.split(","))

@@ -40,7 +40,8 @@ class Progress:
 
     def close(self) -> None:
         if not self.quiet:
-            self._print(time.perf_counter())
+            if self.done < self.total or self._last == 0.0:  # the final count is not on screen yet
+                self._print(time.perf_counter())
             sys.stderr.write("\n")
             sys.stderr.flush()
 

@@ -1,14 +1,24 @@
 """Custom CNNs of the classic food-classification study and frozen-backbone transfer models, trained end to end.
 
-Importing this package imports TensorFlow / Keras.
+The presets (`featkit.cnn.presets`) import nothing heavy; models, preprocessing and training import
+TensorFlow / Keras when first used, so `featkit train-cnn --list` starts at once.
 """
 
-from .models import build_custom_cnn, build_model, build_transfer_model, compile_model, set_fine_tuning
-from .presets import PRESETS, Preset, get_preset, list_presets
-from .preprocess import channel_stats, fit_zca
-from .train import load_cnn_model, predict_images, train_cnn
+from importlib import import_module
 
-__all__ = [
-    "PRESETS", "Preset", "get_preset", "list_presets", "build_custom_cnn", "build_transfer_model", "build_model",
-    "compile_model", "set_fine_tuning", "channel_stats", "fit_zca", "train_cnn", "predict_images", "load_cnn_model",
-]
+from .presets import PRESETS, Preset, get_preset, list_presets
+
+_LAZY = {
+    "build_custom_cnn": "models", "build_model": "models", "build_transfer_model": "models",
+    "compile_model": "models", "set_fine_tuning": "models",
+    "channel_stats": "preprocess", "fit_zca": "preprocess",
+    "load_cnn_model": "train", "predict_images": "train", "train_cnn": "train",
+}
+
+__all__ = ["PRESETS", "Preset", "get_preset", "list_presets", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

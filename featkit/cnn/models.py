@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import keras
+from ..backbones.keras_zoo import tf_keras
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
 import numpy as np
 
 from ..errors import FeatkitError

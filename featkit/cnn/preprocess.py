@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 
-import keras
+from ..backbones.keras_zoo import tf_keras
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
 import numpy as np
 from keras import ops
 

@@ -21,7 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import keras
+from ..backbones.keras_zoo import tf_keras
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
 import numpy as np
 import tensorflow as tf
 

@@ -20,10 +20,9 @@ PREDICT_BATCH = 4096
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from ..backbones.keras_zoo import tf_keras
 
-    return keras
+    return tf_keras()[1]  # TensorFlow imported once, its start-up noise hidden
 
 
 class SoftmaxHead(Head):
