@@ -62,3 +62,20 @@ def food_photos_64() -> tuple[np.ndarray, np.ndarray]:
 
     _, blobs, labels = read_food_photos()
     return np.stack([decode_image(b, 64) for b in blobs]), labels
+
+
+MINI_CLASSES, MINI_PER_CLASS = 4, 20
+
+
+@pytest.fixture(scope="session")
+def mini(tmp_path_factory) -> Path:
+    """A plain class-folder dataset of real Food-101 photos: the first 20 photos of the first 4 classes."""
+    root = tmp_path_factory.mktemp("mini")
+    with zipfile.ZipFile(_require(FOOD_ZIP)) as z:
+        classes = z.read("food-101/meta/classes.txt").decode().split()[:MINI_CLASSES]
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))
+        for c in classes:
+            (root / c).mkdir()
+            for n in [n for n in names if n.split("/")[2] == c][:MINI_PER_CLASS]:
+                (root / c / n.rsplit("/", 1)[1]).write_bytes(z.read(n))
+    return root

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,7 @@ from featkit.cache import read_cache
 from featkit.data import prepare
 from featkit.data.images import decode_image
 
-CLASSES, PER_CLASS = 4, 20
-
-
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory, food_zip) -> Path:
-    """A plain class-folder dataset of real Food-101 photos: 4 classes x 20."""
-    root = tmp_path_factory.mktemp("mini")
-    with zipfile.ZipFile(food_zip) as z:
-        classes = z.read("food-101/meta/classes.txt").decode().split()[:CLASSES]
-        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))
-        for c in classes:
-            (root / c).mkdir()
-            for n in [n for n in names if n.split("/")[2] == c][:PER_CLASS]:
-                (root / c / n.rsplit("/", 1)[1]).write_bytes(z.read(n))
-    return root
+from conftest import MINI_CLASSES as CLASSES, MINI_PER_CLASS as PER_CLASS
 
 
 def _opts(model: Path, **kw) -> ex.ExtractOptions:
