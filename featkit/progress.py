@@ -7,7 +7,10 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "photos", quiet: bool = False, every: float = 0.5):
+    def __init__(self, total: int, desc: str, unit: str = "photos", quiet: bool = False, every: float | None = None):
+        self.tty = sys.stderr.isatty()
+        # on a terminal the line redraws in place; in a log file, one line every 30 s
+        every = every if every is not None else (0.5 if self.tty else 30.0)
         self.total, self.desc, self.unit, self.quiet, self.every = total, desc, unit, quiet, every
         self.done = 0
         self.start = time.perf_counter()
@@ -33,8 +36,8 @@ class Progress:
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         pct = 100.0 * self.done / self.total if self.total else 100.0
         sys.stderr.write(
-            f"\r{self.desc}: {self.done:,}/{self.total:,} {self.unit} ({pct:5.1f}%) "
-            f"{rate:,.0f} {self.unit}/s, ETA {_fmt(eta)}   "
+            ("\r" if self.tty else "") + f"{self.desc}: {self.done:,}/{self.total:,} {self.unit} ({pct:5.1f}%) "
+            f"{rate:,.0f} {self.unit}/s, ETA {_fmt(eta)}" + ("   " if self.tty else "\n")
         )
         sys.stderr.flush()
 
@@ -42,7 +45,8 @@ class Progress:
         if not self.quiet:
             if self.done < self.total or self._last == 0.0:  # the final count is not on screen yet
                 self._print(time.perf_counter())
-            sys.stderr.write("\n")
+            if self.tty:
+                sys.stderr.write("\n")
             sys.stderr.flush()
 
     def __enter__(self) -> "Progress":
