@@ -79,3 +79,11 @@ def mini(tmp_path_factory) -> Path:
             for n in [n for n in names if n.split("/")[2] == c][:MINI_PER_CLASS]:
                 (root / c / n.rsplit("/", 1)[1]).write_bytes(z.read(n))
     return root
+
+
+@pytest.fixture(scope="session")
+def caches(tmp_path_factory):
+    """Small real feature caches in the format `featkit extract` writes (see cachefixtures.py)."""
+    from cachefixtures import food_caches
+
+    return food_caches(tmp_path_factory)

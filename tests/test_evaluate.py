@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cachefixtures import CLASSES, food_caches, one_blas_thread
+from cachefixtures import CLASSES, one_blas_thread
 from featkit.cache import read_cache, read_meta, write_cache
 from featkit.errors import FeatkitError
 from featkit.evaluate import (check_compatible, confusion_matrix, evaluate_run, log_loss, most_confused_pairs,
@@ -77,11 +77,6 @@ def test_confusion_matrix_and_most_confused_pairs():
 def _one_blas_thread():
     with one_blas_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def caches(tmp_path_factory):
-    return food_caches(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cachefixtures import CLASSES, food_caches, one_blas_thread
+from cachefixtures import CLASSES, one_blas_thread
 from featkit.cache import read_cache
 from featkit.errors import FeatkitError
 from featkit.heads import HEADS, NotFittedError, get_head, load_head
@@ -26,11 +26,6 @@ FAST = {
 def _one_blas_thread():
     with one_blas_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def caches(tmp_path_factory):
-    return food_caches(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cachefixtures import CLASSES, food_caches, one_blas_thread
+from cachefixtures import CLASSES, one_blas_thread
 from featkit.fit import fit_head
 from featkit.report import COLUMNS, build_report
 from featkit.runs import new_run
@@ -16,11 +16,6 @@ from featkit.runs import new_run
 def _one_blas_thread():
     with one_blas_thread():
         yield
-
-
-@pytest.fixture(scope="session")
-def caches(tmp_path_factory):
-    return food_caches(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
