@@ -62,7 +62,7 @@ def main() -> None:
 
     # 2. the end-to-end frozen transfer model
     cfg = get_preset("vgg16-transfer-128", backbone="mobilenetv2", weights=str(args.weights), size=args.size,
-                     epochs=args.epochs, dropout=0.5, name="mobilenetv2-transfer")
+                     epochs=args.epochs, dropout=0.5).replace(name="mobilenetv2-transfer")
     t0 = time.perf_counter()
     x = decoded_arrays(prep, rows, args.size)
     m = prep.manifest.iloc[rows]
