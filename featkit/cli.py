@@ -415,18 +415,30 @@ def series_cmd(
     presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), or 'all'."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every preset's epochs (e.g. 1 for a quick pass)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Transfer presets: imagenet, none or PATH (custom CNNs ignore it)."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Use only the first N photos of each class in each split."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
     json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
-    """Run several CNN presets one after another, then regenerate reports/results.md."""
-    from .cnn.presets import PRESETS
+    """Run several CNN presets one after another, then regenerate reports/results.md.
+
+    A preset that fails is reported and the series goes on; the exit code is 1 if any failed.
+    """
+    from .cnn.presets import PRESETS, get_preset
     from .report import build_report
 
     names = list(PRESETS) if presets == ["all"] else presets
-    done = []
     for name in names:
-        run = _train_one(name, data, {"epochs": epochs}, per_class, None, split, seed, cache, reports, quiet or json_out)
+        get_preset(name)  # an unknown name stops here, before hours of training
+    done, failed = [], []
+    for name in names:
+        overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
+        try:
+            run = _train_one(name, data, overrides, per_class, None, split, seed, cache, reports, quiet or json_out)
+        except FeatkitError as e:
+            failed.append({"preset": name, "error": str(e)})
+            sys.stderr.write(f"error: preset {name} failed: {e}\n")
+            continue
         m = run.metrics
         done.append({"preset": name, "run": run.id, "top1": m["top1"], "top5": m["top5"],
                      "fit_seconds": m.get("fit_seconds"), "seconds_per_epoch": m.get("seconds_per_epoch")})
@@ -434,8 +446,11 @@ def series_cmd(
             typer.echo(f"{name:<28} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('seconds_per_epoch', 0):.1f} s/epoch  {run.id}")
     paths = build_report(reports)
     if json_out:
-        return _print_json({"runs": done, "report": str(paths["results_md"])})
-    typer.echo(f"report: {paths['results_md']}")
+        _print_json({"runs": done, "failed": failed, "report": str(paths["results_md"])})
+    else:
+        typer.echo(f"report: {paths['results_md']}" + (f"  ({len(failed)} presets failed, see above)" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:
