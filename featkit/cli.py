@@ -34,6 +34,14 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _print_run(run, json_out: bool) -> None:
+    """The one-line result of a finished head or CNN run (or its metrics as JSON)."""
+    m = run.metrics
+    if json_out:
+        return _print_json({"run": run.id, "path": str(run.path), **m})
+    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  fit {m.get('fit_seconds', 0):.1f} s  -> {run.path}")
+
+
 def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool):
     from .data import SplitConfig, prepare
 
@@ -210,10 +218,7 @@ def fit_head_cmd(
         augment_cache = found[-1]
     run = fit_head(path, head=head, params=_parse_params(param), augment_cache=augment_cache, reports=reports,
                    seed=seed, quiet=quiet or json_out)
-    m = run.metrics
-    if json_out:
-        return _print_json({"run": run.id, "path": str(run.path), **m})
-    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  fit {m['fit_seconds']:.1f} s  -> {run.path}")
+    _print_run(run, json_out)
 
 
 @app.command("evaluate")
@@ -404,10 +409,7 @@ def train_cnn_cmd(
         if blocks is None:
             overrides["blocks"] = len(overrides["filters"])
     run = _train_one(preset, data, overrides, per_class, resume, split, seed, cache, reports, quiet or json_out)
-    m = run.metrics
-    if json_out:
-        return _print_json({"run": run.id, "path": str(run.path), **m})
-    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('fit_seconds', 0):.0f} s  -> {run.path}")
+    _print_run(run, json_out)
 
 
 @app.command("series")
