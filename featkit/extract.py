@@ -12,13 +12,12 @@ temporary name and renamed, so a file at the final path is always complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 

@@ -140,10 +140,9 @@ def _check_same_source(meta: Mapping, other: Mapping, path: Path, other_path: Pa
 def _write_history(run: Run, history: list[dict]) -> None:
     import pandas as pd
 
-    from .fileio import atomic_path
+    from .evaluate import _write_csv
 
-    with atomic_path(run.path / "history.csv") as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
+    _write_csv(run.path / "history.csv", pd.DataFrame(history))
 
 
 def _say(quiet: bool, text: str) -> None:

@@ -8,11 +8,13 @@ and run through the real MobileNetV2 ONNX graph. Train photos are split into "tr
 from __future__ import annotations
 
 import hashlib
+
 from pathlib import Path
 
 import numpy as np
 
 from conftest import MOBILENET_ONNX, _require, read_food_photos
+from featkit.backbones.base import file_sha256
 
 CLASSES = 8
 TRAIN_PER_CLASS = 30  # 24 train + 6 valid
@@ -21,17 +23,9 @@ TEST_PER_CLASS = 10
 SIZE = 96
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def backbone_spec(name: str = "mobilenet-v2", size: int = SIZE) -> dict:
     path = _require(MOBILENET_ONNX)
-    return {"kind": "onnx", "name": name, "weights": {"path": str(path), "sha256": _sha256(path)},
+    return {"kind": "onnx", "name": name, "weights": {"path": str(path), "sha256": file_sha256(path)},
             "size": size, "pooling": "avg", "feature_dim": 1280, "preprocessing": "in-graph",
             "versions": {"featkit": "0.1.0", "onnxruntime": "1.32.0"}}
 

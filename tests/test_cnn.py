@@ -85,7 +85,7 @@ def test_every_preset_runs_one_epoch(name, photo_blobs, tmp_path):
     assert np.allclose(pred["probs"].sum(axis=1), 1.0, atol=1e-4)
     for f in ("model.keras", "history.csv", "classes.json", "checkpoints/best.keras", "checkpoints/last.keras"):
         assert (run.path / f).exists(), f
-    assert not list(run.path.rglob(".tmp-*"))
+    assert not list(run.path.rglob(".*.tmp-*"))  # atomic_path's temporary names
 
 
 # ---------------------------------------------------------------------------------------------- standardisation

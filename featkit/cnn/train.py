@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import FeatkitError
-from ..fileio import _jsonable, read_json, write_json, write_text
+from ..fileio import _jsonable, atomic_path, read_json, write_json, write_text
 from ..runs import Run
 from .models import build_model, compile_model
 from .presets import Preset
@@ -43,25 +42,13 @@ CHECKPOINTS = "checkpoints"
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:
     """model.save to a temporary .keras name beside `path`, then rename: never a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # must end in .keras for model.save
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_history(path: Path, rows: list[dict]) -> None:

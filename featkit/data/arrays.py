@@ -64,7 +64,7 @@ def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "s
         raise FeatkitError(f"{len(failures)} photos could not be decoded (first: {failures[0]}); "
                            f"run `featkit data check` on the dataset and fix or remove them.")
     out.flush()
-    del out
+    out = None  # drop the memmap so its file is closed before the rename
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps({"rows": len(rows), "size": size, "resize": resize}) + "\n")
     return np.load(path, mmap_mode="r")

@@ -7,12 +7,12 @@ Normalization layer, so the saved `.keras` file is self-contained.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from .base import Head, one_of, positive
 
 OPTIMIZERS = ("rmsprop", "adam")
@@ -108,13 +108,8 @@ class SoftmaxHead(Head):
         return {"best_epoch_": self.best_epoch_}
 
     def _save_model(self, path: Path) -> Path:
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")  # Keras insists on the .keras suffix
-        try:
+        with atomic_path(path) as tmp:
             self.model_.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     def _load_model(self, path: Path) -> None:
