@@ -68,23 +68,17 @@ def data_check(
     cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Decode every photo and list those that fail. Exits 1 when any photo is unreadable."""
-    from .data import dataset_dir
-    from .data.layouts import detect
-    from .data.scan import scan_dataset
-    from .data.source import open_source
+    from .data import check_dataset
 
-    source = open_source(path, cache)
-    ds = detect(source)
-    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache), quiet=quiet)
-    bad = scan[scan["error"] != ""]
-    result = {"path": str(path), "photos": len(scan), "unreadable": [{"path": r.path, "error": r.error} for r in bad.itertuples()]}
+    result = check_dataset(path, cache, quiet=quiet)
+    bad = result["unreadable"]
     if json_out:
         _print_json(result)
     else:
-        typer.echo(f"{len(scan):,} photos decoded, {len(bad)} unreadable" + (":" if len(bad) else ""))
-        for r in bad.itertuples():
-            typer.echo(f"  {source.display(r.path)}: {r.error}")
-    raise typer.Exit(1 if len(bad) else 0)
+        typer.echo(f"{result['photos']:,} photos decoded, {len(bad)} unreadable" + (":" if bad else ""))
+        for r in bad:
+            typer.echo(f"  {r['file']}: {r['error']}")
+    raise typer.Exit(1 if bad else 0)
 
 
 @app.command("backbones")
