@@ -231,7 +231,7 @@ def run_tasks(fn: Callable, items: Sequence, *, address: str | None = None, work
                             else:
                                 failures.append(TaskFailure(i, items[i], attempts[i], _one_line(e)))
                 if total is not None:
-                    _poll_progress(ray, idle, bar)
+                    _poll_progress(ray, idle, bar, timeout=10)
         finally:
             for slot in idle + [s for s, _ in running.values()]:
                 ray.kill(slot.actor, no_restart=True)
@@ -242,11 +242,16 @@ def run_tasks(fn: Callable, items: Sequence, *, address: str | None = None, work
     return results
 
 
-def _poll_progress(ray, slots: list[_Slot], bar: Progress) -> None:
-    for slot in slots:
+def _poll_progress(ray, slots: list[_Slot], bar: Progress, timeout: float = 0.2) -> None:
+    if not slots:
+        return
+    asked = {slot.actor.progress.remote(): slot for slot in slots}
+    ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=timeout)
+    for ref in ready:
+        slot = asked[ref]
         try:
-            now = ray.get(slot.actor.progress.remote(), timeout=5)
-        except Exception:  # a dead or busy worker: its count shows on the next poll, or never
+            now = ray.get(ref)
+        except Exception:  # a worker that died: what it did not report is never shown
             continue
         new = min(now - slot.seen, bar.total - bar.done)
         if new > 0:
@@ -334,6 +339,7 @@ def extract_on_ray(data: str | Path, opts, cache_dir: str | Path = "cache", spli
         n = max(1, min(shards or n_workers, most_chunks))
         left = [(i, n) for i in range(n)
                 if any(ex.cached_result(prep, replace(opts, shard=(i, n)), v) is None for v in todo)]
+        n_workers = min(n_workers, max(1, len(left)))
         threads = max(1, min(8, int(res.get("CPU", 1)) // n_workers))
         job = ShardJob(str(Path(data).resolve()), str(Path(cache_dir).resolve()), prep.split, prep.key,
                        replace(opts, threads=opts.threads or threads), ex.CHUNK)
@@ -347,8 +353,10 @@ def extract_on_ray(data: str | Path, opts, cache_dir: str | Path = "cache", spli
                       quiet=quiet, log=log, name=lambda s: f"shard {s[0]}/{s[1]}")
         except TasksFailed as e:
             failed = ", ".join(f"{f.item[0]}/{f.item[1]}" for f in e.failures)
-            raise FeatkitError(f"extraction on Ray failed for shard(s) {failed} of {', '.join(sorted(names))} "
-                               f"({e.failures[0].error}); the finished shards are kept: run "
+            tries = max(f.attempts for f in e.failures)
+            raise FeatkitError(f"extraction on Ray failed for shard(s) {failed} of {', '.join(sorted(names))} after "
+                               f"{tries} attempt{'s' * (tries > 1)} ({e.failures[0].error}); the finished shards are "
+                               f"kept: run "
                                f"`{command or 'the same featkit extract --engine ray command'}` again to re-run "
                                f"only the failed ones.") from None
         wall = time.perf_counter() - ran
