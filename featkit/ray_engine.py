@@ -63,6 +63,8 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -77,6 +79,18 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Ray keeps retrying an address where nothing answers for minutes: fail at once instead."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise FeatkitError(f"--address {address}: nothing answers there ({e.strerror or e}): start the cluster with "
+                           f"`ray start --head` and give the address it prints (or auto on its head node).") from None
 
 
 # ---- progress reported from inside a worker process ----------------------------------------------------------
