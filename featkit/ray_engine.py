@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -59,9 +59,18 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     `address` ("auto": the one running on this machine; "HOST:PORT"; "ray://HOST:PORT"), else a Ray instance
     started on this machine and shut down at the end."""
     ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
+    # Ray prints what its nodes report (e.g. a worker that died) on the driver's stdout: keep stdout for
+    # featkit's results (--json) and send those lines to stderr, with the progress and other messages
+    with redirect_stdout(sys.stderr):
+        if ray.is_initialized():
+            yield ray
+        else:
+            with _connected(ray, address):
+                yield ray
+
+
+@contextmanager
+def _connected(ray, address: str | None) -> Iterator[None]:
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         _check_reachable(address)
@@ -76,7 +85,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         raise FeatkitError(f"could not start or join {where} ({first}): start one with `ray start --head`, "
                            f"then pass its address (or auto on its head node).") from None
     try:
-        yield ray
+        yield
     finally:
         ray.shutdown()
 
