@@ -65,7 +65,7 @@ def main() -> None:
         wall, res = run(base + ["--cache", str(cache)] + extra)
         meta = read_meta(res["path"])
         rows.append({"label": label, "wall": wall, "photos": res["photos"], "path": res["path"],
-                     "job_rate": meta["photos_per_second"], "ray_start": meta.get("ray_start_seconds"),
+                     "job_rate": meta.photos_per_second, "ray_start": meta.extra.get("ray_start_seconds"),
                      "cmd": " ".join(["featkit extract ..."] + extra)})
         print(f"  done: {label}: {wall:.1f} s", file=sys.stderr)
 

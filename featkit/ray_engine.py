@@ -391,16 +391,14 @@ def _merge_view(view, n: int, wall: float, start_seconds: float, n_workers: int,
     from .extract import ViewResult, merge, shard_path
 
     files = [shard_path(view.path, (i, n)) for i in range(n)]
-    rate = round(photos / wall, 2) if wall > 0 else 0.0
-    # seconds and photos/s: of the whole job, as a local extraction records them (merge would add up the shards')
     extra = {"engine": "ray", "ray_workers": n_workers, "ray_shards": n, "ray_start_seconds": round(start_seconds, 3),
-             "ray_worker_seconds": round(sum(read_meta(f)["seconds"] for f in files), 3),
-             "seconds": round(wall, 3), "photos_per_second": rate}
-    out = merge(files, view.path, extra_meta=extra)
+             "ray_worker_seconds": round(sum(read_meta(f).seconds or 0.0 for f in files), 3)}
+    # seconds and photos/s of the merged file: the whole job's, as a local extraction records them
+    meta = read_meta(merge(files, view.path, seconds=wall, extra=extra))
     for f in files:  # the merged file holds all of them
         f.unlink()
-    return ViewResult(view.name, str(out), "extracted", read_meta(out)["photos"], round(wall, 3), rate,
-                      read_meta(out).get("failures", []))
+    return ViewResult(view.name, str(view.path), "extracted", meta.photos, round(wall, 3),
+                      round(photos / wall, 2) if wall > 0 else 0.0, meta.failures)
 
 
 def _absolute(path: str) -> str:

@@ -91,8 +91,8 @@ def test_ray_cache_equals_single_process_cache(ray_job, local_cache):
     assert [(r.view, r.status, r.photos) for r in res] == [("plain", "extracted", 80)]
     _same_cache(res[0].path, local_cache)
     meta = read_meta(res[0].path)
-    assert (meta["engine"], meta["ray_workers"], meta["ray_shards"], meta["shard"]) == ("ray", 2, 2, None)
-    assert len(meta["merged_from"]) == 2 and not any(Path(p).exists() for p in meta["merged_from"])
+    assert (meta.extra["engine"], meta.extra["ray_workers"], meta.extra["ray_shards"], meta.shard) == ("ray", 2, 2, None)
+    assert len(meta.extra["merged_from"]) == 2 and not any(Path(p).exists() for p in meta.extra["merged_from"])
     assert not list(cache.glob("features/*/*/*.partial"))
     # one progress line for the whole job, fed by both workers
     lines = [ln for ln in printed.splitlines() if ln.startswith("extract on Ray")]
