@@ -171,3 +171,14 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     assert proc.stderr.strip().splitlines() == [
         'error: --engine ray needs Ray, an optional extra of featkit: pip install -e ".[ray]" (or pip install "ray>=2.9").']
     assert not (tmp_path / "features").exists()
+
+
+def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
+    base = [sys.executable, "-m", "featkit.cli", "extract", "--data", str(mini), "--backbone", str(mobilenet_onnx),
+            "--cache", str(tmp_path)]
+    for extra, says in [(["--engine", "spark"], "error: --engine 'spark': expected local or ray."),
+                        (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
+                        (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand")]:
+        proc = subprocess.run(base + extra, capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith(says)
