@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,12 +27,13 @@ from . import __version__
 from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
 from .cache import read_cache, read_meta, write_cache
 from .data import Prepared
-from .data.images import ImageDecodeError, decode_image, default_threads
+from .data.images import DECODE_MODES, ImageDecodeError, decode_image, default_threads
 from .errors import FeatkitError
 from .fileio import atomic_path, read_json, write_json
 from .progress import Progress
 
 CHUNK = 1024
+PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -54,8 +55,14 @@ class ExtractOptions:
     shard: tuple[int, int] | None = None
     seed: int = 0
     threads: int | None = None
+    decode: str = "draft"
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.decode not in DECODE_MODES:
+            raise FeatkitError(f"--decode should be one of {', '.join(DECODE_MODES)}; got {self.decode!r}.")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"--precision should be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
         if self.augment < 0:
@@ -135,7 +142,8 @@ def _slug(ident: dict[str, Any], opts: ExtractOptions) -> str:
         w = ident["weights"]
         model = f"{ident['name']}-{w if isinstance(w, str) else Path(w['path']).name.split('.')[0] + '-' + w['sha256'][:10]}"
     crop = "-box" if opts.crop_box else ""
-    return f"{model}-{ident['size']}px-{opts.pooling}-{opts.resize}{crop}"
+    full = "-fulldecode" if opts.decode == "full" else ""  # draft (the default) keeps the folder names it had
+    return f"{model}-{ident['size']}px-{opts.pooling}-{opts.resize}{crop}{full}"
 
 
 def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
@@ -164,7 +172,8 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
 def _job_identity(prep: Prepared, ident: dict, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     return {
         "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
-        "backbone": ident, "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "backbone": ident, "resize": opts.resize, "crop_box": opts.crop_box, "decode": opts.decode,
+        "dtype": opts.dtype, "seed": opts.seed,
         "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
         "rows": len(job.rows),
     }
@@ -188,7 +197,7 @@ class _Decoder:
     def one(self, out: np.ndarray, k: int, i: int) -> str | None:
         row = int(self.job.rows[i])
         try:
-            img = decode_image(self.read(self.paths[row]), self.size, self.opts.resize, self._box(row))
+            img = decode_image(self.read(self.paths[row]), self.size, self.opts.resize, self._box(row), self.opts.decode)
         except (ImageDecodeError, KeyError, OSError) as e:
             return f"{self.paths[row]}: {e}"
         if self.job.perturbation is not None:
@@ -203,6 +212,14 @@ class _Decoder:
         return out, [(indices[k], e) for k, e in enumerate(errors) if e]
 
 
+def decode_rows(prep: Prepared, rows: np.ndarray, size: int, opts: ExtractOptions) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """uint8 photos (len(rows), size, size, 3) of manifest `rows`, decoded exactly as the plain view decodes them;
+    failures [(index, message)] leave a row of zeros."""
+    job = ViewJob("plain", np.asarray(rows), np.zeros(len(rows), np.int64), None, Path("plain.h5"))
+    with ThreadPoolExecutor(opts.threads or default_threads()) as pool:
+        return _Decoder(prep, job, size, opts, pool).batch(range(len(rows)))
+
+
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
     ids = range((n + CHUNK - 1) // CHUNK)
     return [k for k in ids if shard is None or k % shard[1] == shard[0]]
@@ -215,6 +232,10 @@ def _chunk_file(partial: Path, k: int) -> Path:
 def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache", quiet: bool = False,
             log: Callable[[str], None] | None = None) -> list[ViewResult]:
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
+        from .quantize import ensure_int8
+
+        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet, log=log)))
     ident = backbone_identity(opts)
     out_dir = features_dir(prep, opts, cache_dir)
     _say_if_dataset_changed(prep, out_dir, log)
@@ -336,7 +357,9 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         "featkit_version": __version__, "photos": int(len(rows)), "seconds": round(seconds, 3),
         "photos_per_second": round(len(all_idx) / seconds, 2) if seconds > 0 else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failures": failures, "dtype": opts.dtype,
-        "resize": opts.resize, "crop_box": opts.crop_box, "rows_total": n,
+        "resize": opts.resize, "crop_box": opts.crop_box, "decode": opts.decode, "rows_total": n,
+        "precision": backbone.spec.get("precision", "float32"),
+        "onnxruntime_session": getattr(backbone, "session_settings", None),
         "shard": list(opts.shard) if opts.shard else None, "final_name": job.path.name,
     }
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],

@@ -77,7 +77,7 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "augment": bool(n_aug), "augment_view_params": aug_meta.get("view_params") if aug_meta else None,
         "cache": str(cache_path.resolve()), "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
         "dataset": meta.get("dataset"), "fingerprint": meta.get("fingerprint"), "resize": meta.get("resize"),
-        "crop_box": meta.get("crop_box"), "seed": seed, "n_classes": n_classes,
+        "crop_box": meta.get("crop_box"), "decode": meta.get("decode", "draft"), "seed": seed, "n_classes": n_classes,
         "selection": "valid" if has_valid else "none", "featkit_version": __version__,
     })
     run.write_json("classes.json", classes)

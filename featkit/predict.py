@@ -48,14 +48,14 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
     """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
     run = load_run(run_ref, reports)
     cfg, classes = run.config, run.classes
-    size, resize = int(cfg["size"]), cfg.get("resize") or "stretch"
+    size, resize, decode = int(cfg["size"]), cfg.get("resize") or "stretch", cfg.get("decode") or "draft"
     files = expand_photos(photos)
     results, failures = [], []
     for start in range(0, len(files), batch_size):
         batch, ok = [], []
         for f in files[start:start + batch_size]:
             try:
-                batch.append(decode_image(f.read_bytes(), size, resize))
+                batch.append(decode_image(f.read_bytes(), size, resize, decode=decode))
                 ok.append(f)
             except (ImageDecodeError, OSError) as e:
                 failures.append({"path": str(f), "error": f"cannot read this photo ({e}); skipped"})
