@@ -107,7 +107,7 @@ def quantize_onnx(source: str | Path, prep: Prepared, opts: ExtractOptions | Non
     started = time.perf_counter()
     model = OnnxBackbone(source, size=opts.size)
     if model.precision != "float32":
-        raise FeatkitError(f"{source} is already a {model.precision} model: quantise the float32 model it came from.")
+        raise FeatkitError(f"{source} is already quantised ({model.precision}): quantise the float32 model it came from.")
     settings = calibration_settings(model.path, prep, model.size, photos, opts)
     out = Path(out).expanduser() if out else default_int8_path(source, settings, cache_dir)
     if out.resolve() == model.path:

@@ -59,7 +59,8 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
     """Decode bytes to an upright RGB PIL image, cropped to `box` (x1, y1, x2, y2, full-size upright pixels).
 
     draft_size: a JPEG whose photo (or box) is at least twice that on both sides is decoded at the smallest
-    DCT scale that keeps it at least draft_size; the box is scaled with it. `img.info["draft_scale"]` says which.
+    DCT scale that keeps it at least draft_size; the box is scaled with it (its size rounded up, so the crop stays
+    at least draft_size). `img.info["draft_scale"]` says which scale was used (1: full size).
     """
     try:
         img = Image.open(io.BytesIO(data))
@@ -82,7 +83,11 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
         raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
     if region is not None:
         x1, y1, x2, y2 = region
-        img = img.crop((x1 // scale, y1 // scale, -(-x2 // scale), -(-y2 // scale)))
+        if scale == 1:
+            img = img.crop(region)
+        else:  # the box in drafted pixels to the sub-pixel, so it is not shifted against a full-size crop
+            img = img.resize((-(-(x2 - x1) // scale), -(-(y2 - y1) // scale)), Image.BILINEAR,
+                             box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale))
     img.info["draft_scale"] = scale
     return img
 
