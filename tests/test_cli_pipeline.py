@@ -102,7 +102,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 def test_every_command_has_help():
     for cmd in (["--help"], ["data", "summary", "--help"], ["data", "check", "--help"], ["backbones", "--help"],
                 ["extract", "--help"], ["merge", "--help"], ["fit-head", "--help"], ["evaluate", "--help"],
-                ["sensitivity", "--help"], ["report", "--help"], ["predict", "--help"], ["train-cnn", "--help"],
+                ["sensitivity", "--help"], ["report", "--help"], ["predict", "--help"], ["train-cnn", "--help"], ["quantize", "--help"],
                 ["series", "--help"]):
         res = runner.invoke(app, cmd)
         assert res.exit_code == 0 and "Usage" in res.stdout, cmd

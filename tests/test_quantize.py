@@ -142,3 +142,26 @@ def test_precision_int8_needs_an_onnx_backbone(quantized):
         ensure_int8(quantized[0], ex.ExtractOptions(backbone="mobilenetv2", precision="int8"), "cache")
     with pytest.raises(FeatkitError, match="--precision should be"):
         ex.ExtractOptions(precision="int4")
+
+
+def test_quantize_command(quantized, mini, mobilenet_onnx):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    _, result, _, cache = quantized
+    res = CliRunner().invoke(app, ["quantize", str(mobilenet_onnx), "--data", str(mini), "--size", str(SIZE),
+                                   "--cache", str(cache), "--json", "--quiet"], catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 0 and out["status"] == "up to date" and out["path"] == result.path
+    assert out["photos"] == result.photos and out["size"] == SIZE
+    for args in (["quantize", str(mobilenet_onnx), "--data", str(mini), "--photos", "0", "--cache", str(cache)],
+                 ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--precision", "int4"],
+                 ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--decode", "fast"]):
+        p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, p.stderr)
+    assert "int8" in CliRunner().invoke(app, ["quantize", "--help"]).stdout
