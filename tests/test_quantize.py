@@ -165,3 +165,12 @@ def test_quantize_command(quantized, mini, mobilenet_onnx):
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, p.stderr)
     assert "int8" in CliRunner().invoke(app, ["quantize", "--help"]).stdout
+
+
+def test_quantisation_is_deterministic(quantized, mobilenet_onnx, tmp_path):
+    prep, result, _, _ = quantized
+    opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE)
+    again = quantize_onnx(mobilenet_onnx, prep, opts, photos=512, out=tmp_path / "again.onnx", quiet=True)
+    assert again.status == "quantized" and file_sha256(again.path) == file_sha256(result.path)
+    first, second = (json.loads(Path(r.contract).read_text())["quantization"] for r in (result, again))
+    assert first["calibration_image_ids"] == second["calibration_image_ids"]
