@@ -27,6 +27,8 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress display.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages for datasets without an official split.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the split (and of everything random downstream).")
+DecodeOpt = typer.Option("draft", "--decode", help="draft: decode JPEGs at least twice the target size at a reduced scale "
+                         "(1/2, 1/4, 1/8) that is still at least the target, which is much faster; full: always decode at full size.")
 
 
 def _print_json(obj) -> None:
@@ -121,6 +123,9 @@ def extract_cmd(
     engine: str = typer.Option("local", "--engine", help="local: this process. ray: shards on a Ray cluster, one actor per GPU (needs pip install -e \".[ray]\"; --cache must be a folder every node reaches)."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here."),
     workers: Optional[int] = typer.Option(None, "--workers", help="--engine ray: actors to run (default: one per GPU, else one per node)."),
+    decode: str = DecodeOpt,
+    precision: str = typer.Option("float32", "--precision", help="ONNX backbones: float32 as given, or int8: quantise it once "
+                                  "into cache/models/ (calibrated on training photos, see `featkit quantize`) and extract with that."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Run a pretrained backbone over every photo once and cache pooled features to HDF5 under cache/.
@@ -137,7 +142,7 @@ def extract_cmd(
     opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize,
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
-                          shard=parse_shard(shard), seed=seed, threads=threads)
+                          shard=parse_shard(shard), seed=seed, threads=threads, decode=decode, precision=precision)
     if engine == "ray":
         import shlex
 
@@ -154,6 +159,36 @@ def extract_cmd(
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
         typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Path = typer.Argument(..., help="The float32 ONNX model to quantise, e.g. ../shared/models/mobilenet-v2.onnx."),
+    data: Path = typer.Option(..., "--data", help="Dataset whose TRAINING photos calibrate the int8 ranges (never valid or test)."),
+    photos: int = typer.Option(512, "--photos", help="Calibration photos, a seeded sample of the training split."),
+    size: Optional[int] = typer.Option(None, "--size", help="Size the photos are calibrated at: the size you will extract at (default: the model's native size)."),
+    resize: str = typer.Option("stretch", "--resize", help="As `featkit extract --resize`: stretch, crop or pad."),
+    crop_box: bool = typer.Option(False, "--crop-box", help="As `featkit extract --crop-box` (UECFOOD bounding boxes)."),
+    decode: str = DecodeOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the int8 model (its JSON contract goes beside it); "
+                                       "default: cache/models/<model>.int8-<settings hash>.onnx, which `extract --precision int8` reuses."),
+    split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Quantise an ONNX backbone to int8 (onnxruntime static quantisation: QDQ, per-channel weights).
+
+    The int8 model runs about twice as fast on a CPU with int8 dot-product instructions and is a backbone like
+    any other: `featkit extract --backbone MODEL.int8.onnx`.
+    """
+    from .extract import ExtractOptions
+    from .quantize import quantize_onnx
+
+    opts = ExtractOptions(backbone=str(model), size=size, resize=resize, crop_box=crop_box, decode=decode, seed=seed)
+    prep = _prepare(data, cache, split, seed, quiet)
+    result = quantize_onnx(model, prep, opts, photos=photos, out=out, cache_dir=cache, quiet=quiet)
+    if json_out:
+        return _print_json(result.__dict__)
+    typer.echo(f"{result.status}: {result.path} ({result.photos} training photos at {result.size} px"
+               f"{f', {result.skipped} unreadable skipped' if result.skipped else ''}); contract {result.contract}")
 
 
 @app.command("merge")

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +27,14 @@ from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
 from .cache import read_cache, read_meta, write_cache
 from .data import Prepared
-from .data.images import default_threads, load_images
+from .data.images import DECODE_MODES, default_threads, load_images
 from .errors import FeatkitError
 from .fileio import atomic_path, read_json, write_json
 from .progress import Progress
 from .schema import CacheMeta, check_comparable
 
 CHUNK = 1024
+PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -55,8 +56,14 @@ class ExtractOptions:
     shard: tuple[int, int] | None = None
     seed: int = 0
     threads: int | None = None
+    decode: str = "draft"
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.decode not in DECODE_MODES:
+            raise FeatkitError(f"--decode should be one of {', '.join(DECODE_MODES)}; got {self.decode!r}.")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"--precision should be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
         if self.augment < 0:
@@ -104,7 +111,8 @@ def resolve_backbone(opts: ExtractOptions) -> BackboneSpec:
 
 def _slug(spec: BackboneSpec, opts: ExtractOptions) -> str:
     crop = "-box" if opts.crop_box else ""
-    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}"
+    full = "-fulldecode" if opts.decode == "full" else ""  # draft (the default) keeps the folder names it had
+    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}{full}"
 
 
 def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
@@ -153,7 +161,8 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
 def _job_identity(prep: Prepared, spec: BackboneSpec, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     return {
         "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
-        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "decode": opts.decode,
+        "dtype": opts.dtype, "seed": opts.seed,
         "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
         "rows": len(job.rows),
     }
@@ -181,8 +190,17 @@ class _Decoder:
             return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
 
         images, failures = load_images(self.read, [self.paths[r] for r in rows], self.size, self.opts.resize,
-                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool)
+                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool,
+                                       decode=self.opts.decode)
         return images, [(indices[f.index], str(f)) for f in failures]
+
+
+def decode_rows(prep: Prepared, rows: np.ndarray, size: int, opts: ExtractOptions) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """uint8 photos (len(rows), size, size, 3) of manifest `rows`, decoded exactly as the plain view decodes them;
+    failures [(index, message)] leave a row of zeros."""
+    job = ViewJob("plain", np.asarray(rows), np.zeros(len(rows), np.int64), None, Path("plain.h5"))
+    with ThreadPoolExecutor(opts.threads or default_threads()) as pool:
+        return _Decoder(prep, job, size, opts, pool).batch(range(len(rows)))
 
 
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -200,6 +218,10 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
     """Extract every view `opts` asks for (or one shard of each). `backbone`: one already built from `opts`
     (reused across calls, e.g. by a Ray actor); `on_progress(n)` is called as each batch of n photos is done."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
+        from .quantize import ensure_int8
+
+        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet, log=log)))
     spec = resolve_backbone(opts)
     out_dir = Path(cache_dir) / "features" / prep.key / _slug(spec, opts)
     _say_if_dataset_changed(prep, out_dir, log)
@@ -351,11 +373,13 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         backbone=backbone.spec, size=backbone.size, view=job.name,
         view_params=job.perturbation.to_dict() if job.perturbation else None, classes=prep.classes,
         dataset=prep.key, fingerprint=prep.fingerprint, manifest=str(prep.manifest_path), resize=opts.resize,
-        crop_box=opts.crop_box, dtype=opts.dtype, photos=int(len(rows)), rows_total=n, seconds=round(seconds, 3),
-        photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
+        crop_box=opts.crop_box, decode=opts.decode, dtype=opts.dtype, photos=int(len(rows)), rows_total=n,
+        seconds=round(seconds, 3), photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failures=failures,
         shard=list(opts.shard) if opts.shard else None, final_name=job.path.name, identity=identity,
-        featkit_version=__version__, extra={"data": str(prep.dataset.source.path)})
+        featkit_version=__version__,
+        extra={"data": str(prep.dataset.source.path),
+               "onnxruntime_session": getattr(backbone, "session_settings", None)})
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,
                 dtype=opts.dtype, row=idx)

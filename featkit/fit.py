@@ -75,7 +75,7 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
     run.write_config(RunConfig(
         kind="head", name=head, backbone=meta.backbone, size=meta.size, params=model.params, n_classes=n_classes,
         dataset=meta.dataset, fingerprint=meta.fingerprint, data=meta.extra.get("data"), manifest=meta.manifest,
-        resize=meta.resize, crop_box=meta.crop_box, seed=seed, view=meta.view,
+        resize=meta.resize, crop_box=meta.crop_box, decode=meta.decode, seed=seed, view=meta.view,
         views=[meta.view] + ([aug_meta.view] if aug_meta else []), augment=bool(n_aug),
         cache=str(cache_path.resolve()), augment_cache=str(Path(augment_cache).resolve()) if aug_meta else None,
         featkit_version=__version__,
