@@ -132,28 +132,18 @@ def extract_cmd(
 
     Running it again returns at once; an interrupted run resumes where it stopped.
     """
-    from .extract import ExtractOptions, extract, parse_shard
+    import shlex
 
-    if engine not in ("local", "ray"):
-        raise FeatkitError(f"--engine {engine!r}: expected local or ray.")
-    if engine == "local" and (address or workers):
-        raise FeatkitError("--address and --workers apply to --engine ray only.")
+    from .data import SplitConfig
+    from .extract import ExtractOptions, parse_shard
+    from .extract_job import extract_features
 
     opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize,
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
                           shard=parse_shard(shard), seed=seed, threads=threads, decode=decode, precision=precision)
-    if engine == "ray":
-        import shlex
-
-        from .data import SplitConfig
-        from .ray_engine import extract_on_ray
-
-        results = extract_on_ray(data, opts, cache, SplitConfig.parse(split, seed), address=address, workers=workers,
-                                 quiet=quiet, command=shlex.join(["featkit", *sys.argv[1:]]))
-    else:
-        prep = _prepare(data, cache, split, seed, quiet)
-        results = extract(prep, opts, cache_dir=cache, quiet=quiet)
+    results = extract_features(data, opts, cache, SplitConfig.parse(split, seed), engine=engine, address=address,
+                               workers=workers, quiet=quiet, command=shlex.join(["featkit", *sys.argv[1:]]))
     if json_out:
         return _print_json([r.__dict__ for r in results])
     for r in results:

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -218,10 +218,6 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
     """Extract every view `opts` asks for (or one shard of each). `backbone`: one already built from `opts`
     (reused across calls, e.g. by a Ray actor); `on_progress(n)` is called as each batch of n photos is done."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
-    if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
-        from .quantize import ensure_int8
-
-        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet, log=log)))
     spec = resolve_backbone(opts)
     out_dir = Path(cache_dir) / "features" / prep.key / _slug(spec, opts)
     _say_if_dataset_changed(prep, out_dir, log)

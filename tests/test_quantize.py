@@ -122,10 +122,12 @@ def test_an_existing_file_is_never_overwritten(quantized, mobilenet_onnx, tmp_pa
         quantize_onnx(quantized[1].path, prep, ex.ExtractOptions(size=SIZE), out=tmp_path / "x.onnx", quiet=True)
 
 
-def test_extract_precision_int8_uses_the_cached_int8_model(quantized, mobilenet_onnx):
+def test_extract_precision_int8_uses_the_cached_int8_model(quantized, mobilenet_onnx, mini):
+    from featkit.extract_job import extract_features
+
     prep, result, _, cache = quantized
     opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, precision="int8", dtype="float32")
-    (res,) = ex.extract(prep, opts, cache_dir=cache, quiet=True)
+    (res,) = extract_features(mini, opts, cache, quiet=True)
     fs = read_cache(res.path)
     assert fs.meta.backbone.extra["precision"] == "int8" and fs.meta.backbone.weights_sha256 == file_sha256(result.path)
     assert fs.meta.extra["onnxruntime_session"]["intra_op_num_threads"] == available_cores()
