@@ -23,12 +23,13 @@ from .runs import DEFAULT_REPORTS, Run, load_run, new_run
 
 def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, Any] | None = None,
              augment_cache: str | Path | None = None, reports: str | Path = DEFAULT_REPORTS, seed: int = 0,
-             quiet: bool = False) -> Run:
+             quiet: bool = False, data_path: str | Path | None = None) -> Run:
     """Fit `head` on the cache and write a complete run folder under reports/runs/; returns the Run.
 
     `params` are the head's parameters (see featkit.heads.head_params); its `seed` defaults to `seed`.
     `augment_cache`: a cache of augmented copies of the same training photos (same backbone, size, classes and
     dataset); its "train" rows are added to the training rows, and nothing else of it is used.
+    `data_path`: the dataset path as given, recorded in config.json so that the report can show the run's photos.
     """
     from .evaluate import topk_accuracy
 
@@ -75,7 +76,7 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "backbone": backbone, "size": meta.get("size"), "view": meta.get("view", "plain"),
         "views": [meta.get("view", "plain")] + ([aug_meta.get("view", "augment")] if aug_meta else []),
         "augment": bool(n_aug), "augment_view_params": aug_meta.get("view_params") if aug_meta else None,
-        "cache": str(cache_path.resolve()), "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
+        "data": None if data_path is None else str(data_path), "cache": str(cache_path.resolve()), "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
         "dataset": meta.get("dataset"), "fingerprint": meta.get("fingerprint"), "resize": meta.get("resize"),
         "crop_box": meta.get("crop_box"), "seed": seed, "n_classes": n_classes,
         "selection": "valid" if has_valid else "none", "featkit_version": __version__,
