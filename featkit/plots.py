@@ -81,7 +81,7 @@ def plot_history(history, path: str | Path, title: str = "") -> Path | None:
         ax.set_xlim(*keep_span(x, 2.0))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key == "accuracy":
-            ax.set_ylim(*keep_span(ys, 0.1, floor=0.0, ceiling=1.0))
+            ax.set_ylim(*keep_span(ys, 0.1, floor=0.0, ceiling=1.02))
             percent_axis(ax)
         else:
             ax.set_ylim(*keep_span(ys, 0.1, floor=0.0))

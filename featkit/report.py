@@ -208,7 +208,7 @@ def _plot_training_curves(reports: Path, rows: list[dict], path: Path) -> Path |
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_loss.set_ylim(*keep_span(losses, 0.1, floor=0.0))
-    ax_acc.set_ylim(*keep_span(accs, 0.1, floor=0.0, ceiling=1.0))
+    ax_acc.set_ylim(*keep_span(accs, 0.1, floor=0.0, ceiling=1.02))
     percent_axis(ax_acc)
     ax_loss.set(xlabel="epoch / boosting round", ylabel="loss", title="loss (solid: train, dashed: valid)")
     ax_acc.set(xlabel="epoch / boosting round", ylabel="accuracy", title="accuracy")
