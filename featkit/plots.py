@@ -58,17 +58,24 @@ def percent_axis(ax, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
+def history_x(history) -> tuple[np.ndarray, str]:
+    """(x values, axis label) of a history.csv: its epoch or boosting-round column, else the row number."""
+    for col, label in (("epoch", "epoch"), ("iteration", "boosting round")):
+        if col in history.columns:
+            return history[col].to_numpy(float), label
+    return np.arange(1, len(history) + 1, dtype=float), "epoch"
+
+
 def plot_history(history, path: str | Path, title: str = "") -> Path | None:
     """Loss and accuracy per epoch / boosting round of one run (train solid, valid dashed), from history.csv's
     columns; None (nothing written) when the history has no row or no loss / accuracy column."""
     from matplotlib.ticker import MaxNLocator
 
-    xcol = next((c for c in ("epoch", "iteration") if c in history.columns), None)
     panels = [(key, label) for key, label in (("loss", "loss"), ("accuracy", "accuracy"))
               if key in history.columns or f"val_{key}" in history.columns]
     if len(history) == 0 or not panels:
         return None
-    x = history[xcol].to_numpy(float) if xcol else np.arange(1, len(history) + 1, dtype=float)
+    x, xlabel = history_x(history)
     fig, axes = new_figure(4.2 * len(panels), 3.0, len(panels), dpi=100)
     marker = "o" if len(history) <= 30 else None
     for ax, (key, label) in zip(axes, panels):
@@ -85,7 +92,7 @@ def plot_history(history, path: str | Path, title: str = "") -> Path | None:
             percent_axis(ax)
         else:
             ax.set_ylim(*keep_span(ys, 0.1, floor=0.0))
-        ax.set(xlabel="boosting round" if xcol == "iteration" else "epoch", ylabel=label, title=label)
+        ax.set(xlabel=xlabel, ylabel=label, title=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -136,5 +143,5 @@ def plot_reliability(bins, path: str | Path, title: str = "") -> Path | None:
     return save_png(fig, path)
 
 
-__all__ = ["new_figure", "save_png", "keep_span", "percent_axis", "plot_history", "plot_sensitivity",
+__all__ = ["new_figure", "save_png", "keep_span", "percent_axis", "history_x", "plot_history", "plot_sensitivity",
            "plot_reliability"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_path, write_text
-from .plots import keep_span, new_figure, percent_axis, save_png
+from .plots import history_x, keep_span, new_figure, percent_axis, save_png
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
 
 COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "views", "top1", "top5", "log_loss", "ece",
@@ -190,8 +190,7 @@ def _plot_training_curves(reports: Path, rows: list[dict], path: Path) -> Path |
     fig, (ax_loss, ax_acc) = new_figure(13, 5, 2)
     xs, losses, accs = [], [], []
     for i, (rec, h) in enumerate(histories[:MAX_CURVES]):
-        xcol = next((c for c in ("epoch", "iteration") if c in h.columns), None)
-        x = h[xcol] if xcol else pd.Series(range(1, len(h) + 1))
+        x = history_x(h)[0]
         xs.extend(x.tolist())
         color = f"C{i % 10}"
         name = f"{rec['run_id']} ({_label(rec)})"

@@ -17,7 +17,7 @@ from .errors import FeatkitError
 from .fileio import write_text
 from .html_parts import Column, cards, esc, missing, num, page, pct, table, thumb_html
 from .runs import Run
-from .thumbnails import RunPhotos, Thumb
+from .thumbnails import RunPhotos
 
 PAGE_NAME = "report.html"
 PAIRS, PHOTOS_PER_PAIR = 20, 3
@@ -92,7 +92,8 @@ def _calibration(run: Run, m: dict) -> str:
         if not missing(t):
             title = f"reliability after temperature scaling (T = {float(t):.2f})"
     if rel.exists():
-        png = _fresh_plot(run.path / RELIABILITY_PNG, rel, lambda dst: _reliability_png(rel, dst, title))
+        png = _fresh_plot(run.path / RELIABILITY_PNG, (rel, run.path / "metrics.json"),
+                          lambda dst: _reliability_png(rel, dst, title))
         if png:
             out.append(f'<img class="plot" src="{RELIABILITY_PNG}" alt="reliability diagram" width="420">'
                        '<p class="note">Each bar: the accuracy of the test photos whose top-1 probability falls in '
@@ -123,14 +124,14 @@ def _curves(run: Run) -> str:
         except (ValueError, pd.errors.EmptyDataError):
             return None
 
-    if not _fresh_plot(run.path / CURVES_PNG, src, draw):
+    if not _fresh_plot(run.path / CURVES_PNG, (src,), draw):
         return ""
     return f'<h2>Training curves</h2><img class="plot" src="{CURVES_PNG}" alt="training curves">'
 
 
-def _fresh_plot(dst: Path, src: Path, draw) -> bool:
-    """Draw dst from src unless dst is newer than src; False when there is nothing to draw (dst removed)."""
-    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+def _fresh_plot(dst: Path, sources: tuple[Path, ...], draw) -> bool:
+    """Draw dst unless it is newer than every source file; False when there is nothing to draw (dst removed)."""
+    if dst.exists() and all(dst.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists()):
         return True
     if draw(dst) is None:
         dst.unlink(missing_ok=True)
@@ -248,7 +249,7 @@ def _robustness(run: Run) -> str:
         return ""
     from .plots import plot_sensitivity
 
-    chart = _fresh_plot(run.path / ROBUSTNESS_PNG, src, lambda dst: plot_sensitivity(df, dst))
+    chart = _fresh_plot(run.path / ROBUSTNESS_PNG, (src,), lambda dst: plot_sensitivity(df, dst))
     cols = [Column("view"), Column("rotation", numeric=True), Column("width shift", numeric=True),
             Column("height shift", numeric=True), Column("flips"), Column("photos", numeric=True),
             Column("top-1", pct, numeric=True), Column("top-5", pct, numeric=True)]

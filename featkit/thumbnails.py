@@ -166,7 +166,7 @@ def photo_location(config: dict) -> tuple[str | None, str | None]:
             from .cache import read_meta
 
             manifest = read_meta(config["cache"]).get("manifest")
-        except Exception:  # a moved or deleted cache: the photos are simply not located
+        except (FeatkitError, OSError, KeyError, ValueError):  # a moved or damaged cache: photos not located
             manifest = None
     return (str(data) if data else None), (str(manifest) if manifest else None)
 

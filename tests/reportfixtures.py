@@ -9,6 +9,7 @@ Also: finding Chromium and its driver for the browser tests.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from dataclasses import dataclass
@@ -115,9 +116,7 @@ def copy_workspace(ws: ReportWorkspace, dest: Path) -> ReportWorkspace:
 
 def find_chromium() -> tuple[str | None, str | None, str]:
     """(browser, driver, why not) for Selenium: Debian's chromium and chromium-driver."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         return None, None, "selenium is not installed: pip install -e '.[dev]'"
     browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     driver = shutil.which("chromedriver")
