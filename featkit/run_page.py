@@ -30,7 +30,7 @@ def build_run_page(run: Run, row: dict[str, Any]) -> Path:
     """Write the run's report.html (and its plots and thumbnails, each made once) and return its path.
     `row` is the run's row of the runs table (featkit.report.collect_runs)."""
     cfg, metrics = run.config, run.metrics
-    sections = [_header(run, row, cfg), _metrics(metrics, row), _calibration(run, metrics), _curves(run)]
+    sections = [_header(run, row, cfg), _metrics(metrics, row)]
     try:
         pred = run.load_predictions("test")
         classes = run.classes
@@ -38,10 +38,12 @@ def build_run_page(run: Run, row: dict[str, Any]) -> Path:
         sections.append(f'<p class="warn">No photo-level results: {esc(e)}</p>')
         pred = None
     promised = 0
-    if pred is not None:
+    if pred is not None:  # the photos first: which dishes get confused, and how
         body, promised = _prediction_sections(run, pred, classes)
         sections.append(body)
-    sections.append(_robustness(run))
+    sections += [_robustness(run), _calibration(run, metrics), _curves(run)]
+    if pred is not None:
+        sections.append(_confusion(run, pred, classes))
     sections.append(_files(run, cfg, metrics))
     # the count every thumbnail on the page adds up to (placeholders included): checked by the browser tests
     sections.insert(1, f'<p class="note" id="thumb-promise" data-thumbs="{promised}">This page shows {promised} '
@@ -141,7 +143,7 @@ def _fresh_plot(dst: Path, sources: tuple[Path, ...], draw) -> bool:
 
 def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str, int]:
     """Confusion matrix, confused pairs, confident mistakes and per-class accuracy; (html, thumbnails shown)."""
-    from .evaluate import confusion_matrix, most_confused_pairs, per_class_accuracy, plot_confusion
+    from .evaluate import confusion_matrix, most_confused_pairs, per_class_accuracy
 
     probs, labels = np.asarray(pred["probs"], np.float64), pred["labels"].astype(np.int64)
     ids = pred["image_ids"].astype(str)
@@ -151,10 +153,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
                f"{len(names)} classes): photo-level results left out.</p>", 0
     preds = probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    cm = confusion_matrix(labels, preds, len(names))
-    if not (run.path / "confusion.png").exists():
-        plot_confusion(cm, names, run.path / "confusion.png", title=run.id)
-    pairs = most_confused_pairs(cm, classes, top=PAIRS)
+    pairs = most_confused_pairs(confusion_matrix(labels, preds, len(names)), classes, top=PAIRS)
 
     # which photos each section shows, decided first so that the dataset is read once for all thumbnails
     pair_rows = []
@@ -191,11 +190,6 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     out = []
     if photos.unavailable:
         out.append(f'<p class="warn">Photos: {esc(photos.unavailable)}.</p>')
-    out.append('<h2>Confusion matrix</h2><p class="note">Rows: true class; columns: predicted class; colour: share '
-               'of the true class\'s test photos (click for full size).</p>'
-               f'<a href="confusion.png"><img class="plot" src="confusion.png" alt="confusion matrix" '
-               f'style="max-width:{min(900, 360 + 6 * len(names))}px"></a>')
-
     out.append(f"<h2>Most confused pairs</h2><p class=\"note\">The {len(pairs)} largest off-diagonal cells; photos: "
                f"up to {PHOTOS_PER_PAIR} test photos of the true class predicted as the other, most confident "
                "first.</p>")
@@ -228,6 +222,23 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
         out.append(table(cols, [[names[c], int(n[c]), acc1[c], acc5[c], th(typical[c])] for c in cs],
                          table_id="per-class-" + title.split()[0].lower(), sortable=True))
     return "\n".join(out), shown
+
+
+def _confusion(run: Run, pred: dict, classes: list[dict]) -> str:
+    """The confusion matrix evaluate drew (drawn here when the run was never evaluated)."""
+    names = [str(c.get("name", c.get("id", i))) for i, c in enumerate(classes)]
+    if not (run.path / "confusion.png").exists():
+        from .evaluate import confusion_matrix, plot_confusion
+
+        probs = np.asarray(pred["probs"])
+        if probs.ndim != 2 or probs.shape[1] != len(names) or len(probs) == 0:
+            return ""
+        cm = confusion_matrix(pred["labels"].astype(np.int64), probs.argmax(axis=1), len(names))
+        plot_confusion(cm, names, run.path / "confusion.png", title=run.id)
+    return ('<h2>Confusion matrix</h2><p class="note">Rows: true class; columns: predicted class; colour: share '
+            'of the true class\'s test photos (click for full size).</p>'
+            f'<a href="confusion.png"><img class="plot" src="confusion.png" alt="confusion matrix" '
+            f'style="max-width:{min(900, 360 + 6 * len(names))}px"></a>')
 
 
 def _most_typical(probs: np.ndarray, labels: np.ndarray, c: int) -> int:
