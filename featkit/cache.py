@@ -1,22 +1,22 @@
 """Feature caches: one HDF5 file per (dataset, backbone, weights, size, view).
 
 Datasets: features (N, D) float16 or float32, labels (N,) int32, split (N,) str, image_ids (N,) str, and
-for augmented views `copy` (N,) int. Attributes (JSON-encoded under "meta"): backbone spec, size, view, class
-list, dataset fingerprint, featkit version, photos per second, created. A file is written under a temporary
-name and renamed when complete, so a file at the final path is always whole.
+for augmented views `copy` (N,) int. Attributes: `meta`, a `featkit.schema.CacheMeta` as JSON (backbone spec,
+size, view, class list, dataset fingerprint, counts, seconds). A file is written under a temporary name and
+renamed when complete, so a file at the final path is always whole.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .errors import FeatkitError
 from .fileio import atomic_path
+from .schema import CacheMeta, check_comparable
 
 SPLITS = ("train", "valid", "test")
 
@@ -27,7 +27,7 @@ class FeatureSet:
     labels: np.ndarray
     split: np.ndarray
     image_ids: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: CacheMeta
     copy: np.ndarray | None = None
     row: np.ndarray | None = None  # position of each vector among the rows the view planned (used by merge)
 
@@ -36,7 +36,7 @@ class FeatureSet:
 
     @property
     def classes(self) -> list[dict]:
-        return self.meta.get("classes", [])
+        return self.meta.classes
 
     def subset(self, split: str) -> "FeatureSet":
         m = self.split == split
@@ -45,7 +45,7 @@ class FeatureSet:
 
 
 def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, split, image_ids,
-                meta: dict[str, Any], copy: np.ndarray | None = None, dtype: str = "float16",
+                meta: CacheMeta, copy: np.ndarray | None = None, dtype: str = "float16",
                 row: np.ndarray | None = None) -> Path:
     import h5py
 
@@ -62,17 +62,28 @@ def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, spli
                 f.create_dataset("copy", data=np.asarray(copy, np.int16))
             if row is not None:
                 f.create_dataset("row", data=np.asarray(row, np.int64))
-            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+            f.attrs["meta"] = json.dumps(meta.to_dict(), sort_keys=True)
             f.attrs["complete"] = True
     return path
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def read_meta(path: str | Path) -> CacheMeta:
     import h5py
 
     path = _existing(path)
-    with h5py.File(path, "r") as f:
-        return json.loads(f.attrs["meta"])
+    try:
+        with h5py.File(path, "r") as f:
+            return _meta(f, path)
+    except OSError as e:
+        raise FeatkitError(f"{path} is not a readable featkit cache ({e}); delete it and re-run `featkit extract`.") from e
+
+
+def _meta(f, path: Path) -> CacheMeta:
+    try:
+        raw = json.loads(f.attrs["meta"])
+    except (KeyError, TypeError, ValueError):
+        raise FeatkitError(f"{path} has no featkit metadata: delete it and re-run `featkit extract`.") from None
+    return CacheMeta.from_dict(raw, where=str(path))
 
 
 def read_cache(path: str | Path) -> FeatureSet:
@@ -91,12 +102,19 @@ def read_cache(path: str | Path) -> FeatureSet:
                 labels=f["labels"][()].astype(np.int64),
                 split=f["split"][()].astype(str),
                 image_ids=f["image_ids"].asstr()[()].astype(str),
-                meta=json.loads(f.attrs["meta"]),
+                meta=_meta(f, path),
                 copy=f["copy"][()].astype(np.int64) if "copy" in f else None,
                 row=f["row"][()] if "row" in f else None,
             )
     except OSError as e:
         raise FeatkitError(f"{path} is not a readable featkit cache ({e}); delete it and re-run `featkit extract`.") from e
+
+
+def check_same_features(meta: CacheMeta, other: CacheMeta, path: str | Path, other_path: str | Path,
+                        todo: str = "use caches extracted with the same backbone, size and dataset") -> None:
+    """One line naming every field where two caches' features are not comparable (backbone, size, classes, dataset,
+    fingerprint, resize, box crop)."""
+    check_comparable(meta.comparable_key(), other.comparable_key(), str(path), str(other_path), todo)
 
 
 def _existing(path: str | Path) -> Path:

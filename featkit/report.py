@@ -8,15 +8,17 @@ under "Incomplete runs" with its folder and what is missing.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_path, write_text
+from .errors import FeatkitError
+from .fileio import write_text
 from .plots import history_x, keep_span, new_figure, percent_axis, save_png
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
+from .schema import RunConfig, RunMetrics
+from .tables import markdown_table, write_csv
 
 COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "views", "top1", "top5", "log_loss", "ece",
            "extract_seconds", "fit_seconds", "date", "folder")
@@ -32,15 +34,13 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
     HTML index (see featkit.html_report.render_study_vs_featkit)."""
     import pandas as pd
 
-    from .evaluate import markdown_table
     from .html_report import build_html_report
 
     reports = Path(reports)
     rows, incomplete = collect_runs(reports)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
-    with atomic_path(paths["results_csv"]) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv(paths["results_csv"], df)
 
     plots = {"training_curves": _plot_training_curves(reports, rows, reports / "training_curves.png"),
              "accuracy_vs_size": _plot_vs_size(df, reports / "accuracy_vs_size.png",
@@ -86,13 +86,10 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
         seen.add(run.path.name)
         try:
             cfg, metrics = run.config, run.metrics
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, FeatkitError) as e:
             incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
             continue
-        if not isinstance(metrics, dict) or _missing(metrics.get("top1")):
-            incomplete.append({"folder": _rel(run.path, reports), "reason": "metrics.json has no top1"})
-            continue
-        rows.append(_row(run, cfg if isinstance(cfg, dict) else {}, metrics, reports))
+        rows.append(_row(run, cfg, metrics, reports))
     base = runs_dir(reports)
     if base.exists():
         for d in sorted(base.iterdir(), reverse=True):
@@ -104,29 +101,22 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
     return rows, incomplete
 
 
-def _row(run: Run, cfg: dict, m: dict, reports: Path) -> dict[str, Any]:
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, dict):
-        backbone = backbone.get("name") or backbone.get("kind") or "?"
-    aug = cfg.get("augment")
-    aug = "" if aug is None else ("yes" if aug is True else "no" if aug is False else str(aug))
+def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
     return {
-        "run_id": run.id, "kind": cfg.get("kind", ""), "backbone": backbone or "-",
-        "size": _size(cfg.get("size")), "head": cfg.get("head") or cfg.get("name") or cfg.get("model") or "",
-        "augment": aug, "top1": _num(m.get("top1")), "top5": _num(m.get("top5")),
-        "extract_seconds": _num(m.get("extract_seconds")),
-        "fit_seconds": _num(m.get("fit_seconds", m.get("train_seconds"))), "folder": _rel(run.path, reports),
-        "views": _views(cfg), "log_loss": _num(m.get("log_loss")), "ece": _num(m.get("ece")), "date": _date(run.id),
+        "run_id": run.id, "kind": cfg.kind, "backbone": cfg.backbone_name or "-", "size": cfg.size or "",
+        "head": cfg.name, "augment": "yes" if cfg.augment else "no", "views": _views(cfg), "top1": _num(m.top1),
+        "top5": _num(m.top5), "log_loss": _num(m.log_loss), "ece": _num(m.get("ece")),
+        "extract_seconds": _num(m.extract_seconds), "fit_seconds": _num(m.fit_seconds), "date": _date(run.id),
+        "folder": _rel(run.path, reports),
     }
 
 
-def _views(cfg: dict) -> str:
+def _views(cfg: RunConfig) -> str:
     """What the model was trained on: the cached views of a head run, the photos (+ augmentation) of a CNN run."""
-    views = cfg.get("views")
-    if isinstance(views, (list, tuple)) and views:
-        return " + ".join(str(v) for v in views)
-    if cfg.get("kind") == "cnn":
-        return "photos" + (" + augmentation" if cfg.get("augment") is True else "")
+    if cfg.views:
+        return " + ".join(str(v) for v in cfg.views)
+    if cfg.kind == "cnn":
+        return "photos" + (" + augmentation" if cfg.augment else "")
     return ""
 
 
@@ -134,12 +124,6 @@ def _date(run_id: str) -> str:
     """'2026-11-30 10:15' from a run id made by runs.new_run (YYYYmmdd-HHMMSS-name); '' for other names."""
     m = re.match(r"(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", run_id)
     return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}" if m else ""
-
-
-def _size(size: Any) -> Any:
-    if isinstance(size, (list, tuple)) and size:
-        return size[0] if len(set(size)) == 1 else "x".join(map(str, size))
-    return "" if size is None else size
 
 
 def _num(v: Any) -> float | None:

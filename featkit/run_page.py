@@ -17,6 +17,7 @@ from .errors import FeatkitError
 from .fileio import write_text
 from .html_parts import Column, cards, esc, missing, num, page, pct, table, thumb_html
 from .runs import Run
+from .schema import RunConfig, RunMetrics
 from .thumbnails import RunPhotos
 
 PAGE_NAME = "report.html"
@@ -53,29 +54,28 @@ def build_run_page(run: Run, row: dict[str, Any]) -> Path:
     return path
 
 
-def _header(run: Run, row: dict, cfg: dict) -> str:
+def _header(run: Run, row: dict, cfg: RunConfig) -> str:
     what = " · ".join(str(x) for x in (row.get("kind"), row.get("backbone"), f"{row.get('size')} px" if row.get("size") else "",
                                        row.get("head"), row.get("views"), row.get("date")) if x not in (None, "", "-"))
-    params = cfg.get("params")
-    params = ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) and params else ""
-    data = cfg.get("data") or cfg.get("dataset") or ""
+    params = ", ".join(f"{k}={v}" for k, v in cfg.params.items()) if isinstance(cfg.params, dict) else ""
+    data = cfg.data or cfg.dataset or ""
     return (f'<p><a href="../../index.html">&larr; all runs</a></p><h1>{esc(run.id)}</h1>'
             f'<p class="muted">{esc(what)}</p>'
             + (f'<p class="note">parameters: {esc(params)}</p>' if params else "")
             + (f'<p class="note">dataset: {esc(data)}</p>' if data else ""))
 
 
-def _metrics(m: dict, row: dict) -> str:
+def _metrics(m: RunMetrics, row: dict) -> str:
     items = [("test top-1", pct(m.get("top1"))), ("test top-5", pct(m.get("top5"))),
              ("macro F1", num(m.get("macro_f1"), 4)), ("log loss", num(m.get("log_loss"), 4)),
              ("ECE", num(m.get("ece"), 4)), ("Brier score", num(m.get("brier"), 4)),
-             ("valid top-1", pct(m.get("valid_top1"))), ("test photos", num(m.get("n", m.get("n_test")), 0)),
+             ("valid top-1", pct(m.get("valid_top1"))), ("test photos", num(m.n or m.get("n_test"), 0)),
              ("fit seconds", num(row.get("fit_seconds"), 1)), ("extract seconds", num(row.get("extract_seconds"), 1)),
              ("best epoch", num(m.get("best_epoch"), 0) if m.get("best_epoch") else "")]
     return "<h2>Metrics</h2>" + cards(items)
 
 
-def _calibration(run: Run, m: dict) -> str:
+def _calibration(run: Run, m: RunMetrics) -> str:
     cal = m.get("calibration")
     rel = run.path / "reliability.csv"
     if not isinstance(cal, dict) and not rel.exists():
@@ -143,11 +143,11 @@ def _fresh_plot(dst: Path, sources: tuple[Path, ...], draw) -> bool:
 
 def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str, int]:
     """Confusion matrix, confused pairs, confident mistakes and per-class accuracy; (html, thumbnails shown)."""
-    from .evaluate import confusion_matrix, most_confused_pairs, per_class_accuracy
+    from .metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy
 
     probs, labels = np.asarray(pred["probs"], np.float64), pred["labels"].astype(np.int64)
     ids = pred["image_ids"].astype(str)
-    names = [str(c.get("name", c.get("id", i))) for i, c in enumerate(classes)]
+    names = class_names(classes, len(classes))
     if probs.ndim != 2 or probs.shape[1] != len(names) or len(probs) == 0:
         return f'<p class="warn">test_predictions.npz does not match classes.json ({probs.shape}, ' \
                f"{len(names)} classes): photo-level results left out.</p>", 0
@@ -226,9 +226,12 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
 
 def _confusion(run: Run, pred: dict, classes: list[dict]) -> str:
     """The confusion matrix evaluate drew (drawn here when the run was never evaluated)."""
-    names = [str(c.get("name", c.get("id", i))) for i, c in enumerate(classes)]
+    from .metrics import class_names
+
+    names = class_names(classes, len(classes))
     if not (run.path / "confusion.png").exists():
-        from .evaluate import confusion_matrix, plot_confusion
+        from .metrics import confusion_matrix
+        from .plots import plot_confusion
 
         probs = np.asarray(pred["probs"])
         if probs.ndim != 2 or probs.shape[1] != len(names) or len(probs) == 0:
@@ -272,13 +275,13 @@ def _robustness(run: Run) -> str:
             + "</div>")
 
 
-def _files(run: Run, cfg: dict, metrics: dict) -> str:
+def _files(run: Run, cfg: RunConfig, metrics: RunMetrics) -> str:
     names = ("config.json", "metrics.json", "classes.json", "per_class.csv", "confusion.csv", "confused_pairs.csv",
              "history.csv", "sensitivity.csv", "reliability.csv", "test_predictions.npz")
     links = " · ".join(f'<a href="{n}">{n}</a>' for n in names if (run.path / n).exists())
     return (f"<h2>Files</h2><p>{links}</p><details><summary>config.json</summary><pre>"
-            f"{esc(json.dumps(cfg, indent=2, default=str))}</pre></details><details><summary>metrics.json</summary>"
-            f"<pre>{esc(json.dumps(metrics, indent=2, default=str))}</pre></details>")
+            f"{esc(json.dumps(cfg.to_dict(), indent=2, default=str))}</pre></details><details><summary>metrics.json"
+            f"</summary><pre>{esc(json.dumps(metrics.to_dict(), indent=2, default=str))}</pre></details>")
 
 
 __all__ = ["build_run_page", "PAGE_NAME"]

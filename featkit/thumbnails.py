@@ -1,8 +1,8 @@
 """Small JPEG thumbnails of a run's test photos, made once under <run>/thumbs/ and reused by every report.
 
-A run knows where its photos are from two keys: the dataset path (config "data", as given on the command line)
-and the split manifest (config "manifest" for CNN runs; the feature cache's meta "manifest" for head runs), which
-maps each image_id to its path inside the dataset. Photos are read through the dataset's Source (folder, zip or
+A run knows where its photos are from two fields of its config: the dataset path (`data`) and the split manifest
+(`manifest`; for runs of featkit 0.1, the manifest of the feature cache the head was fitted on), which maps each
+image_id to its path inside the dataset. Photos are read through the dataset's Source (folder, zip or
 unpacked tar) and decoded by `featkit.data.images.decode_image`, the one image path. A photo that cannot be read,
 or whose bytes differ from the manifest's sha1 (the dataset changed since the run), gets no thumbnail and a reason
 naming the file; `thumbs/index.json` records every photo asked for, so a rebuilt report opens the dataset only
@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from .errors import FeatkitError
 from .fileio import atomic_path, read_json, write_json
 from .runs import Run
+from .schema import RunConfig
 
 THUMB_SIZE = 96
 THUMBS_DIR = "thumbs"
@@ -48,7 +49,7 @@ class RunPhotos:
         self._index: dict[str, dict] | None = None
         self._lookup: dict[tuple[str, int], dict] | None = None
         self._source = None
-        self._cfg: dict | None = None
+        self._cfg: RunConfig | None = None
         self.unavailable = ""  # why the run's photos cannot be read at all ("" when they can, or were never needed)
 
     def thumbs(self, items: Iterable[tuple[str, int]]) -> list[Thumb]:
@@ -103,7 +104,7 @@ class RunPhotos:
         if row["sha1"] and hashlib.sha1(data).hexdigest() != row["sha1"]:
             return {**rec, "problem": f"{rec['file']} has changed since the run (its sha1 differs from the manifest)"}
         try:
-            box = row["box"] if self._config().get("crop_box") else None
+            box = row["box"] if self._config() and self._config().crop_box else None
             pixels = decode_image(data, self.size, self._resize(), box)
         except ImageDecodeError as e:
             return {**rec, "problem": f"cannot decode {rec['file']} ({_short(e)})"}
@@ -113,15 +114,15 @@ class RunPhotos:
         return rec
 
     def _resize(self) -> str:
-        return str(self._config().get("resize") or "stretch")
+        cfg = self._config()
+        return cfg.resize if cfg and cfg.resize else "stretch"
 
-    def _config(self) -> dict:
+    def _config(self) -> RunConfig | None:
         if self._cfg is None:
             try:
-                cfg = self.run.config
-            except (OSError, ValueError):
-                cfg = {}
-            self._cfg = cfg if isinstance(cfg, dict) else {}
+                self._cfg = self.run.config
+            except (OSError, ValueError, FeatkitError) as e:
+                self.unavailable = f"the run's config.json cannot be read ({_short(e)})"
         return self._cfg
 
     def _open(self) -> bool:
@@ -133,7 +134,10 @@ class RunPhotos:
         from .data.source import open_source
         from .data.splits import read_manifest
 
-        data, manifest = photo_location(self._config())
+        cfg = self._config()
+        if cfg is None:
+            return False
+        data, manifest = photo_location(cfg)
         if not data or not manifest:
             missing = " and ".join(k for k, v in (("the dataset path", data), ("the split manifest", manifest)) if not v)
             self.unavailable = (f"run {self.run.id} does not record {missing}: fit it again with --data DATASET to "
@@ -157,16 +161,15 @@ class RunPhotos:
         return True
 
 
-def photo_location(config: dict) -> tuple[str | None, str | None]:
-    """(dataset path, manifest path) of a run's photos from its config.json; None where the run does not say."""
-    data = config.get("data")
-    manifest = config.get("manifest")
-    if not manifest and config.get("cache"):
+def photo_location(config: RunConfig) -> tuple[str | None, str | None]:
+    """(dataset path, manifest path) of a run's photos from its config; None where the run does not say."""
+    data, manifest = config.data, config.manifest
+    if not manifest and config.cache:
         try:
             from .cache import read_meta
 
-            manifest = read_meta(config["cache"]).get("manifest")
-        except (FeatkitError, OSError, KeyError, ValueError):  # a moved or damaged cache: photos not located
+            manifest = read_meta(config.cache).manifest
+        except (FeatkitError, OSError, ValueError):  # a moved or damaged cache: the photos are not located
             manifest = None
     return (str(data) if data else None), (str(manifest) if manifest else None)
 

@@ -68,7 +68,7 @@ def build_report_workspace(root: Path, mini: Path, onnx: Path) -> ReportWorkspac
 
 def _calibration_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, list[dict]]:
     """(log loss, Brier, ECE) and the reliability bins of top-1 confidence, as the calibration helper writes."""
-    from featkit.evaluate import log_loss
+    from featkit.metrics import log_loss
 
     onehot = np.eye(probs.shape[1])[labels]
     conf, correct = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
@@ -95,7 +95,7 @@ def write_calibration(run: Run, temperature: float = TEMPERATURE) -> dict:
     scaled /= scaled.sum(axis=1, keepdims=True)
     before, _ = _calibration_metrics(probs, labels)
     after, bins = _calibration_metrics(scaled, labels)
-    metrics = {**run.metrics, "ece": after["ece"], "brier": after["brier"],
+    metrics = {**run.read_json("metrics.json"), "ece": after["ece"], "brier": after["brier"],
                "calibration": {"temperature": temperature, "before": before, "after": after}}
     run.write_json("metrics.json", metrics)
     pd.DataFrame(bins).to_csv(run.path / "reliability.csv", index=False)

@@ -55,6 +55,7 @@ def photos_64(food_photos_64) -> np.ndarray:
 
 # 1. The Keras path, preprocessing included, reproduces the ONNX graph on real photos -------------------------
 
+@pytest.mark.slow
 def test_keras_mobilenetv2_matches_onnx_at_128(photos_128, onnx_128, keras_notop_weights):
     kb = get_backbone("mobilenetv2", size=128, weights=str(keras_notop_weights))
     assert (kb.size, kb.feature_dim, kb.kind) == (128, 1280, "keras")
@@ -67,6 +68,7 @@ def test_keras_mobilenetv2_matches_onnx_at_128(photos_128, onnx_128, keras_notop
     assert _cos(raw, o).min() < 0.99
 
 
+@pytest.mark.slow
 def test_keras_mobilenetv2_matches_onnx_at_200_fixed_shape(food_blobs, mobilenet_onnx, keras_notop_weights):
     # 200 is not a multiple of 32: a dynamic-shape MobileNetV2 pads wrongly here (README: cosine 0.83-0.90),
     # the fixed input shape matches TF "SAME" padding exactly.
@@ -95,7 +97,7 @@ def test_onnx_backbone_features(onnx_128, photos_128, mobilenet_onnx):
         onnx_128(photos_128[:, :64])
 
     meta = json.loads(mobilenet_onnx.with_suffix(".json").read_text())
-    spec = json.loads(json.dumps(onnx_128.spec))  # JSON-able
+    spec = json.loads(json.dumps(onnx_128.spec.to_dict()))  # JSON-able
     assert spec["kind"] == "onnx" and spec["size"] == 128 and spec["feature_dim"] == 1280
     assert spec["pooling"] == "avg" and "(uint8 - 128) / 128" in spec["preprocessing"]
     assert spec["weights"] == {"path": str(mobilenet_onnx.resolve()), "sha256": meta["sha256"]}
@@ -126,11 +128,12 @@ def test_onnx_and_validation_do_not_import_tensorflow(mobilenet_onnx):
 
 # 3. Keras with random weights --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     a = get_backbone("vgg16", size=64, weights="none")
     fa = a(photos_64)
     assert fa.shape == (12, 512) and fa.dtype == np.float32 and a.size == 64
-    assert a.spec["weights"] == "none" and a.spec["pooling"] == "avg"
+    assert a.spec.weights == "none" and a.spec.pooling == "avg"
     assert fa.std(axis=0).max() > 0  # not constant
     b = get_backbone("vgg16", size=64, weights="none", batch_size=5)
     np.testing.assert_array_equal(b(photos_64), fa)  # same seed -> same weights -> same features
@@ -140,6 +143,7 @@ def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     assert (fm >= fa - 1e-4).all()  # a max over the same feature map is never below its mean
 
 
+@pytest.mark.slow
 def test_keras_weights_file_that_does_not_fit(keras_notop_weights):
     with pytest.raises(FeatkitError, match="does not fit vgg16") as e:
         get_backbone("vgg16", size=32, weights=str(keras_notop_weights))
@@ -148,6 +152,7 @@ def test_keras_weights_file_that_does_not_fit(keras_notop_weights):
 
 # 4. ImageNet weights offline ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_offline_imagenet_error_names_the_file(tmp_path):
     home = tmp_path / "keras_home"
     home.mkdir()
@@ -241,7 +246,7 @@ def test_onnx_without_json_is_inferred_from_the_graph(tmp_path, mobilenet_onnx, 
     with pytest.raises(FeatkitError, match="--size"):
         get_backbone(str(bare))  # dynamic size and no native size known
     bb = get_backbone(str(bare), size=128)
-    assert bb.feature_dim == 1280 and bb.spec["options"]["onnx_output"] == "features"
+    assert bb.feature_dim == 1280 and bb.spec.options["onnx_output"] == "features"
     np.testing.assert_array_equal(bb(photos_128[:4]), onnx_128(photos_128[:4]))
     with pytest.raises(FeatkitError, match="no output 'nope'"):
         get_backbone(str(bare), size=128, onnx_output="nope")
@@ -250,7 +255,7 @@ def test_onnx_without_json_is_inferred_from_the_graph(tmp_path, mobilenet_onnx, 
 # 6. Rebuilding from a saved spec ---------------------------------------------------------------------------
 
 def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
-    spec = json.loads(json.dumps(onnx_128.spec))
+    spec = json.loads(json.dumps(onnx_128.spec.to_dict()))
     again = get_backbone_from_spec(spec)
     np.testing.assert_array_equal(again(photos_128), onnx_128(photos_128))
     assert again.spec == onnx_128.spec
@@ -268,9 +273,10 @@ def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
         get_backbone_from_spec(spec)
 
 
+@pytest.mark.slow
 def test_spec_round_trip_keras_random(photos_64):
     bb = get_backbone("vgg16", size=64, weights="none", pooling="max")
-    spec = json.loads(json.dumps(bb.spec))
+    spec = json.loads(json.dumps(bb.spec.to_dict()))
     assert spec["kind"] == "keras" and spec["name"] == "vgg16" and spec["feature_dim"] == 512
     assert "caffe" in spec["preprocessing"] and "keras" in spec["versions"]
     again = get_backbone_from_spec(spec)

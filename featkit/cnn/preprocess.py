@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ..backbones.keras_zoo import tf_keras
+from .._tf import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402

@@ -12,8 +12,13 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from pathlib import Path
+
+import numpy as np
+
 from ..errors import FeatkitError
-from .base import Head, NotFittedError, load_head
+from ..fileio import read_json
+from .base import HEAD_JSON, Head, NotFittedError
 from .gbm import LightGBMHead
 from .logreg import LogRegHead
 from .softmax import SoftmaxHead
@@ -71,3 +76,28 @@ def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
     except ValueError:
         raise FeatkitError(f"{head} head: {key} should be {type(default).__name__}. Received {key}={value!r}") from None
     return value
+
+
+def load_head(directory: str | Path) -> Head:
+    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one."""
+    directory = Path(directory)
+    f = directory / HEAD_JSON
+    if not f.exists():
+        raise FeatkitError(f"{f} is missing: {directory} holds no saved head (re-run `featkit fit`).")
+    info = read_json(f)
+    if info.get("head") not in HEADS:
+        raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
+                           f"(known: {', '.join(HEADS)}).")
+    head = HEADS[info["head"]](**info["params"])
+    model = directory / info["model_file"]
+    if not model.exists():
+        raise FeatkitError(f"{model} is missing: the run did not finish; re-run `featkit fit`.")
+    head.n_classes_ = int(info["n_classes"])
+    head.classes_ = np.arange(head.n_classes_)
+    head.n_features_in_ = int(info["n_features"])
+    head.history_ = list(info.get("history", []))
+    for k, v in info.get("fitted", {}).items():
+        setattr(head, k, v)
+    head._load_model(model)
+    head.fitted_ = True
+    return head

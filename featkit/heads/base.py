@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import FeatkitError
-from ..fileio import read_json, write_json
+from ..fileio import write_json
 
 HEAD_JSON = "head.json"
 
@@ -127,33 +127,6 @@ class Head:
 
     def _load_model(self, path: Path) -> None:
         raise NotImplementedError
-
-
-def load_head(directory: str | Path) -> Head:
-    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one."""
-    from . import HEADS
-
-    directory = Path(directory)
-    f = directory / HEAD_JSON
-    if not f.exists():
-        raise FeatkitError(f"{f} is missing: {directory} holds no saved head (re-run `featkit fit`).")
-    info = read_json(f)
-    if info.get("head") not in HEADS:
-        raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
-                           f"(known: {', '.join(HEADS)}).")
-    head = HEADS[info["head"]](**info["params"])
-    model = directory / info["model_file"]
-    if not model.exists():
-        raise FeatkitError(f"{model} is missing: the run did not finish; re-run `featkit fit`.")
-    head.n_classes_ = int(info["n_classes"])
-    head.classes_ = np.arange(head.n_classes_)
-    head.n_features_in_ = int(info["n_features"])
-    head.history_ = list(info.get("history", []))
-    for k, v in info.get("fitted", {}).items():
-        setattr(head, k, v)
-    head._load_model(model)
-    head.fitted_ = True
-    return head
 
 
 def _check_X(X) -> np.ndarray:
