@@ -18,7 +18,7 @@ from featkit.html_report import render_study_vs_featkit
 from featkit.plots import keep_span
 from featkit.report import build_report
 from featkit.run_page import MISTAKES, PAGE_NAME, PHOTOS_PER_PAIR
-from reportfixtures import copy_workspace
+from reportfixtures import copy_workspace, fk
 
 
 def page(ws, run_id: str) -> str:
@@ -183,3 +183,9 @@ def test_study_vs_featkit_table_renders_given_rows():
     assert heads == ["preset", "study top1", "featkit top1", "note"]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", html)
     assert cells == ["basic", "\u2014", "0.0272", "\u2014", "vgg16-transfer-128", "21.73", "0.2557", "UECFOOD-256"]
+
+
+def test_report_command_ends_with_the_index_path(report_workspace):
+    out = fk("report", "--reports", report_workspace.reports, "--quiet").strip().splitlines()
+    assert out[-1] == f"open in a browser: {(report_workspace.reports / 'index.html').resolve()}"
+    assert any(line.startswith("results_md ") for line in out)
