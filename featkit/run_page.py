@@ -208,8 +208,8 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
                    f"highest top-1 probability (of {len(wrong):,} mistakes on {len(labels):,} test photos).</p>")
         out.append('<div class="gallery" id="mistakes">' + "".join(
             th(r, f"true: {esc(names[labels[r]])}<br><span class=\"bad\">predicted: {esc(names[preds[r]])} "
-                  f"({100 * conf[r]:.0f} %)</span>") if show else
-            f"<p>true {esc(names[labels[r]])}, predicted {esc(names[preds[r]])} ({100 * conf[r]:.0f} %)</p>"
+                  f"({100 * conf[r]:.1f} %)</span>") if show else
+            f"<p>true {esc(names[labels[r]])}, predicted {esc(names[preds[r]])} ({100 * conf[r]:.1f} %)</p>"
             for r in mistakes) + "</div>")
 
     out.append("<h2>Per-class accuracy</h2><p class=\"note\">Sorted by top-1 on the test split; the photo is the "
@@ -217,10 +217,10 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
                '<a href="per_class.csv">per_class.csv</a>.</p>')
     cols = [Column("class"), Column("test photos", numeric=True), Column("top-1", pct, numeric=True),
             Column("top-5", pct, numeric=True), Column("photo", raw_html=True)]
-    for title, cs in shown_classes:
-        out.append(f"<h3>{esc(title)}</h3>")
-        out.append(table(cols, [[names[c], int(n[c]), acc1[c], acc5[c], th(typical[c])] for c in cs],
-                         table_id="per-class-" + title.split()[0].lower(), sortable=True))
+    out.append('<div class="plots">' + "".join(
+        f"<div><h3>{esc(title)}</h3>" + table(cols, [[names[c], int(n[c]), acc1[c], acc5[c], th(typical[c])] for c in cs],
+                                              table_id="per-class-" + title.split()[0].lower(), sortable=True) + "</div>"
+        for title, cs in shown_classes) + "</div>")
     return "\n".join(out), shown
 
 
