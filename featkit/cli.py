@@ -302,15 +302,18 @@ def sensitivity_cmd(
 
 
 @app.command("report")
-def report_cmd(reports: Path = ReportsOpt, json_out: bool = JsonOpt):
-    """Rebuild reports/results.md and .csv (one row per run, newest first) and the plots from the run folders."""
+def report_cmd(reports: Path = ReportsOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt):
+    """Rebuild reports/index.html (every run in one sortable table, a page per run with the photos of its
+    mistakes), results.md and .csv (one row per run, newest first) and the plots, from the run folders."""
     from .report import build_report
 
-    paths = build_report(reports)
+    paths = build_report(reports, quiet=quiet or json_out)
     if json_out:
         return _print_json({k: str(v) for k, v in paths.items()})
     for name, path in paths.items():
-        typer.echo(f"{name:<18} {path}")
+        if name != "index_html":
+            typer.echo(f"{name:<18} {path}")
+    typer.echo(f"open in a browser: {paths['index_html'].resolve()}")
 
 
 @app.command("predict")
