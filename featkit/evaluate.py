@@ -16,11 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .calibration import log_loss  # re-exported: scoring callers import it from here
 from .errors import FeatkitError
 from .fileio import atomic_path, write_text
 from .runs import DEFAULT_REPORTS, Run, load_run
-
-LOG_LOSS_EPS = 1e-7  # float32 probabilities: clip the true class's probability to [eps, 1]
 
 
 # ---- the one top-k rule ------------------------------------------------------------------------------
@@ -89,15 +88,6 @@ def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
     if len(labels) == 0:
         return float("nan")
     return float(f1_score(labels, preds, average="macro", zero_division=0))
-
-
-def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean -log p(true class), with p clipped to [1e-7, 1] (a class absent from training has p = 0)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) == 0:
-        return float("nan")
-    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(p, LOG_LOSS_EPS, 1.0)).mean())
 
 
 def most_confused_pairs(cm: np.ndarray, classes: Sequence[Mapping] | int, top: int = 20):

@@ -13,14 +13,17 @@ import difflib
 from typing import Any
 
 from ..errors import FeatkitError
-from .base import Head, NotFittedError, load_head
+from .base import Head, HeadInputError, NotFittedError, load_head
 from .gbm import LightGBMHead
+from .knn import KNNHead
 from .logreg import LogRegHead
 from .softmax import SoftmaxHead
 
-HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead}
+HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead,
+                                "knn": KNNHead}
 
-__all__ = ["HEADS", "Head", "NotFittedError", "get_head", "load_head", "head_params"]
+__all__ = ["HEADS", "Head", "HeadInputError", "NotFittedError", "get_head", "load_head", "head_params",
+           "coerce_param"]
 
 
 def head_params(name: str) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def get_head(name: str, **params: Any) -> Head:
         k = unknown[0]
         hint = _suggest(k, defaults)
         raise FeatkitError(f"{name} head has no parameter {k!r}.{hint} Its parameters: {', '.join(defaults)}.")
-    head = cls(**{k: _coerce(name, k, v, defaults[k]) for k, v in params.items()})
+    head = cls(**{k: coerce_param(name, k, v) for k, v in params.items()})
     head.validate_params()
     return head
 
@@ -54,7 +57,9 @@ def _suggest(name: str, choices) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
+def coerce_param(head: str, key: str, value: Any) -> Any:
+    """A command-line string converted to the type of the parameter's default (other values as given)."""
+    default = _head_class(head).param_defaults()[key]
     if not isinstance(value, str) or isinstance(default, str):
         return value
     try:

@@ -107,6 +107,9 @@ class SoftmaxHead(Head):
     def fitted_state(self) -> dict:
         return {"best_epoch_": self.best_epoch_}
 
+    def refit_params(self) -> dict:
+        return {"epochs": int(self.best_epoch_)}
+
     def _save_model(self, path: Path) -> Path:
         with atomic_path(path) as tmp:
             self.model_.save(tmp)
