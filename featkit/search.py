@@ -24,7 +24,7 @@ import numpy as np
 from .calibration import fit_temperature, log_loss
 from .errors import FeatkitError
 from .evaluate import topk_accuracy
-from .heads import HEADS, Head, coerce_param, get_head, head_params
+from .heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
 
 METRIC = "valid_top1"
 
@@ -87,7 +87,7 @@ def split_params(head: str, params: Mapping[str, Any] | None) -> tuple[dict[str,
 def candidate_grid(head: str, params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, list]]:
     """(fixed, grid) of a search: the head's default grid without the fixed settings, then the listed values."""
     fixed, listed = split_params(head, params)
-    grid = {k: list(v) for k, v in HEADS[head].search_grid.items() if k not in fixed}
+    grid = {k: list(v) for k, v in search_grid(head).items() if k not in fixed}
     grid.update(listed)
     return fixed, grid
 
@@ -132,7 +132,8 @@ def select(head: str, X, y, X_val=None, y_val=None, n_classes: int | None = None
                 best = (key, i, model, probs)
         elif best is None:
             best = (None, i, model, None)
-        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, seconds, model.fitted_state())
+        facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
+        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, seconds, facts)
         if log and len(candidates) > 1:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({seconds:.1f} s)")

@@ -221,11 +221,19 @@ def test_knn_neighbours_and_probabilities_by_hand():
     # class 0 at 0, 10 and 20 degrees; class 1 at 40 (far out: length 10; cosine ignores it), 90 and 100 degrees
     X = np.concatenate([_at([0, 10, 20]), _at([40], scale=10.0), _at([90, 100])])
     y = np.array([0, 0, 0, 1, 1, 1])
-    head = get_head("knn", k=3, smoothing=0.5).fit(X, y, n_classes=3)
+    head = get_head("knn", k=3, tau=0, smoothing=0.5).fit(X, y, n_classes=3)
     # a query at 35 degrees: nearest 40 (5 deg), 20 (15), 10 (25), 0 (35), 90 (55), 100 (65)
-    assert head.neighbours(_at([35]), 6).tolist() == [[3, 2, 1, 0, 4, 5]]
-    # k=3: votes class 0: 2, class 1: 1, class 2: 0 -> (votes + 0.5) / (3 + 0.5 * 3)
+    idx, sims = head.neighbours(_at([35]), 6)
+    assert idx.tolist() == [[3, 2, 1, 0, 4, 5]]
+    np.testing.assert_allclose(sims, np.cos(np.radians([[5, 15, 25, 35, 55, 65]])), rtol=1e-3)  # float16 rows
+    # k=3, plain votes: class 0: 2, class 1: 1, class 2: 0 -> (votes + 0.5) / (3 + 0.5 * 3)
     np.testing.assert_allclose(head.predict_proba(_at([35])), [[2.5 / 4.5, 1.5 / 4.5, 0.5 / 4.5]], rtol=1e-6)
-    k1 = get_head("knn", k=1, smoothing=0.5).fit(X, y, n_classes=3)
+    k1 = get_head("knn", k=1, tau=0, smoothing=0.5).fit(X, y, n_classes=3)
     np.testing.assert_allclose(k1.predict_proba(_at([35], scale=7.0)), [[0.5 / 2.5, 1.5 / 2.5, 0.5 / 2.5]], rtol=1e-6)
     assert k1.predict(_at([35])).tolist() == [1] and head.predict(_at([35])).tolist() == [0]
+    # similarity-weighted: weight exp((cos - 1) / tau) per neighbour, floor = smoothing * mean weight
+    w = np.exp((np.cos(np.radians([5, 15, 25])) - 1) / 0.1)
+    floor = 0.5 * w.mean()
+    expected = np.array([w[1] + w[2] + floor, w[0] + floor, floor]) / (w.sum() + 3 * floor)
+    weighted = get_head("knn", k=3, tau=0.1, smoothing=0.5).fit(X, y, n_classes=3)
+    np.testing.assert_allclose(weighted.predict_proba(_at([35]))[0], expected, rtol=1e-3)

@@ -23,12 +23,17 @@ HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "l
                                 "knn": KNNHead}
 
 __all__ = ["HEADS", "Head", "HeadInputError", "NotFittedError", "get_head", "load_head", "head_params",
-           "coerce_param"]
+           "coerce_param", "search_grid"]
 
 
 def head_params(name: str) -> dict[str, Any]:
     """The parameters a head takes, with their defaults."""
     return _head_class(name).param_defaults()
+
+
+def search_grid(name: str) -> dict[str, list]:
+    """The values a head's default search tries on the validation split."""
+    return dict(_head_class(name).search_grid)
 
 
 def get_head(name: str, **params: Any) -> Head:

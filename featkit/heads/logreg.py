@@ -18,9 +18,9 @@ from .base import Head, one_of, positive, two_classes
 class LogRegHead(Head):
     name = "logreg"
     model_file = "model.joblib"
-    search_grid = {"C": [0.003, 0.01, 0.03, 0.1, 0.3]}
+    search_grid = {"C": [0.001, 0.003, 0.01]}
 
-    def __init__(self, C: float = 0.05, max_iter: int = 1000, solver: str = "lbfgs", tol: float = 1e-4, seed: int = 0):
+    def __init__(self, C: float = 0.003, max_iter: int = 1000, solver: str = "lbfgs", tol: float = 1e-4, seed: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.solver = solver
