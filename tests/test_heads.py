@@ -23,7 +23,7 @@ from featkit.heads.gbm import LightGBMHead
 FAST = {
     "logreg": {"C": 1.0, "max_iter": 500},
     "lightgbm": {"n_estimators": 60, "early_stopping_rounds": 10, "pca": 32, "num_threads": 1},
-    "softmax": {"hidden": 64, "dropout": 0.3, "epochs": 15, "batch_size": 32, "patience": 3},
+    "softmax": {"hidden": 64, "dropout": 0.3, "epochs": 15, "batch_size": 32, "patience": 3, "lr": 1e-3},
     "knn": {"k": 5},
 }
 
