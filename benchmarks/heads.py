@@ -47,6 +47,13 @@ def hand_written(plain: Path) -> dict:
             "chosen": "C=0.05", "T": None}
 
 
+def _line(r: dict) -> str:
+    t = f"{r['T']:6.3f}" if r["T"] is not None else "     -"
+    before = f"{r['before']['log_loss']:.3f} / {r['before']['ece']:.3f}" if "before" in r else "-"
+    return (f"{r['name']:<28}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
+            f"{r['seconds']:>9.1f}  {t}  {before:<29} {r['chosen']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "food101-64.zip")
@@ -73,7 +80,7 @@ def main() -> None:
 
     rows = [] if args.no_script else [hand_written(plain)]
     if rows:
-        print(f"  {rows[0]['name']:<28} done: top-1 {rows[0]['top1']:.4f}", flush=True)
+        print(f"  done: {_line(rows[0])}", flush=True)
     for head in args.heads:
         for aug_path in [None] + ([aug] if aug else []):
             t0 = time.perf_counter()
@@ -85,16 +92,13 @@ def main() -> None:
                          "top1": m["top1"], "top5": m["top5"], "log_loss": m["log_loss"], "ece": m["ece"],
                          "seconds": wall, "chosen": chosen, "T": m["calibration"]["temperature"],
                          "before": m["calibration"]["before"]})
-            print(f"  {rows[-1]['name']:<28} done: top-1 {m['top1']:.4f} ({wall:.0f} s)", flush=True)
+            print(f"  done: {_line(rows[-1])}", flush=True)
 
     print(f"\n{Path(plain).parent.name}: {views['plain'].photos:,} photos, {os.cpu_count()} cores")
     print(f"{'head':<28}{'fit rows':>9}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'seconds':>9}  "
           f"{'T':>6}  uncalibrated log loss / ECE   chosen")
     for r in rows:
-        t = f"{r['T']:6.3f}" if r["T"] is not None else "     -"
-        before = f"{r['before']['log_loss']:.3f} / {r['before']['ece']:.3f}" if "before" in r else "-"
-        print(f"{r['name']:<28}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
-              f"{r['seconds']:>9.1f}  {t}  {before:<29} {r['chosen']}")
+        print(_line(r))
     if rows and not args.no_script:
         base = rows[0]
         for r in rows[1:]:
