@@ -225,6 +225,11 @@ def _encode(classes: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def varying_keys(candidates: list[dict[str, Any]]) -> set[str]:
+    """The parameters whose value differs between the candidates of a search."""
+    return {k for c in candidates for k, v in c.items() if v != candidates[0][k]}
+
+
 def two_classes(head: str, y: np.ndarray) -> None:
     if len(np.unique(y)) < 2:
         raise HeadInputError(f"{head} head: the training rows hold only one class; it needs at least two.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .base import Head, positive
+from .base import Head, positive, varying_keys
 
 CHUNK = 1024  # query rows per similarity block: 1,024 x 43,000 float32 similarities = 176 MB
 
@@ -68,8 +68,7 @@ class KNNHead(Head):
     @classmethod
     def fit_candidates(cls, candidates, X, y, X_val, y_val, n_classes=None):
         """Candidates that differ only in k share one neighbour search of the validation rows."""
-        varying = {k for c in candidates for k, v in c.items() if v != candidates[0][k]}
-        if not varying <= {"k"} or X_val is None:
+        if not varying_keys(candidates) <= {"k"} or X_val is None:
             yield from super().fit_candidates(candidates, X, y, X_val, y_val, n_classes)
             return
         base = cls(**candidates[0]).fit(X, y, X_val, y_val, n_classes=n_classes)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .base import Head, one_of, positive, two_classes
+from .base import Head, one_of, positive, two_classes, varying_keys
 
 
 class LogRegHead(Head):
@@ -55,8 +55,7 @@ class LogRegHead(Head):
     @classmethod
     def fit_candidates(cls, candidates, X, y, X_val, y_val, n_classes=None):
         """Candidates that differ only in C are fitted from the smallest C up, each warm-started."""
-        varying = {k for c in candidates for k, v in c.items() if v != candidates[0][k]}
-        if not varying <= {"C"}:
+        if not varying_keys(candidates) <= {"C"}:
             yield from super().fit_candidates(candidates, X, y, X_val, y_val, n_classes)
             return
         previous = None
