@@ -224,20 +224,24 @@ def fit_head_cmd(
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
     pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
     resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
-    head: str = typer.Option("logreg", "--head", help="softmax (Keras dense head), logreg (scikit-learn) or lightgbm."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Head parameter KEY=VALUE, repeatable (see --list-params)."),
+    head: str = typer.Option("logreg", "--head", help="logreg (scikit-learn), softmax (Keras dense head), lightgbm or knn."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Head parameter KEY=VALUE, repeatable (see --list-params); "
+                                    "KEY=V1,V2,V3 searches those values on valid. Settings not given: the head's default search."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit the chosen settings on train + valid before "
+                               "scoring test (default), or keep the model fitted on train only."),
     augment: bool = typer.Option(False, "--augment", help="Also train on the augmented view cached beside the plain one."),
     augment_cache: Optional[Path] = typer.Option(None, "--augment-cache", help="Train also on this augmented-view cache."),
     list_params: bool = typer.Option(False, "--list-params", help="Print the head's parameters and defaults, then exit."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
     json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
-    """Fit a head on cached features: train on train, select on valid, score once on test; writes a run folder."""
-    from .heads import head_params
+    """Fit a head on cached features: search its settings on train scored on valid, calibrate its probabilities
+    (a temperature fitted on valid), refit on train + valid, score once on test; writes a run folder."""
+    from .heads import head_params, search_grid
 
     if list_params:
         return _print_json(head_params(head)) if json_out else typer.echo(
-            "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()))
+            "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()) + f"\nsearched by default: {search_grid(head)}")
     from .fit import fit_head
 
     path = _locate_features(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
@@ -249,7 +253,7 @@ def fit_head_cmd(
             raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment N` first.")
         augment_cache = found[-1]
     run = fit_head(path, head=head, params=_parse_params(param), augment_cache=augment_cache, reports=reports,
-                   seed=seed, quiet=quiet or json_out)
+                   seed=seed, quiet=quiet or json_out, refit=refit)
     _print_run(run, json_out)
 
 
