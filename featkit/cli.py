@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
+from .augment import STUDY_AUGMENTATION
 from .errors import FeatkitError
 
 app = typer.Typer(
@@ -119,9 +120,9 @@ def extract_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Photos per forward pass (default: chosen by the backbone)."),
     float32: bool = typer.Option(False, "--float32", help="Store float32 features instead of float16."),
     augment: int = typer.Option(0, "--augment", help="Also cache N randomly augmented copies of each training photo."),
-    rotation: float = typer.Option(90.0, "--rotation", help="Augmentation: rotation range in degrees."),
-    shift: float = typer.Option(0.2, "--shift", help="Augmentation: width and height shift range (fraction)."),
-    flips: bool = typer.Option(True, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
+    rotation: float = typer.Option(STUDY_AUGMENTATION.rotation, "--rotation", help="Augmentation: rotation range in degrees."),
+    shift: float = typer.Option(STUDY_AUGMENTATION.width_shift, "--shift", help="Augmentation: width and height shift range (fraction)."),
+    flips: bool = typer.Option(STUDY_AUGMENTATION.horizontal_flip, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
