@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from .augment import STUDY_AUGMENTATION
@@ -316,33 +315,6 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
-def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int], resume: Optional[str],
-               split: str, seed: int, cache: Path, reports: Path, quiet: bool):
-    from .cnn import get_preset, train_cnn
-    from .data.arrays import decoded_arrays, subset_rows
-    from .runs import load_run, new_run
-
-    cfg = get_preset(preset, **overrides)
-    prep = _prepare(data, cache, split, seed, quiet)
-    rows = subset_rows(prep, per_class)
-    resize = overrides.get("resize") or "stretch"
-    x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
-    m = prep.manifest.iloc[rows]
-    split_of = m["split"].to_numpy()
-    parts = {s: np.flatnonzero(split_of == s) for s in ("train", "valid", "test")}
-    for s, idx in parts.items():
-        if len(idx) == 0:
-            raise FeatkitError(f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
-                               "use more photos per class or another --split.")
-    y = m["label"].to_numpy()
-    run = load_run(resume, reports) if resume else new_run(f"cnn-{cfg.name}", reports)
-    extra = {"dataset": prep.key, "fingerprint": prep.fingerprint, "data": str(data), "resize": resize,
-             "per_class": per_class, "manifest": str(prep.manifest_path)}
-    return train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
-                     x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
-                     extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
-
-
 def get_preset_filters(preset: str) -> tuple[int, ...]:
     from .cnn.presets import get_preset
 
@@ -379,18 +351,9 @@ def train_cnn_cmd(
     """Train a custom CNN of the study or a frozen-backbone transfer model end to end; writes a run folder that
     `evaluate`, `report` and `predict` use exactly like a head run."""
     if list_:
-        from .cnn.presets import list_presets
+        from .cnn.presets import format_preset_list, list_presets
 
-        rows = list_presets()
-        if json_out:
-            return _print_json(rows)
-        pct = lambda v: "" if v is None else f"{v:.2f}%"  # noqa: E731
-        typer.echo(f"{'preset':<28}{'model':<22}{'size':>5} {'filters':<18}{'drop':>5} {'aug':<4}{'std':<4}{'ep':>3}  study top-1 / top-5")
-        for r in rows:
-            typer.echo(f"{r['name']:<28}{r['model']:<22}{r['size']:>5} {r['filters']:<18}{r['dropout']:>5} "
-                       f"{'yes' if r['augment'] else '-':<4}{'yes' if r['standardize'] else '-':<4}{r['epochs']:>3}  "
-                       f"{pct(r['study_top1'])} / {pct(r['study_top5'])}")
-        return
+        return _print_json(list_presets()) if json_out else typer.echo(format_preset_list())
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
     overrides = {"model": model, "backbone": backbone, "weights": weights, "size": size, "blocks": blocks,
@@ -409,13 +372,17 @@ def train_cnn_cmd(
             overrides["filters"] = overrides["filters"] * blocks
         if blocks is None:
             overrides["blocks"] = len(overrides["filters"])
-    run = _train_one(preset, data, overrides, per_class, resume, split, seed, cache, reports, quiet or json_out)
+    from .cnn.series import train_preset
+
+    run, _ = train_preset(preset, data, overrides, per_class=per_class, resume=resume, split=split, seed=seed,
+                          cache=cache, reports=reports, quiet=quiet or json_out)
     _print_run(run, json_out)
 
 
 @app.command("series")
 def series_cmd(
-    presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), or 'all'."),
+    presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), 'study' "
+                                        "(the study's 18 rows in its order) or 'all'."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every preset's epochs (e.g. 1 for a quick pass)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Transfer presets: imagenet, none or PATH (custom CNNs ignore it)."),
@@ -425,28 +392,21 @@ def series_cmd(
 ):
     """Run several CNN presets one after another, then regenerate reports/results.md.
 
-    A preset that fails is reported and the series goes on; the exit code is 1 if any failed.
+    Resumable: a preset whose finished run with the same data and options exists is skipped, an interrupted one
+    continues from its last epoch. A preset that fails is reported and the series goes on; the exit code is 1 if
+    any failed. `featkit series study --data PATH --epochs 1 --per-class 10` is a quick pass over the whole study.
     """
-    from .cnn.presets import PRESETS, get_preset
+    from .cnn.series import run_series, series_names
     from .report import build_report
 
-    names = list(PRESETS) if presets == ["all"] else presets
-    for name in names:
-        get_preset(name)  # an unknown name stops here, before hours of training
-    done, failed = [], []
-    for name in names:
-        overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
-        try:
-            run = _train_one(name, data, overrides, per_class, None, split, seed, cache, reports, quiet or json_out)
-        except FeatkitError as e:
-            failed.append({"preset": name, "error": str(e)})
-            sys.stderr.write(f"error: preset {name} failed: {e}\n")
-            continue
-        m = run.metrics
-        done.append({"preset": name, "run": run.id, "top1": m["top1"], "top5": m["top5"],
-                     "fit_seconds": m.get("fit_seconds"), "seconds_per_epoch": m.get("seconds_per_epoch")})
+    def show(r: dict) -> None:
         if not json_out:
-            typer.echo(f"{name:<28} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('seconds_per_epoch', 0):.1f} s/epoch  {run.id}")
+            typer.echo(f"{r['preset']:<30} top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+                       f"{r.get('seconds_per_epoch') or 0:.1f} s/epoch  {r['run']}" + ("  (done before)" if r["skipped"] else ""))
+
+    done, failed = run_series(series_names(presets), data, epochs=epochs, weights=weights, per_class=per_class,
+                              split=split, seed=seed, cache=cache, reports=reports, quiet=quiet or json_out,
+                              on_result=show)
     paths = build_report(reports)
     if json_out:
         _print_json({"runs": done, "failed": failed, "report": str(paths["results_md"])})

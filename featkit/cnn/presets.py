@@ -230,8 +230,12 @@ def list_presets() -> list[dict[str, Any]]:
             "blocks": p.blocks,
             "filters": "-".join(map(str, p.filters)) if p.filters else f"dense {p.dense}",
             "kernel": p.kernel if p.model == "custom" else None,
+            "layers": ("Conv2D(same, relu) -> Dropout -> MaxPool 2 per block, GAP, Dense softmax" if p.dropout else
+                       "Conv2D(same, relu) -> MaxPool 2 per block, GAP, Dense softmax") if p.model == "custom" else
+                      f"frozen {p.backbone}, GAP, Dense {p.dense} relu, Dense softmax",
             "dropout": p.dropout,
-            "augment": (f"rotation {p.rotation:g}, shifts {p.shift:g}, flips "
+            "augment": p.augment,
+            "augmentation": (f"rotation {p.rotation:g}, shifts {p.shift:g}, flips "
                         + ("+".join(d for d, on in (("h", p.hflip), ("v", p.vflip)) if on) or "none")) if p.augment else None,
             "standardize": p.standardize,
             "epochs": p.epochs,
@@ -246,3 +250,27 @@ def list_presets() -> list[dict[str, Any]]:
             "note": p.note,
         })
     return rows
+
+
+def format_preset_list(rows: list[dict[str, Any]] | None = None, width: int = 118) -> str:
+    """`featkit train-cnn --list` as text: one line of settings and study figures per preset, then its study row
+    name, checkpoint file and note."""
+    import textwrap
+
+    rows = list_presets() if rows is None else rows
+    pct = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    head = (f"{'row':>3}  {'preset':<29}{'px':>4}  {'filters':<20}{'drop':>5} {'aug':<4}{'std':<4}{'ep':>3}"
+            f"{'params':>12}  {'study top-1/top-5 %':<20}{'s/epoch':>9}")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        seconds = format_seconds_range(r["study_epoch_seconds"]) or "-"
+        params = f"{r['study_params']:,}" if r["study_params"] else "-"
+        out.append(f"{r['study_row'] or '':>3}  {r['name']:<29}{r['size']:>4}  {r['filters']:<20}"
+                   f"{r['dropout'] or '-':>5} {'yes' if r['augment'] else '-':<4}{'yes' if r['standardize'] else '-':<4}"
+                   f"{r['epochs']:>3}{params:>12}  {pct(r['study_top1']) + ' / ' + pct(r['study_top5']):<20}{seconds:>9}")
+        out.append(f"     study: \"{r['study_name']}\"  {r['study_checkpoint']}"
+                   + (f"  ({r['study_wall']} in all)" if r["study_wall"] else ""))
+        out += textwrap.wrap("note: " + r["note"], width, initial_indent="     ", subsequent_indent="           ")
+    out.append(f"Study figures: its {STUDY_DATASET} test split; params: at 256 classes. "
+               "`--list --json` gives every setting.")
+    return "\n".join(out)
