@@ -15,6 +15,7 @@ from featkit.cli import app
 from featkit.cnn.presets import PRESETS, STUDY_ORDER
 from featkit.cnn.series import series_names
 from featkit.cnn.study import ROBUSTNESS_REMARK, study_comparison
+from featkit.errors import FeatkitError
 from featkit.report import build_report
 from featkit.runs import new_run
 
@@ -73,6 +74,8 @@ def fk(*args) -> dict | list | str:
 def test_presets_are_the_study_rows_in_its_order():
     assert set(PRESETS) == set(PRESET_ROW)  # no preset that matches no row of the study
     assert list(STUDY_ORDER) == [STUDY_ROWS[i][0] for i in range(1, 19)] == series_names(["study"])
+    with pytest.raises(FeatkitError, match="no CNN preset 'basik': give 'study', 'all' or preset names"):
+        series_names(["basic", "basik"])
     for row, (name, size, filters, dropout, aug, std, epochs, params, top1, top5, checkpoint) in STUDY_ROWS.items():
         p = PRESETS[name]
         got = (p.study_row, p.size, p.filters, p.dropout, p.augment, p.standardize, p.study_params, p.study_top1,

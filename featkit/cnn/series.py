@@ -35,8 +35,10 @@ def series_names(presets: Sequence[str]) -> list[str]:
         return list(STUDY_ORDER)
     if list(presets) == ["all"]:
         return list(PRESETS)
-    for name in presets:
-        get_preset(name)  # an unknown name stops here, before hours of training
+    unknown = [name for name in presets if name not in PRESETS]
+    if unknown:  # stops here, before hours of training
+        raise FeatkitError(f"no CNN preset {', '.join(map(repr, unknown))}: give 'study', 'all' or preset names "
+                           f"from `featkit train-cnn --list`.")
     return list(presets)
 
 

@@ -79,7 +79,7 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
             "featkit_top1": _pct(metrics.get("top1")), "featkit_top5": _pct(metrics.get("top5")),
             "dataset": config.get("dataset_name") or Path(str(config.get("data", "?"))).name,
             "n_train": config.get("n_train"),
-            "epochs": f"{metrics.get('epochs_run', '?')} / {preset.epochs}",
+            "epochs": f"{metrics.get('epochs_run', '?')} / {preset.epochs if preset.model == 'custom' else 'n/s'}",
             "study_s_per_epoch": format_seconds_range(preset.study_epoch_seconds) or None,
             "featkit_s_per_epoch": None if spe is None else round(float(spe), 1),
             "differs": "; ".join(_differences(preset, config, metrics)),
@@ -118,8 +118,8 @@ def study_section(reports: str | Path = DEFAULT_REPORTS) -> str:
         return ""
     lines = ["## Study vs featkit (CNN series)", "",
              f"Top-1 / top-5 in %. Study: its {STUDY_DATASET} test split (`featkit train-cnn --list`); featkit: the "
-             "test split of the dataset named. `epochs`: run / the study's; `differs`: what is not as the study ran "
-             "it.", "", markdown_table(df), ""]
+             "test split of the dataset named. `epochs`: run / the study's (n/s: not stated); `differs`: what is "
+             "not as the study ran it.", "", markdown_table(df), ""]
     sens = [r for r in list_runs(reports)
             if (r.path / "sensitivity.csv").exists() and r.config.get("kind") == "cnn"]
     if sens:
