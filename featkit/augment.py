@@ -40,6 +40,22 @@ SENSITIVITY_VIEWS = (
 )
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """The photo mirrored left-right, always (no randomness): the test-time-augmentation view of valid and test."""
+    name: str = "tta-flip"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "mirror": "horizontal"}
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.ascontiguousarray(image[:, ::-1])
+
+
+# `extract --tta NAME`: deterministic views of the valid and test photos whose predictions `fit-head --tta` averages.
+TTA_VIEWS = {"flip": Mirror("tta-flip")}
+
+
 def augment_view(rotation: float = 90.0, shift: float = 0.2, horizontal_flip: bool = True,
                  vertical_flip: bool = True) -> Perturbation:
     return Perturbation("augment", rotation, shift, shift, horizontal_flip, vertical_flip)

@@ -123,6 +123,7 @@ def extract_cmd(
     shift: float = typer.Option(0.2, "--shift", help="Augmentation: width and height shift range (fraction)."),
     flips: bool = typer.Option(True, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."),
+    tta: list[str] = typer.Option([], "--tta", help="Also cache a test-time view of the valid and test photos: flip (mirrored left-right), for `fit-head --tta`."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
@@ -136,7 +137,7 @@ def extract_cmd(
     opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize,
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
-                          shard=parse_shard(shard), seed=seed, threads=threads)
+                          tta=tuple(tta), shard=parse_shard(shard), seed=seed, threads=threads)
     prep = _prepare(data, cache, split, seed, quiet)
     results = extract(prep, opts, cache_dir=cache, quiet=quiet)
     if json_out:
