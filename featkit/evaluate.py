@@ -243,6 +243,9 @@ def _class_key(classes: Sequence[Mapping]) -> list[tuple]:
     return [(c.get("index", i), c.get("id", c.get("name"))) for i, c in enumerate(classes)]
 
 
+class_key = _class_key  # the public name, for modules that compare class lists (combine, ensemble)
+
+
 def _describe(spec: Any, size: Any, classes: Sequence) -> str:
     name = spec.get("name", "?") if isinstance(spec, dict) else spec
     return f"backbone {name} at {size} px, {len(classes)} classes"

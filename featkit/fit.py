@@ -10,30 +10,36 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__
 from .cache import FeatureSet, read_cache
+from .combine import average_tta, cache_paths, describe_cache, read_features, read_tta
 from .errors import FeatkitError
 from .heads import Head, get_head, load_head
 from .runs import DEFAULT_REPORTS, Run, load_run, new_run
 
 
-def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, Any] | None = None,
+def fit_head(cache_path: str | Path | Sequence[str | Path], head: str = "logreg", params: Mapping[str, Any] | None = None,
              augment_cache: str | Path | None = None, reports: str | Path = DEFAULT_REPORTS, seed: int = 0,
-             quiet: bool = False) -> Run:
+             quiet: bool = False, tta: str | None = None) -> Run:
     """Fit `head` on the cache and write a complete run folder under reports/runs/; returns the Run.
 
     `params` are the head's parameters (see featkit.heads.head_params); its `seed` defaults to `seed`.
     `augment_cache`: a cache of augmented copies of the same training photos (same backbone, size, classes and
     dataset); its "train" rows are added to the training rows, and nothing else of it is used.
+    `cache_path` may be a list of caches of the same photos: their features are concatenated (featkit.combine).
+    `tta`: a test-time view ("flip", cached by `extract --tta flip`): valid and test probabilities are the mean
+    over the plain and the mirrored photo.
     """
     from .evaluate import topk_accuracy
 
-    cache_path = Path(cache_path)
-    data = read_cache(cache_path)
+    paths = cache_paths(cache_path)
+    cache_path = paths[0]
+    data = read_features(paths)
+    tta_view = read_tta(paths, tta) if tta else None
     meta = data.meta
     train, valid, test = data.subset("train"), data.subset("valid"), data.subset("test")
     if len(train) == 0 or len(test) == 0:
@@ -75,7 +81,8 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "backbone": backbone, "size": meta.get("size"), "view": meta.get("view", "plain"),
         "views": [meta.get("view", "plain")] + ([aug_meta.get("view", "augment")] if aug_meta else []),
         "augment": bool(n_aug), "augment_view_params": aug_meta.get("view_params") if aug_meta else None,
-        "cache": str(cache_path.resolve()), "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
+        "cache": str(cache_path.resolve()), "caches": data.meta.get("caches") or [describe_cache(cache_path, data)],
+        "tta": tta, "augment_cache": str(Path(augment_cache).resolve()) if aug_meta else None,
         "dataset": meta.get("dataset"), "fingerprint": meta.get("fingerprint"), "resize": meta.get("resize"),
         "crop_box": meta.get("crop_box"), "seed": seed, "n_classes": n_classes,
         "selection": "valid" if has_valid else "none", "featkit_version": __version__,
@@ -84,7 +91,10 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
     model.save(run.path)
     if model.history_:
         _write_history(run, model.history_)
-    probs = model.predict_proba(test.features)
+    def predict(fs: FeatureSet) -> np.ndarray:
+        return model.predict_proba(fs.features) if tta_view is None else average_tta(model, fs, tta_view)
+
+    probs = predict(test)
     run.save_predictions(probs, test.labels, test.image_ids)
 
     extract_seconds = _seconds(meta)
@@ -96,7 +106,9 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "n_valid": int(len(valid)), "n_test": int(len(test)),
     }
     if has_valid:
-        extra["valid_top1"] = topk_accuracy(model.predict_proba(valid.features), valid.labels, (1,))[1]
+        valid_probs = predict(valid)
+        run.save_predictions(valid_probs, valid.labels, valid.image_ids, name="valid")
+        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(valid_probs, valid.labels, (1, 5)).values()
     extra.update({k.rstrip("_"): v for k, v in model.fitted_state().items() if k in ("best_epoch_", "best_iteration_", "n_iter_")})
 
     from .evaluate import evaluate_run

@@ -82,9 +82,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
 
 
-def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique)."""
-    base = runs_dir(reports)
+def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs") -> Run:
+    """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique); `under` names another
+    folder of reports/ (e.g. "sweeps")."""
+    base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)
     for i in range(1000):
