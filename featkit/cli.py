@@ -257,6 +257,7 @@ def sweep_cmd(
     cache_set: list[str] = typer.Option([], "--set", help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to --combine's sets."),
     head: list[str] = typer.Option(["logreg"], "--head", help="Head(s) to sweep: logreg, softmax, lightgbm (repeatable)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Values to sweep: KEY=V1,V2 (every head with KEY) or HEAD.KEY=V1,V2; repeatable, crossed."),
+    candidates_file: Optional[Path] = typer.Option(None, "--candidates", help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; added to the grid."),
     tta: str = typer.Option("off", "--tta", help="Mirrored test-time view (`extract --tta flip`): off, on, or both (each candidate with and without)."),
     ensemble: int = typer.Option(0, "--ensemble", help="Also average the best 2..N runs by validation top-1 into ensembles."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates fitted at the same time (joblib processes)."),
@@ -268,14 +269,15 @@ def sweep_cmd(
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from .evaluate import markdown_table
-    from .sweep import cache_sets, grid, parse_param_grid, sweep, table
+    from .sweep import cache_sets, grid, parse_param_grid, read_candidates, sweep, table
 
     if tta not in ("off", "on", "both"):
         raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
     pool = _locate_all(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
     sets = (cache_sets(pool, combine) if pool else []) + [s.split("+") for s in cache_set]
     views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}[tta]
-    candidates = grid(parse_param_grid(param, head), sets, views)
+    candidates = (grid(parse_param_grid(param, head), sets, views) if sets else []) + \
+        (read_candidates(candidates_file) if candidates_file else [])
     result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
                    quiet=quiet or json_out)
     if json_out:

@@ -77,6 +77,24 @@ def grid(head_grid: Mapping[str, Mapping[str, Sequence[Any]]], cache_sets: Seque
     return out
 
 
+def read_candidates(path: str | Path) -> list[Candidate]:
+    """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
+    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
+    from .fileio import read_json
+
+    try:
+        items = read_json(path)
+        out = [Candidate(str(c["head"]), dict(c.get("params") or {}), tuple(str(p) for p in c["caches"]), c.get("tta"))
+               for c in items]
+    except FileNotFoundError:
+        raise FeatkitError(f"{path} does not exist: give a JSON list of candidates.") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise FeatkitError(f"{path} is not a JSON list of candidates with head, params, caches and tta ({e}).") from None
+    if not all(c.caches for c in out):
+        raise FeatkitError(f"{path}: every candidate needs a non-empty list of caches.")
+    return out
+
+
 def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) -> list[list[str]]:
     """Sets of caches to fit on, from a pool of plain caches: `none` each cache alone; `backbones` the caches of
     each size concatenated; `sizes` the caches of each backbone concatenated; `all` every cache concatenated.
@@ -204,7 +222,7 @@ def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool
         t0 = time.perf_counter()
         run = ensemble_runs([m["run"] for m in members], name=f"ensemble-top{k}", reports=reports, quiet=True)
         out.append({"candidate": f"ensemble of the best {k} by validation", "kind": "ensemble", "head": "ensemble",
-                    "params": {"members": [m["run"] for m in members]}, "caches": "", "tta": "", "error": "",
+                    "params": {"best": k}, "members": [m["run"] for m in members], "caches": "", "tta": "", "error": "",
                     **_scores(run), "seconds": round(time.perf_counter() - t0, 1)})
         if not quiet:
             print(f"ensemble of {k}: valid top-1 {out[-1]['valid_top1']:.4f}", file=sys.stderr, flush=True)

@@ -163,7 +163,7 @@ def test_sweep_selects_by_validation_never_by_test(caches, tmp_path):
 
 
 def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
-    from featkit.sweep import cache_sets, grid, parse_param_grid, run_candidates, sweep
+    from featkit.sweep import cache_sets, grid, parse_param_grid, read_candidates, run_candidates, sweep
 
     b = _derived(caches.plain, tmp_path / "b.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     sets = cache_sets([caches.plain, b], ["none", "backbones"])
@@ -178,5 +178,6 @@ def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
         parse_param_grid(["hidden=0"], ["logreg"])
     result = sweep(cands[:2], ensemble=2, reports=tmp_path, quiet=True)
     ens = [r for r in result.rows if r["kind"] == "ensemble"]
-    assert len(ens) == 1 and len(ens[0]["params"]["members"]) == 2
+    assert len(ens) == 1 and sorted(ens[0]["members"]) == sorted(r["run"] for r in result.rows[:2])
+    assert read_candidates(result.path / "candidates.json") == cands[:2]
     assert result.selected["valid_top1"] == max(r["valid_top1"] for r in result.rows)

@@ -1,0 +1,141 @@
+"""The best combination featkit finds with ONE `featkit sweep` command, beside the best hand-written script.
+
+    python benchmarks/heads_best.py --cache cache            # extracts what is missing first (several minutes)
+    python benchmarks/heads_best.py --cache cache --skip-baseline
+
+Hand-written baseline: scikit-learn StandardScaler + LogisticRegression(C=0.05) on the 224 px features of both
+shared backbones (MobileNetV2 and EfficientNet-Lite0, ONNX) concatenated, trained on all official training photos
+(train + valid), scored on the official test photos.
+
+featkit: one `featkit sweep` over both backbones at 128 and 224 px (each size's backbones concatenated, and all
+four caches concatenated), the mirrored test-time view, logreg and softmax heads, and ensembles of the best runs;
+the selected row is chosen on the validation split only. Runs go to a temporary reports folder (or --reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FEATKIT_SHARED", REPO.parent / "shared"))
+BACKBONES = ("mobilenet-v2", "efficientnet-lite0")
+SIZES = (128, 224)
+SWEEP_ARGS = ["--combine", "backbones", "--combine", "all", "--head", "logreg", "--head", "softmax",
+              "-p", "logreg.C=0.05", "-p", "softmax.hidden=1024", "-p", "softmax.dropout=0.5",
+              "--tta", "on", "--ensemble", "4"]
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-1 confidence, 15 equal-width bins. (Calibration metrics land in
+    metrics.json with issue 18's temperature scaling; this keeps the benchmark self-contained until then.)"""
+    conf, hit = probs.max(axis=1), probs.argmax(axis=1) == labels
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(hit[idx == b].mean() - conf[idx == b].mean()) * (idx == b).mean()
+                     for b in range(bins) if (idx == b).any()))
+
+
+def extract_all(data: Path, cache: Path) -> dict[tuple[str, int], Path]:
+    from featkit.data import prepare
+    from featkit.extract import ExtractOptions, extract
+
+    prep = prepare(data, cache_dir=cache)
+    out = {}
+    for size in SIZES:
+        for name in BACKBONES:
+            opts = ExtractOptions(backbone=str(SHARED / "models" / f"{name}.onnx"), size=size, tta=("flip",))
+            views = {r.view: r for r in extract(prep, opts, cache_dir=cache)}
+            out[name, size] = Path(views["plain"].path)
+            print(f"  {name} {size} px: " + ", ".join(f"{v} {r.status} ({r.seconds:.0f} s)" for v, r in views.items()),
+                  flush=True)
+    return out
+
+
+def baseline(paths: list[Path]) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from featkit.combine import concat_caches
+    from featkit.evaluate import log_loss, topk_accuracy
+
+    fs = concat_caches(paths)
+    train = fs.split != "test"  # the official training photos: featkit's train + valid
+    t0 = time.perf_counter()
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000)).fit(fs.features[train], fs.labels[train])
+    fit_s = time.perf_counter() - t0
+    probs = model.predict_proba(fs.features[~train])
+    labels = fs.labels[~train]
+    acc = topk_accuracy(probs, labels, (1, 5))
+    return {"name": "hand-written logreg C=0.05, both backbones 224 px", "top1": acc[1], "top5": acc[5],
+            "log_loss": log_loss(probs, labels), "ece": ece(probs, labels), "seconds": fit_s,
+            "n_train": int(train.sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=SHARED / "data" / "food101-64.zip")
+    ap.add_argument("--cache", type=Path, default=Path("cache"))
+    ap.add_argument("--reports", type=Path, default=None)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args()
+    reports = args.reports or Path(tempfile.mkdtemp(prefix="featkit-best-"))
+
+    print("caches (plain + mirrored valid/test view):", flush=True)
+    caches = extract_all(args.data, args.cache)
+    base = None if args.skip_baseline else baseline([caches[b, 224] for b in BACKBONES])
+    if base:
+        print(f"  baseline done: top-1 {base['top1']:.4f} in {base['seconds']:.0f} s", flush=True)
+
+    cmd = [sys.executable, "-m", "featkit.cli", "sweep", "--data", str(args.data), "--cache", str(args.cache),
+           *[a for b in BACKBONES for a in ("--backbone", str(SHARED / "models" / f"{b}.onnx"))],
+           *[a for s in SIZES for a in ("--size", str(s))], *SWEEP_ARGS, "--jobs", str(args.jobs),
+           "--name", "heads-best", "--reports", str(reports), "--json"]
+    print("\n$ featkit " + shlex.join(cmd[3:]), flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    sweep_s = time.perf_counter() - t0
+    if done.returncode:
+        sys.exit(f"the sweep failed:\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout)
+
+    rows = []
+    for r in out["rows"]:
+        if r.get("error"):
+            print(f"  failed: {r['candidate']}: {r['error']}")
+            continue
+        pred = np.load(reports / "runs" / r["run"] / "test_predictions.npz")
+        rows.append({**r, "ece": ece(pred["probs"], pred["labels"])})
+    rows.sort(key=lambda r: -r["valid_top1"])
+
+    print(f"\n{out['sweep']}: {len(out['rows'])} rows in {sweep_s:.0f} s (whole sweep, {args.jobs} jobs, "
+          f"{os.cpu_count()} cores); selected by validation top-1 only\n")
+    head = f"{'':<3}{'candidate':<78}{'valid top-1':>12}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'fit s':>8}"
+    print(head)
+    if base:
+        print(f"{'':<3}{base['name'] + ' (' + format(base['n_train'], ',') + ' train photos)':<78}{'-':>12}"
+              f"{base['top1']:>8.4f}{base['top5']:>8.4f}{base['log_loss']:>9.3f}{base['ece']:>7.3f}{base['seconds']:>8.0f}")
+    for r in rows:
+        mark = "*" if r["selected"] else ""
+        print(f"{mark:<3}{r['candidate'][:77]:<78}{r['valid_top1']:>12.4f}{r['top1']:>8.4f}{r['top5']:>8.4f}"
+              f"{r['log_loss']:>9.3f}{r['ece']:>7.3f}{r['fit_seconds'] or 0:>8.0f}")
+    sel = next(r for r in rows if r["selected"])
+    if base:
+        print(f"\nselected vs hand-written: top-1 {sel['top1']:.4f} vs {base['top1']:.4f} "
+              f"({sel['top1'] - base['top1']:+.4f}), top-5 {sel['top5']:.4f} vs {base['top5']:.4f} "
+              f"({sel['top5'] - base['top5']:+.4f}); sweep {sweep_s:.0f} s vs baseline fit {base['seconds']:.0f} s")
+    print(f"sweep table: {reports}/sweeps/{out['sweep']}/sweep.md")
+
+
+if __name__ == "__main__":
+    main()
