@@ -48,6 +48,10 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
     """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
     run = load_run(run_ref, reports)
     cfg, classes = run.config, run.classes
+    backbone = cfg.get("backbone")
+    if cfg.get("kind") == "ensemble" or (isinstance(backbone, dict) and backbone.get("kind") == "combined"):
+        raise FeatkitError(f"run {run.id} combines several caches or runs; predict works with a run fitted on one "
+                           "cache (or a CNN run): pick one of its member runs.")
     size, resize = int(cfg["size"]), cfg.get("resize") or "stretch"
     files = expand_photos(photos)
     results, failures = [], []

@@ -1,12 +1,13 @@
 """The run folder shared by head runs and CNN runs: reports/runs/<run-id>/.
 
 Files in a run folder:
-  config.json            what was run: {"kind": "head" | "cnn", "name", "backbone" (spec dict or null), "size",
+  config.json            what was run: {"kind": "head" | "cnn" | "ensemble", "name", "backbone" (spec dict or null), "size",
                          "augment", "dataset" (fingerprint), "seed", ...}; free-form beyond these keys
   classes.json           the ordered class list [{"index", "id", "name"}, ...]
   metrics.json           {"top1", "top5", "fit_seconds", "extract_seconds", ...} on the test split
   history.csv            per-epoch / per-iteration history, where there is one
   test_predictions.npz   probs (N, C) float32, labels (N,) int, image_ids (N,) str: what `evaluate` scores
+  valid_predictions.npz  the same on the validation split (head and ensemble runs): what sweeps select on
   model.joblib | model.keras   the fitted model
 """
 

@@ -114,6 +114,10 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
         assert ens.metrics[key] == run.metrics[key], key
     assert ens.config["kind"] == "ensemble" and ens.config["members"] == [run.id, run.id]
     assert (ens.path / "per_class.csv").read_text() == (run.path / "per_class.csv").read_text()
+    from featkit.predict import predict
+
+    with pytest.raises(FeatkitError, match="pick one of its member runs"):
+        predict(ens.id, [tmp_path / "photo.jpg"], reports=tmp_path)
 
 
 def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, tmp_path):
