@@ -269,21 +269,15 @@ def sweep_cmd(
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from .evaluate import markdown_table
-    from .sweep import cache_sets, grid, parse_param_grid, read_candidates, sweep, table
+    from .sweep import plan, sweep, table
 
-    if tta not in ("off", "on", "both"):
-        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
     pool = _locate_all(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
-    sets = (cache_sets(pool, combine) if pool else []) + [s.split("+") for s in cache_set]
-    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}[tta]
-    candidates = (grid(parse_param_grid(param, head), sets, views) if sets else []) + \
-        (read_candidates(candidates_file) if candidates_file else [])
+    candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
     result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
                    quiet=quiet or json_out)
     if json_out:
         return _print_json({"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows})
-    df = table(result.rows).drop(columns=["candidate", "error", "ece"])
-    typer.echo(markdown_table(df))
+    typer.echo(markdown_table(table(result.rows, compact=True)))
     sel = result.selected
     if sel is None:
         raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")

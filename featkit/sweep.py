@@ -77,6 +77,20 @@ def grid(head_grid: Mapping[str, Mapping[str, Sequence[Any]]], cache_sets: Seque
     return out
 
 
+def plan(caches: Sequence[str | Path] = (), combine: Sequence[str] = ("none",), sets: Sequence[Sequence[str | Path]] = (),
+         heads: Sequence[str] = ("logreg",), params: Sequence[str] = (), tta: str = "off",
+         candidates_file: str | Path | None = None) -> list[Candidate]:
+    """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
+    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
+    the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
+    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
+    if views is None:
+        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
+    all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
+    out = grid(parse_param_grid(params, heads), all_sets, views) if all_sets else []
+    return out + (read_candidates(candidates_file) if candidates_file else [])
+
+
 def read_candidates(path: str | Path) -> list[Candidate]:
     """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
     "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
@@ -248,22 +262,25 @@ def _scores(run) -> dict:
             "top5": m.get("top5"), "log_loss": m.get("log_loss"), "ece": m.get("ece"), "fit_seconds": m.get("fit_seconds")}
 
 
-def table(rows: Sequence[dict]):
-    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first."""
+def table(rows: Sequence[dict], compact: bool = False):
+    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first. compact: without the long
+    candidate label and without columns that are empty in every row (what the command prints)."""
     import pandas as pd
 
     df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=list(TABLE_COLUMNS))
     df["params"] = df["params"].map(lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else p)
-    return df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    df = df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    if compact:
+        empty = [c for c in df.columns if df[c].isna().all() or (df[c].astype(str) == "").all()]
+        df = df.drop(columns=["candidate", *empty])
+    return df
 
 
 def write_table(rows: Sequence[dict], folder: Path) -> None:
     from .evaluate import markdown_table
     from .fileio import atomic_path, write_text
 
-    df = table(rows)
     with atomic_path(folder / "sweep.csv") as tmp:
-        df.to_csv(tmp, index=False)
-    shown = df.drop(columns=["candidate", "error"] if not df["error"].astype(bool).any() else ["candidate"])
+        table(rows).to_csv(tmp, index=False)
     write_text(folder / "sweep.md", f"# Sweep {folder.name}\n\nSelected by validation top-1 only.\n\n"
-                                    + markdown_table(shown) + "\n")
+                                    + markdown_table(table(rows, compact=True)) + "\n")
