@@ -2,7 +2,7 @@
 
     python benchmarks/heads_best.py --cache cache            # extracts what is missing first (several minutes)
     python benchmarks/heads_best.py --cache cache --skip-baseline
-    python benchmarks/heads_best.py --sizes 224 --sizes-of mobilenet-v2=128,224   # fewer caches
+    python benchmarks/heads_best.py --sizes 224 --no-tta-at 224 --combine backbones   # fewer caches
 
 The hand-written baseline is fitted in this process while the sweep runs in a subprocess (both on the same
 cores), so both wall times include the other's load.
@@ -34,9 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEATKIT_SHARED", REPO.parent / "shared"))
 BACKBONES = ("mobilenet-v2", "efficientnet-lite0")
 SIZES = (128, 224)
-SWEEP_ARGS = ["--combine", "backbones", "--combine", "all", "--head", "logreg", "--head", "softmax",
-              "-p", "logreg.C=0.05", "-p", "softmax.hidden=1024", "-p", "softmax.dropout=0.5",
-              "--tta", "on", "--ensemble", "4"]
+HEADS = {"logreg": {"C": ["0.05"]}, "softmax": {"hidden": ["1024", "0"], "dropout": ["0.5"]}}
+ENSEMBLE = 4
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -48,7 +47,7 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
                      for b in range(bins) if (idx == b).any()))
 
 
-def extract_all(data: Path, cache: Path, wanted: dict[str, list[int]]) -> dict[tuple[str, int], Path]:
+def extract_all(data: Path, cache: Path, wanted: dict[str, list[int]], no_tta: list[int]) -> dict[tuple[str, int], Path]:
     from featkit.data import prepare
     from featkit.extract import ExtractOptions, extract
 
@@ -56,7 +55,8 @@ def extract_all(data: Path, cache: Path, wanted: dict[str, list[int]]) -> dict[t
     out = {}
     for size in sorted({s for sizes in wanted.values() for s in sizes}, reverse=True):
         for name in [b for b in BACKBONES if size in wanted[b]]:
-            opts = ExtractOptions(backbone=str(SHARED / "models" / f"{name}.onnx"), size=size, tta=("flip",))
+            opts = ExtractOptions(backbone=str(SHARED / "models" / f"{name}.onnx"), size=size,
+                                  tta=() if size in no_tta else ("flip",))
             views = {r.view: r for r in extract(prep, opts, cache_dir=cache)}
             out[name, size] = Path(views["plain"].path)
             print(f"  {name} {size} px: " + ", ".join(f"{v} {r.status} ({r.seconds:.0f} s)" for v, r in views.items()),
@@ -72,10 +72,13 @@ def baseline(paths: list[Path]) -> dict:
     from featkit.combine import concat_caches
     from featkit.evaluate import log_loss, topk_accuracy
 
+    from threadpoolctl import threadpool_limits
+
     fs = concat_caches(paths)
     train = fs.split != "test"  # the official training photos: featkit's train + valid
     t0 = time.perf_counter()
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000)).fit(fs.features[train], fs.labels[train])
+    with threadpool_limits(limits=1, user_api="blas"):  # like each sweep worker (joblib gives each one core's share)
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000)).fit(fs.features[train], fs.labels[train])
     fit_s = time.perf_counter() - t0
     probs = model.predict_proba(fs.features[~train])
     labels = fs.labels[~train]
@@ -95,6 +98,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="sizes of every backbone")
     ap.add_argument("--sizes-of", action="append", default=[], metavar="BACKBONE=S1,S2",
                     help="other sizes for one backbone, e.g. mobilenet-v2=128,224")
+    ap.add_argument("--combine", nargs="+", default=["backbones", "all"], help="cache sets (see featkit sweep --combine)")
+    ap.add_argument("--no-tta-at", type=int, nargs="*", default=[], help="sizes without the mirrored view")
     args = ap.parse_args()
     wanted = {b: list(args.sizes) for b in BACKBONES}
     for item in args.sizes_of:
@@ -103,11 +108,21 @@ def main() -> None:
     reports = args.reports or Path(tempfile.mkdtemp(prefix="featkit-best-"))
 
     print("caches (plain + mirrored valid/test view):", flush=True)
-    caches = extract_all(args.data, args.cache, wanted)
+    caches = extract_all(args.data, args.cache, wanted, args.no_tta_at)
 
-    features = [a for (b, s), p in caches.items() for a in ("--features", str(p))]
-    cmd = [sys.executable, "-m", "featkit.cli", "sweep", *features, *SWEEP_ARGS, "--jobs", str(args.jobs),
-           "--name", "heads-best", "--reports", str(reports), "--json", "--quiet"]
+    # the grid: each size's backbones concatenated, and every cache concatenated, each head, with the mirrored
+    # view wherever every cache of the set has it (and without it)
+    from featkit.sweep import cache_sets, grid
+
+    candidates = []
+    for caches_set in cache_sets(list(caches.values()), args.combine):
+        has_tta = all(Path(p).with_name("tta-flip.h5").exists() for p in caches_set)
+        candidates += grid(HEADS, [caches_set], [None, "flip"] if has_tta else [None])
+    reports.mkdir(parents=True, exist_ok=True)
+    cand_file = reports / "heads-best-candidates.json"
+    cand_file.write_text(json.dumps([c.__dict__ for c in candidates], indent=1, default=list))
+    cmd = [sys.executable, "-m", "featkit.cli", "sweep", "--candidates", str(cand_file), "--ensemble", str(ENSEMBLE),
+           "--jobs", str(args.jobs), "--name", "heads-best", "--reports", str(reports), "--json", "--quiet"]
     print("\n$ featkit " + shlex.join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

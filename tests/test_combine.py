@@ -185,3 +185,29 @@ def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
     assert len(ens) == 1 and sorted(ens[0]["members"]) == sorted(r["run"] for r in result.rows[:2])
     assert read_candidates(result.path / "candidates.json") == cands[:2]
     assert result.selected["valid_top1"] == max(r["valid_top1"] for r in result.rows)
+
+
+def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
+    """fit-head with two caches and --tta, ensemble, and sweep --json, through the real command line."""
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    def fk(*args):
+        res = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    b = _derived(caches.plain, tmp_path / "b.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
+    # b.h5's mirrored view beside it: the same photos, features reversed like b's
+    _derived(caches.tta, tmp_path / "tta-flip.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
+    reports = ["--reports", tmp_path / "reports", "--json", "--quiet"]
+    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "-p", "max_iter=200", *reports)
+    cfg = json.loads((tmp_path / "reports" / "runs" / run["run"] / "config.json").read_text())
+    assert cfg["tta"] == "flip" and len(cfg["caches"]) == 2
+    ens = fk("ensemble", run["run"], run["run"], "--name", "twice", *reports)
+    assert (ens["top1"], ens["top5"]) == (run["top1"], run["top5"])
+    out = fk("sweep", "--set", f"{caches.plain}+{b}", "--features", caches.plain, "-p", "C=0.1,1", "-p", "max_iter=200",
+             "--tta", "on", *reports)
+    assert len(out["rows"]) == 4 and out["selected"]["valid_top1"] == max(r["valid_top1"] for r in out["rows"])
+    assert {r["caches"] for r in out["rows"]} == {"mobilenet-v2-96", "mobilenet-v2-96+other-net-96"}
