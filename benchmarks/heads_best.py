@@ -69,10 +69,10 @@ def baseline(paths: list[Path]) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from threadpoolctl import threadpool_limits
+
     from featkit.combine import concat_caches
     from featkit.evaluate import log_loss, topk_accuracy
-
-    from threadpoolctl import threadpool_limits
 
     fs = concat_caches(paths)
     train = fs.split != "test"  # the official training photos: featkit's train + valid
@@ -125,15 +125,17 @@ def main() -> None:
            "--jobs", str(args.jobs), "--name", "heads-best", "--reports", str(reports), "--json", "--quiet"]
     print("\n$ featkit " + shlex.join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    errlog = open(reports / "sweep-stderr.log", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     base = None if args.skip_baseline else baseline([caches[b, 224] for b in BACKBONES])
     if base:
         print(f"  baseline done: top-1 {base['top1']:.4f} in {base['seconds']:.0f} s", flush=True)
-    stdout, stderr = proc.communicate()
+    stdout, _ = proc.communicate()
     sweep_s = time.perf_counter() - t0
+    errlog.close()
     if proc.returncode:
-        sys.exit(f"the sweep failed:\n{stderr[-3000:]}")
+        sys.exit(f"the sweep failed:\n{(reports / 'sweep-stderr.log').read_text()[-3000:]}")
     out = json.loads(stdout)
 
     rows = []
