@@ -40,6 +40,22 @@ SENSITIVITY_VIEWS = (
 )
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """The photo mirrored left-right, always (no randomness): the test-time-augmentation view of valid and test."""
+    name: str = "tta-flip"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "mirror": "horizontal"}
+
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.ascontiguousarray(image[:, ::-1])
+
+
+# `extract --tta NAME`: deterministic views of the valid and test photos whose predictions `fit-head --tta` averages.
+TTA_VIEWS = {"flip": Mirror("tta-flip")}
+
+
 # The study's training augmentation, kept fixed for its whole project: ImageDataGenerator(rotation_range=90,
 # width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment` and the CNN presets both use it.
 STUDY_AUGMENTATION = Perturbation("augment", rotation=90.0, width_shift=0.2, height_shift=0.2,

@@ -119,6 +119,7 @@ def extract_cmd(
     shift: float = typer.Option(STUDY_AUGMENTATION.width_shift, "--shift", help="Augmentation: width and height shift range (fraction)."),
     flips: bool = typer.Option(STUDY_AUGMENTATION.horizontal_flip, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."),
+    tta: list[str] = typer.Option([], "--tta", help="Also cache a test-time view of the valid and test photos: flip (mirrored left-right), for `fit-head --tta`."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
     engine: str = typer.Option("local", "--engine", help="local: this process. ray: shards on a Ray cluster, one actor per GPU (needs pip install -e \".[ray]\"; --cache must be a folder every node reaches)."),
@@ -142,7 +143,8 @@ def extract_cmd(
     opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize,
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
-                          shard=parse_shard(shard), seed=seed, threads=threads, decode=decode, precision=precision)
+                          tta=tuple(tta), shard=parse_shard(shard), seed=seed, threads=threads, decode=decode,
+                          precision=precision)
     results = extract_features(data, opts, cache, SplitConfig.parse(split, seed), engine=engine, address=address,
                                workers=workers, quiet=quiet, command=shlex.join(["featkit", *sys.argv[1:]]))
     if json_out:
@@ -203,6 +205,15 @@ def _parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
+def _locate_all(features: list[Path], data: Optional[Path], backbones: list[str], sizes: list[int], weights: str,
+                pooling: str, resize: str, split: str, seed: int, cache: Path) -> list[Path]:
+    """The plain-view caches: given directly, or one per backbone x size extracted from --data."""
+    if features:
+        return list(features)
+    return [_locate_features(None, data, b, s, weights, pooling, resize, split, seed, cache)
+            for b in backbones or ["vgg16"] for s in (sizes or [None])]
+
+
 def _locate_features(features: Optional[Path], data: Optional[Path], backbone: str, size: Optional[int], weights: str,
                      pooling: str, resize: str, split: str, seed: int, cache: Path) -> Path:
     """The plain-view cache: given directly, or found from the options `featkit extract` was run with."""
@@ -218,10 +229,10 @@ def _locate_features(features: Optional[Path], data: Optional[Path], backbone: s
 
 @app.command("fit-head")
 def fit_head_cmd(
-    features: Optional[Path] = typer.Option(None, "--features", help="A plain-view cache (.h5) from `featkit extract`."),
+    features: list[Path] = typer.Option([], "--features", help="A plain-view cache (.h5) from `featkit extract`; repeat it to concatenate the features of several caches of the same photos."),
     data: Optional[Path] = typer.Option(None, "--data", help="Or: the dataset, to find the cache extracted with the options below."),
-    backbone: str = typer.Option("vgg16", "--backbone", "-b", help="With --data: the backbone extracted with."),
-    size: Optional[int] = typer.Option(None, "--size", help="With --data: the size extracted at."),
+    backbone: list[str] = typer.Option(["vgg16"], "--backbone", "-b", help="With --data: the backbone extracted with; repeat it to concatenate several backbones."),
+    size: list[int] = typer.Option([], "--size", help="With --data: the size extracted at; repeat it to concatenate several sizes."),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
     pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
     resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
@@ -233,6 +244,7 @@ def fit_head_cmd(
     augment: bool = typer.Option(False, "--augment", help="Also train on the augmented view cached beside the plain one."),
     augment_cache: Optional[Path] = typer.Option(None, "--augment-cache", help="Train also on this augmented-view cache."),
     list_params: bool = typer.Option(False, "--list-params", help="Print the head's parameters and defaults, then exit."),
+    tta: bool = typer.Option(False, "--tta", help="Average each valid and test photo's probabilities with its mirrored copy (cached by `extract --tta flip`)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
     json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
@@ -245,7 +257,8 @@ def fit_head_cmd(
             "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()) + f"\nsearched by default: {search_grid(head)}")
     from .fit import fit_head
 
-    path = _locate_features(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
+    paths = _locate_all(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
+    path = paths[0]
     if augment and augment_cache is None:
         from .extract import augment_caches
 
@@ -253,9 +266,61 @@ def fit_head_cmd(
         if not found:
             raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment N` first.")
         augment_cache = found[-1]
-    run = fit_head(path, head=head, params=_parse_params(param), augment_cache=augment_cache, reports=reports,
-                   seed=seed, quiet=quiet or json_out, refit=refit)
+    run = fit_head(paths, head=head, params=_parse_params(param), augment_cache=augment_cache, reports=reports,
+                   seed=seed, quiet=quiet or json_out, refit=refit, tta="flip" if tta else None)
     _print_run(run, json_out)
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    runs: list[str] = typer.Argument(..., help="Run ids or folders scored on the same test photos (same dataset and split)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the new run (default: ensemble-N-<backbone>)."),
+    reports: Path = ReportsOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Average the test probabilities of several runs into a new run (evaluated, reported and listed like any
+    other). The runs must share the test photos (same image ids, same order) and the class list."""
+    from .ensemble import ensemble_runs
+
+    _print_run(ensemble_runs(runs, name=name, reports=reports, quiet=quiet or json_out), json_out)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    features: list[Path] = typer.Option([], "--features", help="A plain-view cache (.h5); repeat for several (see --combine)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Or: the dataset, to find the caches of every --backbone x --size."),
+    backbone: list[str] = typer.Option([], "--backbone", "-b", help="With --data: a backbone extracted with (repeatable)."),
+    size: list[int] = typer.Option([], "--size", help="With --data: a size extracted at (repeatable)."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    combine: list[str] = typer.Option(["none"], "--combine", help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; repeat for several."),
+    cache_set: list[str] = typer.Option([], "--set", help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to --combine's sets."),
+    head: list[str] = typer.Option(["logreg"], "--head", help="Head(s) to sweep: logreg, softmax, lightgbm (repeatable)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Values to sweep: KEY=V1,V2 (every head with KEY) or HEAD.KEY=V1,V2; repeatable, crossed."),
+    candidates_file: Optional[Path] = typer.Option(None, "--candidates", help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; added to the grid."),
+    tta: str = typer.Option("off", "--tta", help="Mirrored test-time view (`extract --tta flip`): off, on, or both (each candidate with and without)."),
+    ensemble: int = typer.Option(0, "--ensemble", help="Also average the best 2..N runs by validation top-1 into ensembles."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates fitted at the same time (joblib processes)."),
+    engine: str = typer.Option("local", "--engine", help="Where candidates run: local (this machine)."),
+    name: str = typer.Option("sweep", "--name", help="Name in the sweep's id: reports/sweeps/<time>-<name>/."),
+    split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+):
+    """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
+    validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
+    from .evaluate import markdown_table
+    from .sweep import plan, sweep, table
+
+    pool = _locate_all(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
+    candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
+    result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
+                   quiet=quiet or json_out)
+    if json_out:
+        return _print_json({"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows})
+    typer.echo(markdown_table(table(result.rows, compact=True)))
+    sel = result.selected
+    if sel is None:
+        raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
+    typer.echo(f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: valid top-1 {sel['valid_top1']:.4f}, "
+               f"test top-1 {sel['top1']:.4f}, top-5 {sel['top5']:.4f}\ntable: {result.path}/sweep.csv, sweep.md")
 
 
 @app.command("evaluate")

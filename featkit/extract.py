@@ -4,6 +4,7 @@ Views, one HDF5 file each, under cache/features/<dataset>-<split>/<backbone>-<we
   plain.h5                    every photo of the manifest (train, valid and test)
   augment-<N>.h5              N randomly transformed copies of each training photo
   sens-*.h5                   the test photos under each perturbation of the robustness study
+  tta-flip.h5                 the valid and test photos mirrored left-right (`--tta flip`)
 
 Work is done in chunks of CHUNK photos; each finished chunk is saved atomically under <view>.partial/, so an
 interrupted run (Ctrl-C, kill -9) resumes at the first missing chunk. The final file is written under a
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .augment import SENSITIVITY_VIEWS, STUDY_AUGMENTATION, Perturbation, augment_view, photo_rng
+from .augment import SENSITIVITY_VIEWS, STUDY_AUGMENTATION, TTA_VIEWS, Mirror, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
 from .cache import read_cache, read_meta, write_cache
 from .data import Prepared
@@ -52,6 +53,7 @@ class ExtractOptions:
     shift: float = STUDY_AUGMENTATION.width_shift
     flips: bool = STUDY_AUGMENTATION.horizontal_flip
     sensitivity: bool = False
+    tta: tuple[str, ...] = ()
     plain: bool = True
     shard: tuple[int, int] | None = None
     seed: int = 0
@@ -66,6 +68,9 @@ class ExtractOptions:
             raise FeatkitError(f"--precision should be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
+        unknown = [t for t in self.tta if t not in TTA_VIEWS]
+        if unknown:
+            raise FeatkitError(f"--tta {unknown[0]!r} is not a test-time view; known: {', '.join(TTA_VIEWS)}.")
         if self.augment < 0:
             raise FeatkitError(f"--augment should be 0 or more copies; got {self.augment}.")
         if self.shard is not None:
@@ -79,7 +84,7 @@ class ViewJob:
     name: str
     rows: np.ndarray  # manifest row per output row
     copies: np.ndarray  # copy index per output row (augmented views)
-    perturbation: Perturbation | None
+    perturbation: Perturbation | Mirror | None
     path: Path
 
 
@@ -155,6 +160,10 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
     if opts.sensitivity:
         for p in SENSITIVITY_VIEWS:
             jobs.append(ViewJob(p.name, test, np.zeros(len(test), np.int64), p, out_dir / f"{p.name}.h5"))
+    held_out = all_rows[np.isin(split, ("valid", "test"))]
+    for t in opts.tta:
+        m = TTA_VIEWS[t]
+        jobs.append(ViewJob(m.name, held_out, np.zeros(len(held_out), np.int64), m, out_dir / f"{m.name}.h5"))
     return jobs
 
 

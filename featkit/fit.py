@@ -10,22 +10,24 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__
 from .cache import FeatureSet, check_same_features, read_cache
-from .calibration import apply_temperature, calibration_report
+from .calibration import calibration_report
+from .combine import average_tta, cache_paths, describe_cache, read_features, read_tta
 from .errors import FeatkitError
 from .heads import head_params
+from .metrics import topk_accuracy
 from .runs import DEFAULT_REPORTS, Run, finish, new_run
 from .schema import RunConfig
 
 
-def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, Any] | None = None,
+def fit_head(cache_path: str | Path | Sequence[str | Path], head: str = "logreg", params: Mapping[str, Any] | None = None,
              augment_cache: str | Path | None = None, reports: str | Path = DEFAULT_REPORTS, seed: int = 0,
-             quiet: bool = False, refit: bool = True) -> Run:
+             quiet: bool = False, refit: bool = True, tta: str | None = None) -> Run:
     """Fit `head` on the cache and write a complete run folder under reports/runs/; returns the Run.
 
     `params` are the head's parameters (see featkit.heads.head_params); its `seed` defaults to `seed`. A value
@@ -34,11 +36,16 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
     temperature fitted on the validation predictions calibrates the probabilities, and test is scored once.
     `augment_cache`: a cache of augmented copies of the same training photos (same backbone, size, classes and
     dataset); its "train" rows are added to the training rows, and nothing else of it is used.
+    `cache_path` may be a list of caches of the same photos: their features are concatenated (featkit.combine).
+    `tta`: a test-time view ("flip", cached by `extract --tta flip`): valid and test probabilities are the mean
+    over the plain and the mirrored photo.
     """
     from .search import fit_selected
 
-    cache_path = Path(cache_path)
-    data = read_cache(cache_path)
+    paths = cache_paths(cache_path)
+    cache_path = paths[0]
+    data = read_features(paths)
+    tta_view = read_tta(paths, tta) if tta else None
     meta = data.meta
     train, valid, test = data.subset("train"), data.subset("valid"), data.subset("test")
     if len(train) == 0 or len(test) == 0:
@@ -86,12 +93,18 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         cache=str(cache_path.resolve()), augment_cache=str(Path(augment_cache).resolve()) if aug_meta else None,
         featkit_version=__version__,
         extra={"augment_view_params": aug_meta.view_params if aug_meta else None,
+               "caches": meta.extra.get("caches") or [describe_cache(cache_path, data)], "tta": tta,
                "selection": "valid" if has_valid else "none", "search": sel.to_dict(), "refit": refitted,
                "refit_rows": ["train", "valid"] if refitted else ["train"], "selected_params": sel.params}))
     run.write_json("classes.json", classes)
     model.save(run.path)
-    raw = model.predict_proba(test.features, calibrated=False)
-    probs = apply_temperature(raw, model.temperature_)
+
+    def predict(fs: FeatureSet, head=model, calibrated: bool = True) -> np.ndarray:
+        if tta_view is None:
+            return head.predict_proba(fs.features, calibrated=calibrated)
+        return average_tta(head, fs, tta_view, calibrated=calibrated)
+
+    raw, probs = predict(test, calibrated=False), predict(test)
     calibration = calibration_report(raw, probs, test.labels, model.temperature_, run.path, title=run.id)
 
     extract_seconds = meta.seconds
@@ -106,7 +119,10 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         "brier": calibration["after"]["brier"], "ece": calibration["after"]["ece"], "calibration": calibration,
     }
     if has_valid:
-        extra["valid_top1"] = sel.candidates[sel.chosen].valid_top1
+        # the selected model before its refit never saw the valid photos: its valid scores are held out
+        valid_probs = predict(valid, head=sel.model)
+        run.save_predictions(valid_probs, valid.labels, valid.image_ids, name="valid")
+        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(valid_probs, valid.labels, (1, 5)).values()
     extra.update({k.rstrip("_"): v for k, v in sel.model.fitted_state().items() if k in ("best_epoch_", "best_iteration_", "n_iter_")})
 
     metrics = finish(run, probs, test.labels, test.image_ids, history=model.history_, extra=extra)

@@ -49,6 +49,9 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
     cfg, classes = run.config, run.classes
     if top < 1:
         raise FeatkitError(f"--top {top}: show at least 1 class per photo.")
+    if cfg.kind == "ensemble" or (cfg.backbone is not None and cfg.backbone.kind == "combined"):
+        raise FeatkitError(f"run {run.id} combines several caches or runs; predict works with a run fitted on one "
+                           "cache (or a CNN run): pick one of its member runs.")
     files = expand_photos(photos)
     results, failures = [], []
     for start in range(0, len(files), batch_size):

@@ -6,6 +6,7 @@ Files in a run folder:
   test_predictions.npz   probs (N, C) float32, labels (N,) int, image_ids (N,) str: what every score is computed from
   history.csv            per-epoch / per-iteration history, where there is one
   per_class.csv, confusion.csv, confusion.png, confused_pairs.csv   the scoring files
+  valid_predictions.npz  the same on the validation split, held out (head and ensemble runs): what sweeps select on
   metrics.json           a `featkit.schema.RunMetrics`; written last, so its presence marks the run complete
   model.joblib | model.keras, head.json   the fitted model
 
@@ -105,9 +106,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
 
 
-def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique)."""
-    base = runs_dir(reports)
+def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs") -> Run:
+    """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique); `under` names another
+    folder of reports/ (e.g. "sweeps")."""
+    base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)
     for i in range(1000):

@@ -89,6 +89,10 @@ class BackboneSpec:
     def comparable_key(self) -> dict[str, Any]:
         """Identity of the features: a weights or model file by its sha256 (not where it lives), no versions.
         An ONNX model is its file: a renamed copy gives the same features."""
+        if self.kind == "combined":  # several caches side by side: the identity of each part, in order
+            return {"kind": "combined", "parts": [BackboneSpec.from_dict(p).comparable_key()
+                                                  for p in self.extra.get("parts", [])],
+                    "sizes": self.extra.get("sizes")}
         weights = self.weights_sha256 or self.weights
         key = {"kind": self.kind, "size": self.size, "pooling": self.pooling, "weights": weights}
         if self.kind != "onnx":

@@ -51,7 +51,8 @@ def _class_list(names: list[str]) -> list[dict]:
 
 class FoodCaches:
     """Paths of the built caches: plain (train/valid/test), flip / rot90 sensitivity views of the test photos,
-    an augmented view of the training photos, and the class list."""
+    an augmented view of the training photos, the mirrored valid + test photos (`tta-flip.h5`, as
+    `extract --tta flip` writes it beside plain.h5), and the class list."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -59,6 +60,7 @@ class FoodCaches:
         self.flip = root / "view-flip.h5"
         self.rot = root / "view-rot90.h5"
         self.augment = root / "augment.h5"
+        self.tta = root / "tta-flip.h5"
 
     def build(self) -> "FoodCaches":
         from featkit.cache import write_cache as write_cache_meta
@@ -67,7 +69,7 @@ class FoodCaches:
         def write_cache(path, features, labels, split, ids, meta, **kw):  # the fixture speaks plain dicts
             return write_cache_meta(path, features, labels, split, ids, CacheMeta.from_dict(meta), **kw)
 
-        if all(p.exists() for p in (self.plain, self.flip, self.rot, self.augment)):
+        if all(p.exists() for p in (self.plain, self.flip, self.rot, self.augment, self.tta)):
             return self
         tr_names, tr_blobs, tr_labels = read_food_photos(CLASSES, TRAIN_PER_CLASS, "train")
         te_names, te_blobs, te_labels = read_food_photos(CLASSES, TEST_PER_CLASS, "test")
@@ -93,6 +95,11 @@ class FoodCaches:
         ):
             write_cache(path, _features(np.ascontiguousarray(op(te_photos))), te_labels, np.full(len(te_labels), "test"),
                         te_names, {**meta, "view": view, "view_params": params, "seconds": 0.5})
+        held = tr_split == "valid"
+        write_cache(self.tta, _features(np.ascontiguousarray(np.concatenate([tr_photos[held], te_photos])[:, :, ::-1])),
+                    np.concatenate([tr_labels[held], te_labels]), np.concatenate([tr_split[held], np.full(len(te_labels), "test")]),
+                    [n for n, h in zip(tr_names, held) if h] + te_names,
+                    {**meta, "view": "tta-flip", "view_params": {"name": "tta-flip", "mirror": "horizontal"}, "seconds": 0.6})
         # augmented training view: one flipped copy of each train photo (valid photos excluded, like extract)
         m = tr_split == "train"
         write_cache(self.augment, _features(np.ascontiguousarray(tr_photos[m][:, :, ::-1])), tr_labels[m],
