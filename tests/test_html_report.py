@@ -189,3 +189,14 @@ def test_report_command_ends_with_the_index_path(report_workspace):
     out = fk("report", "--reports", report_workspace.reports, "--quiet").strip().splitlines()
     assert out[-1] == f"open in a browser: {(report_workspace.reports / 'index.html').resolve()}"
     assert any(line.startswith("results_md ") for line in out)
+
+
+def test_a_damaged_thumbnail_index_only_costs_remaking_them(report_workspace, tmp_path):
+    ws = copy_workspace(report_workspace, tmp_path)
+    thumbs = ws.run(ws.logreg) / "thumbs"
+    expected = promised(page(ws, ws.logreg))
+    (thumbs / "index.json").write_text('{"0ff8": {"problem": "", "na')  # damaged (e.g. edited by hand)
+    build_report(ws.reports)
+    html = page(ws, ws.logreg)
+    assert promised(html) == len(figures(html)) == expected and "photo unavailable" not in html
+    assert len(json.loads((thumbs / "index.json").read_text())) == len(list(thumbs.glob("*.jpg")))
