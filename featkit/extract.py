@@ -27,13 +27,14 @@ from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
 from .cache import read_cache, read_meta, write_cache
 from .data import Prepared
-from .data.images import default_threads, load_images
+from .data.images import DECODE_MODES, default_threads, load_images
 from .errors import FeatkitError
 from .fileio import atomic_path, read_json, write_json
 from .progress import Progress
 from .schema import CacheMeta, check_comparable
 
 CHUNK = 1024
+PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -55,8 +56,14 @@ class ExtractOptions:
     shard: tuple[int, int] | None = None
     seed: int = 0
     threads: int | None = None
+    decode: str = "draft"
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.decode not in DECODE_MODES:
+            raise FeatkitError(f"--decode should be one of {', '.join(DECODE_MODES)}; got {self.decode!r}.")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"--precision should be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
         if self.augment < 0:
@@ -104,7 +111,8 @@ def resolve_backbone(opts: ExtractOptions) -> BackboneSpec:
 
 def _slug(spec: BackboneSpec, opts: ExtractOptions) -> str:
     crop = "-box" if opts.crop_box else ""
-    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}"
+    full = "-fulldecode" if opts.decode == "full" else ""  # draft (the default) keeps the folder names it had
+    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}{full}"
 
 
 def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
@@ -153,7 +161,8 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
 def _job_identity(prep: Prepared, spec: BackboneSpec, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     return {
         "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
-        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "decode": opts.decode,
+        "dtype": opts.dtype, "seed": opts.seed,
         "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
         "rows": len(job.rows),
     }
@@ -181,8 +190,17 @@ class _Decoder:
             return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
 
         images, failures = load_images(self.read, [self.paths[r] for r in rows], self.size, self.opts.resize,
-                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool)
+                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool,
+                                       decode=self.opts.decode)
         return images, [(indices[f.index], str(f)) for f in failures]
+
+
+def decode_rows(prep: Prepared, rows: np.ndarray, size: int, opts: ExtractOptions) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """uint8 photos (len(rows), size, size, 3) of manifest `rows`, decoded exactly as the plain view decodes them;
+    failures [(index, message)] leave a row of zeros."""
+    job = ViewJob("plain", np.asarray(rows), np.zeros(len(rows), np.int64), None, Path("plain.h5"))
+    with ThreadPoolExecutor(opts.threads or default_threads()) as pool:
+        return _Decoder(prep, job, size, opts, pool).batch(range(len(rows)))
 
 
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -195,29 +213,52 @@ def _chunk_file(partial: Path, k: int) -> Path:
 
 
 def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache", quiet: bool = False,
-            log: Callable[[str], None] | None = None) -> list[ViewResult]:
+            log: Callable[[str], None] | None = None, backbone=None,
+            on_progress: Callable[[int], None] | None = None) -> list[ViewResult]:
+    """Extract every view `opts` asks for (or one shard of each). `backbone`: one already built from `opts`
+    (reused across calls, e.g. by a Ray actor); `on_progress(n)` is called as each batch of n photos is done."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     spec = resolve_backbone(opts)
     out_dir = Path(cache_dir) / "features" / prep.key / _slug(spec, opts)
     _say_if_dataset_changed(prep, out_dir, log)
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
-    backbone = None
     for job in jobs:
-        want = _job_identity(prep, spec, opts, job)
-        target = _shard_path(job.path, opts.shard)
+        target = shard_path(job.path, opts.shard)
+        done = cached_result(prep, opts, job, spec)
+        if done is not None:
+            results.append(done)
+            continue
         if target.exists():
-            meta = read_meta(target)
-            if meta.identity == want:
-                results.append(ViewResult(job.name, str(target), "up to date", meta.photos, meta.seconds,
-                                          meta.photos_per_second, meta.failures))
-                continue
             log(f"{target} was made from a different dataset, manifest or options: extracting it again")
             target.unlink()
         if backbone is None:
             backbone = _build_backbone(opts, spec)
-        results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log))
+        want = _job_identity(prep, spec, opts, job)
+        results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log, on_progress))
     return results
+
+
+def cached_result(prep: Prepared, opts: ExtractOptions, job: ViewJob,
+                  spec: BackboneSpec | None = None) -> ViewResult | None:
+    """The result of a view (or of its shard `opts.shard`) whose file is complete and was made with these
+    options; None when it must be extracted."""
+    target = shard_path(job.path, opts.shard)
+    if not target.exists():
+        return None
+    meta = read_meta(target)
+    if meta.identity != _job_identity(prep, spec or resolve_backbone(opts), opts, job):
+        return None
+    return ViewResult(job.name, str(target), "up to date", meta.photos, meta.seconds, meta.photos_per_second,
+                      meta.failures)
+
+
+def photos_to_extract(job: ViewJob, shard: tuple[int, int] | None) -> int:
+    """Photos of one view (or of one shard of it) whose chunks are not saved yet."""
+    n = len(job.rows)
+    partial = _partial_dir(job)
+    return sum(min(n, (k + 1) * CHUNK) - k * CHUNK for k in _chunk_ids(n, shard)
+               if not _chunk_file(partial, k).exists())
 
 
 def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
@@ -231,6 +272,11 @@ def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
             return
 
 
+def build_backbone(opts: ExtractOptions):
+    """The backbone `opts` names, built once (Keras models import TensorFlow here)."""
+    return _build_backbone(opts, resolve_backbone(opts))
+
+
 def _build_backbone(opts: ExtractOptions, spec: BackboneSpec):
     from .backbones import get_backbone
 
@@ -238,17 +284,23 @@ def _build_backbone(opts: ExtractOptions, spec: BackboneSpec):
                         batch_size=opts.batch_size)
 
 
-def _shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
+def shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
+    """The file `extract --shard i/n` writes for the view whose complete file is `path`."""
     return path if shard is None else path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}.h5")
 
 
+def _partial_dir(job: ViewJob) -> Path:
+    return job.path.with_name(job.path.stem + ".partial")
+
+
 def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, target: Path,
-              quiet: bool, log) -> ViewResult:
-    partial = job.path.with_name(job.path.stem + ".partial")
+              quiet: bool, log, on_progress: Callable[[int], None] | None = None) -> ViewResult:
+    partial = _partial_dir(job)
     state_file = partial / "identity.json"
-    if partial.exists() and (not state_file.exists() or read_json(state_file) != identity):
+    # shards of one view may run at once and share this folder: only a recorded different identity clears it
+    if partial.exists() and state_file.exists() and read_json(state_file) != identity:
         log(f"{partial} holds chunks of a different extraction: starting that view afresh")
-        shutil.rmtree(partial)
+        shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, exist_ok=True)
     if not state_file.exists():
         write_json(state_file, identity)
@@ -277,12 +329,15 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
             feats.append(backbone(images).astype(opts.dtype))
             fails.extend(errors)
             bar.update(len(rows))
+            if on_progress is not None:
+                on_progress(len(rows))
             if j + 1 == len(work) or work[j + 1][0] != k:
                 _save_chunk(partial, k, np.concatenate(feats), fails)
                 feats, fails = [], []
     seconds = time.perf_counter() - started
-    prior = read_json(partial / "seconds.json") if (partial / "seconds.json").exists() else 0.0
-    write_json(partial / "seconds.json", prior + seconds)
+    seconds_file = partial / ("seconds.json" if opts.shard is None else "seconds-shard-{}-of-{}.json".format(*opts.shard))
+    prior = read_json(seconds_file) if seconds_file.exists() else 0.0
+    write_json(seconds_file, prior + seconds)
     return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log)
 
 
@@ -314,11 +369,13 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         backbone=backbone.spec, size=backbone.size, view=job.name,
         view_params=job.perturbation.to_dict() if job.perturbation else None, classes=prep.classes,
         dataset=prep.key, fingerprint=prep.fingerprint, manifest=str(prep.manifest_path), resize=opts.resize,
-        crop_box=opts.crop_box, dtype=opts.dtype, photos=int(len(rows)), rows_total=n, seconds=round(seconds, 3),
-        photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
+        crop_box=opts.crop_box, decode=opts.decode, dtype=opts.dtype, photos=int(len(rows)), rows_total=n,
+        seconds=round(seconds, 3), photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failures=failures,
         shard=list(opts.shard) if opts.shard else None, final_name=job.path.name, identity=identity,
-        featkit_version=__version__, extra={"data": str(prep.dataset.source.path)})
+        featkit_version=__version__,
+        extra={"data": str(prep.dataset.source.path),
+               "onnxruntime_session": getattr(backbone, "session_settings", None)})
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,
                 dtype=opts.dtype, row=idx)
@@ -333,11 +390,13 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
 
 
 def _all_shards_present(path: Path, shard: tuple[int, int]) -> bool:
-    return all(_shard_path(path, (i, shard[1])).exists() for i in range(shard[1]))
+    return all(shard_path(path, (i, shard[1])).exists() for i in range(shard[1]))
 
 
-def merge(shard_files: list[Path], out: Path | None = None) -> Path:
-    """Join the shard files of one view (from `extract --shard i/n`) into the complete cache file."""
+def merge(shard_files: list[Path], out: Path | None = None, seconds: float | None = None,
+          extra: dict[str, Any] | None = None) -> Path:
+    """Join the shard files of one view (from `extract --shard i/n`) into the complete cache file.
+    seconds: the time the whole job took (default: the shards' times added up); extra: keys for meta.extra."""
     if not shard_files:
         raise FeatkitError("featkit merge needs the shard files of one view (…/plain.shard-0-of-4.h5 and its siblings).")
     sets = [read_cache(p) for p in shard_files]
@@ -355,11 +414,11 @@ def merge(shard_files: list[Path], out: Path | None = None) -> Path:
         raise FeatkitError(f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again.")
     row = np.concatenate([s.row for s in sets])
     order = np.argsort(row, kind="stable")
-    seconds = round(sum(m.seconds or 0.0 for m in metas), 3)
+    seconds = round(sum(m.seconds or 0.0 for m in metas) if seconds is None else seconds, 3)
     meta = metas[0].replace(
         shard=None, photos=int(len(row)), seconds=seconds, failures=[f for m in metas for f in m.failures],
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), photos_per_second=round(len(row) / seconds, 2) if seconds else None,
-        extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files]})
+        extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files], **(extra or {})})
     cat = lambda xs: np.concatenate(xs)[order]  # noqa: E731
     out = out or Path(shard_files[0]).with_name(meta.final_name)
     write_cache(out, cat([s.features for s in sets]), cat([s.labels for s in sets]), cat([s.split for s in sets]),
