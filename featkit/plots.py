@@ -1,6 +1,6 @@
 """Plots of a run's scores, drawn with matplotlib's object API (no pyplot state, safe in threads): the confusion
 matrix, and the report's helpers and charts: figures, atomic saves, axes that never collapse around one point,
-training curves, robustness and reliability.
+training curves and robustness.
 
 Every plot function returns the path it wrote, or None when it had no data (a plot is then left out, never drawn
 empty).
@@ -155,28 +155,5 @@ def plot_sensitivity(table, path: str | Path) -> Path | None:
     return save_png(fig, path)
 
 
-def plot_reliability(bins, path: str | Path, title: str = "") -> Path | None:
-    """Reliability diagram from reliability.csv (bin_lower, bin_upper, confidence, accuracy, count): accuracy of
-    each confidence bin against the diagonal of perfect calibration; None when no bin holds a photo."""
-    bins = bins[bins["count"] > 0] if "count" in bins.columns else bins
-    if len(bins) == 0:
-        return None
-    lower, upper = bins["bin_lower"].to_numpy(float), bins["bin_upper"].to_numpy(float)
-    fig, (ax,) = new_figure(4.2, 4.0, dpi=100)
-    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfect calibration")
-    ax.bar(lower, bins["accuracy"].to_numpy(float), width=upper - lower, align="edge", alpha=0.75,
-           edgecolor="white", label="accuracy in the bin")
-    ax.plot(bins["confidence"].to_numpy(float), bins["accuracy"].to_numpy(float), "o", color="C3", ms=4,
-            label="mean confidence of the bin")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    percent_axis(ax, "x")
-    percent_axis(ax, "y")
-    ax.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", title=title or "reliability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    return save_png(fig, path)
-
-
-__all__ = ["plot_confusion", "new_figure", "save_png", "keep_span", "percent_axis", "history_x", "plot_history", "plot_sensitivity",
-           "plot_reliability"]
+__all__ = ["plot_confusion", "new_figure", "save_png", "keep_span", "percent_axis", "history_x", "plot_history",
+           "plot_sensitivity"]

@@ -81,7 +81,7 @@ def _calibration(run: Run, m: RunMetrics) -> str:
     if not isinstance(cal, dict) and not rel.exists():
         return ""
     out = ["<h2>Calibration</h2>"]
-    title = "reliability"
+    title = run.id
     if isinstance(cal, dict):
         t = cal.get("temperature")
         out.append(f"<p>Temperature scaling fitted on the valid split: T = {esc(num(t, 3))}. "
@@ -92,23 +92,26 @@ def _calibration(run: Run, m: RunMetrics) -> str:
                 for name, part in (("before", cal.get("before")), ("after", cal.get("after"))) if isinstance(part, dict)]
         out.append(table(cols, rows))
         if not missing(t):
-            title = f"reliability after temperature scaling (T = {float(t):.2f})"
-    if rel.exists():
-        png = _fresh_plot(run.path / RELIABILITY_PNG, (rel, run.path / "metrics.json"),
-                          lambda dst: _reliability_png(rel, dst, title))
-        if png:
-            out.append(f'<img class="plot" src="{RELIABILITY_PNG}" alt="reliability diagram" width="420">'
-                       '<p class="note">Each bar: the accuracy of the test photos whose top-1 probability falls in '
-                       "the bin; on the dashed diagonal the probabilities mean what they say.</p>")
+            title = f"{run.id}  T = {float(t):.3g}"
+    # the diagram calibration drew beside its table; drawn here (same function) when only the table is there
+    png = "reliability.png" if (run.path / "reliability.png").exists() else RELIABILITY_PNG
+    if rel.exists() and (png == "reliability.png" or _fresh_plot(run.path / png, (rel, run.path / "metrics.json"),
+                                                                  lambda dst: _reliability_png(rel, dst, title))):
+        out.append(f'<img class="plot" src="{png}" alt="reliability diagram" width="420">'
+                   '<p class="note">Each bar: the accuracy of the test photos whose top-1 probability falls in '
+                   "the bin; on the dashed diagonal the probabilities mean what they say.</p>")
     return "\n".join(out)
 
 
 def _reliability_png(src: Path, dst: Path, title: str):
     import pandas as pd
 
-    from .plots import plot_reliability
+    from .calibration import RELIABILITY_COLUMNS, plot_reliability
 
-    return plot_reliability(pd.read_csv(src), dst, title)
+    table = pd.read_csv(src)
+    if not set(RELIABILITY_COLUMNS) <= set(table.columns) or not (table["count"] > 0).any():
+        return None
+    return plot_reliability({c: table[c].to_numpy(float) for c in RELIABILITY_COLUMNS}, dst, title=title)
 
 
 def _curves(run: Run) -> str:

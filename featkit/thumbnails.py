@@ -65,13 +65,15 @@ class RunPhotos:
         out = []
         for image_id, label in items:
             rec = index[thumb_name(image_id, label)]
-            out.append(Thumb(image_id, label, f"{THUMBS_DIR}/{thumb_name(image_id, label)}" if not rec["problem"] else None,
-                             rec["file"], rec["problem"]))
+            problem = rec.get("problem", "")
+            out.append(Thumb(image_id, label, None if problem else f"{THUMBS_DIR}/{thumb_name(image_id, label)}",
+                             rec.get("file", image_id), problem))
         return out
 
     def _usable(self, rec: dict | None) -> bool:
         """A recorded thumbnail whose JPEG is still there; failures are tried again (the photo may be back)."""
-        return bool(rec) and not rec.get("problem") and (self.dir / rec["name"]).exists()
+        return (isinstance(rec, dict) and isinstance(rec.get("name"), str) and not rec.get("problem")
+                and (self.dir / rec["name"]).exists())
 
     def _read_index(self) -> dict[str, dict]:
         if self._index is None:

@@ -1,8 +1,9 @@
 """A small REAL report for the HTML report tests: the `mini` photos (4 Food-101 classes x 20) extracted with the
 real MobileNetV2 ONNX graph at 64 px, a logreg head and a LightGBM head fitted through the command line (two runs
-with different scores, the LightGBM one with a history), the robustness table of the logreg run, the logreg
-run's own calibration files (metrics.json `ece`, `brier`, `calibration`, reliability.csv), the LightGBM run made
-to look like one from before calibration, and a CNN run folder without photo-level results. Then `featkit report`.
+with different scores, the LightGBM one with a history), the robustness table of the logreg run, and a CNN run
+folder without photo-level results. fit-head calibrates both heads (metrics.json `ece`, `brier`, `calibration`;
+reliability.csv and .png); the LightGBM run is then stripped of them, as a run made before featkit calibrated.
+Then `featkit report`.
 
 Also: finding Chromium and its driver for the browser tests.
 """
@@ -64,11 +65,13 @@ def build_report_workspace(root: Path, mini: Path, onnx: Path) -> ReportWorkspac
 
 
 def strip_calibration(run: Run) -> None:
-    """Make a run look like one fitted before calibration existed: no calibration keys, no reliability files."""
-    metrics = {k: v for k, v in run.read_json("metrics.json").items() if k not in ("ece", "brier", "calibration")}
+    """Remove what calibration adds to a run folder (metrics keys and the reliability files)."""
+    metrics = run.read_json("metrics.json")
+    for key in ("ece", "brier", "calibration", "temperature"):
+        metrics.pop(key, None)
     run.write_json("metrics.json", metrics)
     for name in ("reliability.csv", "reliability.png"):
-        (run.path / name).unlink()
+        (run.path / name).unlink(missing_ok=True)
 
 
 def copy_workspace(ws: ReportWorkspace, dest: Path) -> ReportWorkspace:

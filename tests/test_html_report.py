@@ -63,7 +63,8 @@ def test_run_page_sections_follow_the_run_files(report_workspace):
     assert f"T = {metrics['calibration']['temperature']:.3f}" in cal
     for part in ("before", "after"):
         assert f">{metrics['calibration'][part]['ece']:.4f}</td>" in cal
-    assert 'src="report-reliability.png"' in cal and (ws.run(ws.logreg) / "report-reliability.png").exists()
+    assert 'src="reliability.png"' in cal  # the diagram fit-head drew
+    assert not (ws.run(ws.logreg) / "report-reliability.png").exists()
     robust = section(logreg, "Robustness")
     assert len(re.findall(r"<tr>", robust)) == 1 + 4  # header + plain and the three cached views
     assert (ws.run(ws.logreg) / "report-robustness.png").exists()
@@ -73,6 +74,14 @@ def test_run_page_sections_follow_the_run_files(report_workspace):
     assert "<h2>Calibration</h2>" not in lgbm and "<h2>Robustness</h2>" not in lgbm
     cnn = page(ws, ws.cnn)
     assert "No photo-level results" in cnn and promised(cnn) == 0 and "<h2>Training curves</h2>" in cnn
+
+
+def test_a_reliability_table_without_its_diagram_gets_one_drawn(report_workspace, tmp_path):
+    ws = copy_workspace(report_workspace, tmp_path)
+    (ws.run(ws.logreg) / "reliability.png").unlink()
+    build_report(ws.reports)
+    assert 'src="report-reliability.png"' in section(page(ws, ws.logreg), "Calibration")
+    assert (ws.run(ws.logreg) / "report-reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("which", ["logreg", "lightgbm"])
@@ -189,3 +198,14 @@ def test_report_command_ends_with_the_index_path(report_workspace):
     out = fk("report", "--reports", report_workspace.reports, "--quiet").strip().splitlines()
     assert out[-1] == f"open in a browser: {(report_workspace.reports / 'index.html').resolve()}"
     assert any(line.startswith("results_md ") for line in out)
+
+
+def test_a_damaged_thumbnail_index_only_costs_remaking_them(report_workspace, tmp_path):
+    ws = copy_workspace(report_workspace, tmp_path)
+    thumbs = ws.run(ws.logreg) / "thumbs"
+    expected = promised(page(ws, ws.logreg))
+    (thumbs / "index.json").write_text('{"0ff8": {"problem": "", "na')  # damaged (e.g. edited by hand)
+    build_report(ws.reports)
+    html = page(ws, ws.logreg)
+    assert promised(html) == len(figures(html)) == expected and "photo unavailable" not in html
+    assert len(json.loads((thumbs / "index.json").read_text())) == len(list(thumbs.glob("*.jpg")))
