@@ -94,8 +94,8 @@ def render_study_vs_featkit(rows: Sequence[dict[str, Any]]) -> str:
     """The study-vs-featkit section of the index: one table row per dict, columns in the order the keys first
     appear (underscores shown as spaces; numbers with up to 4 significant digits; None as a dash).
 
-    This is where the lead wires in the rows of CNN preset runs (the cnn package's public function) through
-    `featkit.report.build_report(study_rows=...)`; an empty list leaves the section out.
+    `featkit.report.build_report` passes the rows of `featkit.cnn.study.study_comparison`; an empty list leaves the
+    section out.
     """
     if not rows:
         return ""

@@ -26,14 +26,14 @@ MAX_CURVES = 10
 PLOTS = ("training_curves", "accuracy_vs_size", "time_vs_size")
 
 
-def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
-                 study_rows: list[dict] | None = None) -> dict[str, Path]:
+def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> dict[str, Path]:
     """Regenerate the report files; returns {"index_html", "results_md", "results_csv"} -> path, plus
     "training_curves", "accuracy_vs_size", "time_vs_size" for the plots that have data (a plot without data is
-    not written, and an old copy of it is removed). `study_rows`: rows of the study-vs-featkit table of the
-    HTML index (see featkit.html_report.render_study_vs_featkit)."""
+    not written, and an old copy of it is removed). Runs of the study's CNN presets also get the study-vs-featkit
+    table (featkit.cnn.study), in results.md and in index.html."""
     import pandas as pd
 
+    from .cnn.study import study_comparison, study_section
     from .html_report import build_html_report
 
     reports = Path(reports)
@@ -63,8 +63,6 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
              "seconds are wall-clock (extract: building the feature cache; fit: training the head or network). "
              "The same with photos, per-run pages and sortable columns: [index.html](index.html).", ""]
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
-    from .cnn.study import study_section
-
     section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
     lines += [section, ""] if section else []
     lines += ["## Incomplete runs", ""]
@@ -78,7 +76,7 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
     write_text(paths["results_md"], "\n".join(lines))
 
     paths["index_html"] = build_html_report(reports, rows, incomplete, plots=[paths[n] for n in drawn],
-                                            study_rows=study_rows, quiet=quiet)
+                                            study_rows=study_comparison(reports).to_dict("records"), quiet=quiet)
     return {"index_html": paths.pop("index_html"), **paths}
 
 

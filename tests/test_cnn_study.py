@@ -272,7 +272,10 @@ def test_report_puts_study_beside_featkit_with_the_robustness_remark(tmp_path):
     assert (row["study_top1"], row["featkit_top1"], row["study_s_per_epoch"], row["featkit_s_per_epoch"]) == \
         (9.65, 10.0, "132-136", 130.0)
     assert row["differs"] == ""  # the study's row, on its dataset
-    md = build_report(reports)["results_md"].read_text()
+    paths = build_report(reports)
+    md = paths["results_md"].read_text()
+    index = paths["index_html"].read_text()
+    assert "The study vs featkit" in index and applied.id in index.split("The study vs featkit")[1]
     section = md.split("## Study vs featkit")[1].split("## Incomplete")[0]
     assert ROBUSTNESS_REMARK in section and "21.7285" in section
     mine = section.split(f"Run `{applied.id}`")[1].split("Run `")[0]
