@@ -31,7 +31,7 @@ def hand_written(plain: Path) -> dict:
 
     from featkit.cache import read_cache
     from featkit.calibration import ece, log_loss
-    from featkit.evaluate import topk_accuracy
+    from featkit.metrics import topk_accuracy
 
     data = read_cache(plain)
     fit = np.isin(data.split, ["train", "valid"])

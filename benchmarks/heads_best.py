@@ -72,7 +72,7 @@ def baseline(paths: list[Path]) -> dict:
     from threadpoolctl import threadpool_limits
 
     from featkit.combine import concat_caches
-    from featkit.evaluate import log_loss, topk_accuracy
+    from featkit.metrics import log_loss, topk_accuracy
 
     fs = concat_caches(paths)
     train = fs.split != "test"  # the official training photos: featkit's train + valid

@@ -299,20 +299,21 @@ def sweep_cmd(
     tta: str = typer.Option("off", "--tta", help="Mirrored test-time view (`extract --tta flip`): off, on, or both (each candidate with and without)."),
     ensemble: int = typer.Option(0, "--ensemble", help="Also average the best 2..N runs by validation top-1 into ensembles."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates fitted at the same time (joblib processes)."),
-    engine: str = typer.Option("local", "--engine", help="Where candidates run: local (this machine)."),
+    engine: str = typer.Option("local", "--engine", help="Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; caches and --reports on a shared folder; needs pip install -e \".[ray]\")."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here."),
     name: str = typer.Option("sweep", "--name", help="Name in the sweep's id: reports/sweeps/<time>-<name>/."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, reports: Path = ReportsOpt,
     json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
-    from .evaluate import markdown_table
     from .sweep import plan, sweep, table
+    from .tables import markdown_table
 
     pool = _locate_all(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
     candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
     result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
-                   quiet=quiet or json_out)
+                   quiet=quiet or json_out, address=address)
     if json_out:
         return _print_json({"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows})
     typer.echo(markdown_table(table(result.rows, compact=True)))

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 from .errors import FeatkitError
 from .runs import DEFAULT_REPORTS
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 TABLE_COLUMNS = ("candidate", "kind", "head", "params", "caches", "tta", "valid_top1", "valid_top5", "top1", "top5",
                  "log_loss", "ece", "fit_seconds", "seconds", "run", "selected", "error")
 
@@ -175,21 +175,30 @@ def run_candidate(task: tuple[Candidate, str, int]) -> dict:
 
 
 def run_candidates(candidates: Sequence[Candidate], jobs: int = 1, engine: str = "local",
-                   reports: str | Path = DEFAULT_REPORTS, seed: int = 0, quiet: bool = False) -> list[dict]:
+                   reports: str | Path = DEFAULT_REPORTS, seed: int = 0, quiet: bool = False,
+                   address: str | None = None) -> list[dict]:
     """Fit every candidate and return their table rows in the candidates' order.
 
-    engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). Other engines
-    (e.g. a Ray cluster) plug in here, mapping `run_candidate` over the same tasks.
+    engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). engine "ray":
+    Ray actors (`address`: the cluster, see featkit.ray_engine.ray_session; `jobs` > 1: that many actors), each
+    reading the caches and writing its run folder at the same paths, so those must be on a shared folder.
     """
     if engine not in ENGINES:
-        raise FeatkitError(f"sweep engine {engine!r} is not available in this featkit: use --engine local.")
+        raise FeatkitError(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
     if jobs < 1:
         raise FeatkitError(f"--jobs should be 1 or more; got {jobs}.")
+    tasks = [(c, str(reports), seed) for c in candidates]
+    if engine == "ray":
+        from .ray_engine import run_tasks
+
+        return run_tasks(run_candidate, tasks, address=address, workers=jobs if jobs > 1 else None, desc="sweep",
+                         unit="candidates", quiet=quiet, name=lambda t: f"{t[0].head} {t[0].params}")
+    if address:
+        raise FeatkitError("--address applies to --engine ray only.")
     from joblib import Parallel, delayed
 
     from .progress import Progress
 
-    tasks = [(c, str(reports), seed) for c in candidates]
     rows = []
     with Progress(len(tasks), "sweep", unit="candidates", quiet=quiet, every=0.0) as bar:
         for row in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_candidate)(t) for t in tasks):
@@ -199,7 +208,8 @@ def run_candidates(candidates: Sequence[Candidate], jobs: int = 1, engine: str =
 
 
 def sweep(candidates: Sequence[Candidate], jobs: int = 1, engine: str = "local", ensemble: int = 0,
-          name: str = "sweep", reports: str | Path = DEFAULT_REPORTS, seed: int = 0, quiet: bool = False) -> SweepResult:
+          name: str = "sweep", reports: str | Path = DEFAULT_REPORTS, seed: int = 0, quiet: bool = False,
+          address: str | None = None) -> SweepResult:
     """Run the candidates, add ensembles of the best 2..`ensemble` runs by validation top-1, choose the row with
     the best validation top-1 (then top-5), and write reports/sweeps/<id>/sweep.csv, sweep.md and sweep.json."""
     from .fileio import write_json
@@ -210,7 +220,7 @@ def sweep(candidates: Sequence[Candidate], jobs: int = 1, engine: str = "local",
     sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
     write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
 
-    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet)
+    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
     rows += ensemble_rows(rows, ensemble, reports, quiet)
     selected = select(rows)
     for r in rows:
@@ -274,7 +284,7 @@ def table(rows: Sequence[dict], compact: bool = False):
 
 
 def write_table(rows: Sequence[dict], folder: Path) -> None:
-    from .evaluate import markdown_table
+    from .tables import markdown_table
     from .fileio import atomic_path, write_text
 
     with atomic_path(folder / "sweep.csv") as tmp:

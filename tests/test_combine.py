@@ -179,8 +179,8 @@ def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
     assert params == {"logreg": {"C": ["0.1", "1"], "max_iter": ["200"]}}
     cands = grid(params, sets[:1], [None, "flip"])
     assert [(c.params["C"], c.tta) for c in cands] == [("0.1", None), ("1", None), ("0.1", "flip"), ("1", "flip")]
-    with pytest.raises(FeatkitError, match="engine 'ray' is not available"):
-        run_candidates(cands, engine="ray", reports=tmp_path)
+    with pytest.raises(FeatkitError, match="--engine 'spark': use local or ray"):
+        run_candidates(cands, engine="spark", reports=tmp_path)
     with pytest.raises(FeatkitError, match="has a parameter 'hidden'"):
         parse_param_grid(["hidden=0"], ["logreg"])
     result = sweep(cands[:2], ensemble=2, reports=tmp_path, quiet=True)

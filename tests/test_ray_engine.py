@@ -182,3 +182,17 @@ def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
         proc = subprocess.run(base + extra, capture_output=True, text=True)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(says)
+
+
+@pytest.mark.slow
+def test_a_sweep_on_ray_picks_what_the_local_sweep_picks(ray_cluster, caches, tmp_path):
+    """The same candidates fitted by Ray actors and by this process: the same scores, the same choice."""
+    from featkit.sweep import Candidate, sweep
+
+    cands = [Candidate("logreg", {"C": c, "max_iter": 300}, (str(caches.plain),)) for c in (0.001, 0.1, 10.0)]
+    local = sweep(cands, reports=tmp_path / "local", quiet=True)
+    on_ray = sweep(cands, engine="ray", jobs=2, reports=tmp_path / "ray", quiet=True)
+    assert on_ray.selected["candidate"] == local.selected["candidate"]
+    for a, b in zip(local.rows, on_ray.rows):
+        assert (a["candidate"], a["valid_top1"], a["top1"]) == (b["candidate"], b["valid_top1"], b["top1"])
+    assert len(list((tmp_path / "ray" / "runs").iterdir())) == 3  # each actor wrote its run folder
