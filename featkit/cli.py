@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog="Exit codes: 0 done; 1 a failed run or bad data (one 'error:' line naming the file or option); "
+    "2 a usage error (unknown option, wrong type); 130 interrupted (run the same command again to resume).",
 )
 data_app = typer.Typer(help="Inspect a dataset: layout, classes, splits, duplicates, unreadable photos.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -28,6 +30,25 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress display.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages for datasets without an official split.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the split (and of everything random downstream).")
+RescanOpt = typer.Option(False, "--rescan", help="Decode every photo again instead of trusting the cached scan "
+                         "(e.g. after replacing photos in place); manifests are rebuilt if anything changed.")
+MaxPixelsOpt = typer.Option(None, "--max-pixels", envvar="FEATKIT_MAX_PIXELS", help="Largest photo decoded, in "
+                            "pixels (default 64,000,000); larger ones are reported unreadable, larger files not read.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"featkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print featkit's version and exit.")) -> None:
+    """featkit: image-classification experiments on foldered photo collections. Extract backbone features once,
+    then fit heads, evaluate, test robustness and report in minutes."""
 
 
 def _print_json(obj) -> None:
@@ -42,16 +63,25 @@ def _print_run(run, json_out: bool) -> None:
     typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  fit {m.get('fit_seconds', 0):.1f} s  -> {run.path}")
 
 
-def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool):
+def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool, rescan: bool = False,
+             reports: Optional[Path] = None):
     from .data import SplitConfig, prepare
 
-    return prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet)
+    return prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet, rescan=rescan,
+                   exclude=(reports or Path("reports"),))
+
+
+def _limits(max_pixels: Optional[int]) -> None:
+    from .data.images import set_max_pixels
+
+    set_max_pixels(max_pixels)
 
 
 @data_app.command("summary")
 def data_summary(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    rescan: bool = RescanOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
     """Layout, classes with names, photos per class, split sizes, duplicates, unreadable files, image sizes.
 
@@ -59,24 +89,27 @@ def data_summary(
     """
     from .data.summary import format_summary, summarize
 
-    s = summarize(_prepare(path, cache, split, seed, quiet))
+    _limits(max_pixels)
+    s = summarize(_prepare(path, cache, split, seed, quiet, rescan))
     _print_json(s) if json_out else typer.echo(format_summary(s))
 
 
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
-    cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
-    """Decode every photo and list those that fail. Exits 1 when any photo is unreadable."""
+    """Decode every photo (always afresh, never from the cached scan) and list those that fail. Exits 1 when any
+    photo is unreadable."""
     from .data import dataset_dir
     from .data.layouts import detect
     from .data.scan import scan_dataset
     from .data.source import open_source
 
-    source = open_source(path, cache)
+    _limits(max_pixels)
+    source = open_source(path, cache, exclude=(Path("reports"),))
     ds = detect(source)
-    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache), quiet=quiet)
+    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache), quiet=quiet, rescan=True)
     bad = scan[scan["error"] != ""]
     result = {"path": str(path), "photos": len(scan), "unreadable": [{"path": r.path, "error": r.error} for r in bad.itertuples()]}
     if json_out:
@@ -126,6 +159,7 @@ def extract_cmd(
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    rescan: bool = RescanOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
     """Run a pretrained backbone over every photo once and cache pooled features to HDF5 under cache/.
 
@@ -137,13 +171,19 @@ def extract_cmd(
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
                           shard=parse_shard(shard), seed=seed, threads=threads)
-    prep = _prepare(data, cache, split, seed, quiet)
+    _limits(max_pixels)
+    prep = _prepare(data, cache, split, seed, quiet, rescan)
     results = extract(prep, opts, cache_dir=cache, quiet=quiet)
+    from .data.summary import unreadable_note
+
+    left_out = unreadable_note(prep, data)
     if json_out:
         return _print_json([r.__dict__ for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
         typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}")
+    if left_out:
+        typer.echo(left_out)
 
 
 @app.command("merge")
@@ -318,13 +358,18 @@ def predict_cmd(
 def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int], resume: Optional[str],
                split: str, seed: int, cache: Path, reports: Path, quiet: bool):
     from .cnn import get_preset, train_cnn
+    from .cnn.resume import check_resume
     from .data.arrays import decoded_arrays, subset_rows
     from .runs import load_run, new_run
 
     cfg = get_preset(preset, **overrides)
-    prep = _prepare(data, cache, split, seed, quiet)
+    prep = _prepare(data, cache, split, seed, quiet, reports=reports)
     rows = subset_rows(prep, per_class)
     resize = overrides.get("resize") or "stretch"
+    extra = {"dataset": prep.key, "fingerprint": prep.fingerprint, "data": str(data), "resize": resize,
+             "per_class": per_class, "manifest": str(prep.manifest_path)}
+    if resume:
+        check_resume(load_run(resume, reports), cfg, extra, seed)
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()
@@ -335,8 +380,6 @@ def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int
                                "use more photos per class or another --split.")
     y = m["label"].to_numpy()
     run = load_run(resume, reports) if resume else new_run(f"cnn-{cfg.name}", reports)
-    extra = {"dataset": prep.key, "fingerprint": prep.fingerprint, "data": str(data), "resize": resize,
-             "per_class": per_class, "manifest": str(prep.manifest_path)}
     return train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
                      x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
                      extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
@@ -455,15 +498,41 @@ def series_cmd(
         raise typer.Exit(1)
 
 
-def main() -> None:
+INTERRUPTED = "interrupted: run the same command again to resume where it stopped."
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The `featkit` entry point: exit 0 on success, 1 for a failed run or bad data (one `error:` line),
+    2 for a usage error (as click does), 130 when interrupted (Ctrl-C)."""
+    import signal
+
+    interrupted = []
+
+    def on_sigint(signum, frame):  # typer turns KeyboardInterrupt into a silent exit 130: note it to say so
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    code: int | str | None = 0
     try:
-        app()
+        app(args=argv, prog_name="featkit")
+    except SystemExit as e:  # click's own exits: 0, 2 for usage errors, typer.Exit codes
+        code = e.code
     except FeatkitError as e:
         sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
+        code = 1
     except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted: run the same command again to resume where it stopped.\n")
-        sys.exit(130)
+        interrupted.append(signal.SIGINT)
+    except MemoryError:
+        sys.stderr.write("error: out of memory: use a smaller --size, --batch-size or --per-class, or free memory.\n")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        sys.stderr.write(f"\n{INTERRUPTED}\n")
+        code = 130
+    sys.stdout.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ temporary name and renamed, so a file at the final path is always complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -25,14 +27,20 @@ import numpy as np
 
 from . import __version__
 from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
-from .cache import read_cache, read_meta, write_cache
+from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
-from .data.images import ImageDecodeError, decode_image, default_threads
-from .errors import FeatkitError
-from .fileio import atomic_path, read_json, write_json
+from .data.images import ImageDecodeError, check_resize, decode_image, default_threads
+from .errors import DamagedFileError, FeatkitError
+from .fileio import atomic_path, load_npz, read_json, write_json
+from .locks import exclusive
+from .resources import available_memory_bytes
 from .progress import Progress
 
 CHUNK = 1024
+MAX_SIZE = 4096  # no backbone is run above this; memory is checked below it
+# bytes per input pixel a forward pass may hold at its peak, an upper estimate: VGG16's first two convolutions keep
+# 2 x 64 float32 channels per input pixel (512 B), plus the float32 input and the decoded uint8 batches
+BYTES_PER_PIXEL = 576
 
 
 @dataclass
@@ -56,6 +64,19 @@ class ExtractOptions:
     threads: int | None = None
 
     def __post_init__(self):
+        check_resize(self.resize)
+        if self.pooling not in ("avg", "max"):
+            raise FeatkitError(f"--pooling {self.pooling!r} should be avg or max.")
+        if self.size is not None and not 8 <= self.size <= MAX_SIZE:
+            raise FeatkitError(f"--size {self.size} should be from 8 to {MAX_SIZE} pixels, e.g. 128 or 224.")
+        if self.threads is not None and self.threads < 1:
+            raise FeatkitError(f"--threads {self.threads} should be 1 or more decoding threads (leave it out for all cores).")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise FeatkitError(f"--batch-size {self.batch_size} should be 1 or more photos per forward pass.")
+        if not (math.isfinite(self.rotation) and 0 <= self.rotation <= 360):
+            raise FeatkitError(f"--rotation {self.rotation} should be a number of degrees from 0 to 360.")
+        if not (math.isfinite(self.shift) and 0 <= self.shift < 1):
+            raise FeatkitError(f"--shift {self.shift} should be a fraction of the side from 0 to below 1, e.g. 0.2.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
         if self.augment < 0:
@@ -105,10 +126,9 @@ def backbone_identity(opts: ExtractOptions) -> dict[str, Any]:
         path = Path(arg)
         if not path.is_file():
             raise FeatkitError(f"{path} does not exist: give the path of an .onnx model or a name from `featkit backbones`.")
-        size = opts.size
-        contract = path.with_suffix(".json")
-        if size is None and contract.is_file():
-            size = int(json.loads(contract.read_text())["input_size"][0])
+        from .backbones.onnx_model import contract_size, read_contract
+
+        size = opts.size or contract_size(read_contract(path))
         if size is None:
             raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
         return {"kind": "onnx", "model": file_identity(path), "name": path.stem, "size": size, "pooling": opts.pooling}
@@ -221,22 +241,68 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
     backbone = None
+    check_memory(ident["size"], opts)
     for job in jobs:
         want = _job_identity(prep, ident, opts, job)
         target = _shard_path(job.path, opts.shard)
-        if target.exists():
-            have = read_meta(target).get("identity")
-            if have == want:
-                meta = read_meta(target)
-                results.append(ViewResult(job.name, str(target), "up to date", meta["photos"], meta["seconds"],
-                                          meta["photos_per_second"], meta.get("failures", [])))
+        with exclusive(out_dir / f".{target.stem}.lock", str(target), log):  # a second identical command waits
+            done = _finished(job.name, target, want, log)
+            if done is not None:
+                results.append(done)
                 continue
-            log(f"{target} was made from a different dataset, manifest or options: extracting it again")
-            target.unlink()
-        if backbone is None:
-            backbone = _build_backbone(opts, ident)
-        results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log))
+            if backbone is None:
+                backbone = _build_backbone(opts, ident)
+            results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log,
+                                     rebuild_command(prep, opts, ident)))
     return results
+
+
+def _finished(view: str, target: Path, want: dict, log) -> ViewResult | None:
+    """The result of an existing, whole cache file of this very extraction; else None (after removing a file that
+    is damaged or was made from something else)."""
+    if not target.exists():
+        return None
+    try:
+        meta = verify_cache(target)
+    except DamagedFileError as e:
+        log(f"{e}: extracting it again")
+        target.unlink()
+        return None
+    if meta.get("identity") != want:
+        log(f"{target} was made from a different dataset, manifest or options: extracting it again")
+        target.unlink()
+        return None
+    return ViewResult(view, str(target), "up to date", meta["photos"], meta["seconds"],
+                      meta["photos_per_second"], meta.get("failures", []))
+
+
+def check_memory(size: int, opts: ExtractOptions) -> None:
+    """Refuse a --size whose batches would not fit in memory, before anything is allocated."""
+    batch = opts.batch_size or 1
+    need = BYTES_PER_PIXEL * batch * size * size
+    avail = available_memory_bytes()
+    if need > avail:
+        fits = int(math.sqrt(avail / (BYTES_PER_PIXEL * batch)))
+        raise FeatkitError(f"--size {size} needs about {need / 2**30:,.1f} GiB per batch of {batch} but "
+                           f"{avail / 2**30:.1f} GiB is available: use --size {fits} or smaller"
+                           + (" or a smaller --batch-size." if batch > 1 else "."))
+
+
+def rebuild_command(prep: Prepared, opts: ExtractOptions, ident: dict) -> str:
+    """The `featkit extract` command that makes this cache again (named when a cache file is found damaged)."""
+    parts = ["featkit extract", f"--data {prep.dataset.source.origin}", f"--backbone {opts.backbone}",
+             f"--size {ident['size']}"]
+    defaults = ExtractOptions()
+    for flag, name in (("--weights", "weights"), ("--pooling", "pooling"), ("--resize", "resize"),
+                       ("--augment", "augment"), ("--rotation", "rotation"), ("--shift", "shift")):
+        if getattr(opts, name) != getattr(defaults, name):
+            parts.append(f"{flag} {getattr(opts, name)}")
+    parts += [flag for flag, on in (("--crop-box", opts.crop_box), ("--float32", opts.dtype == "float32"),
+                                    ("--no-flips", not opts.flips), ("--sensitivity", opts.sensitivity)) if on]
+    if prep.split.key != "70-20-10-s0":
+        parts.append(f"--split {'/'.join(f'{f * 100:g}' for f in (prep.split.train, prep.split.valid, prep.split.test))}"
+                     f" --seed {prep.split.seed}")
+    return " ".join(parts)
 
 
 def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
@@ -261,12 +327,20 @@ def _shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
     return path if shard is None else path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}.h5")
 
 
+def _read_or(path: Path, default):
+    """A small JSON state file of the .partial folder, or `default` when it is missing or damaged."""
+    try:
+        return read_json(path) if path.exists() else default
+    except DamagedFileError:
+        return default
+
+
 def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, target: Path,
-              quiet: bool, log) -> ViewResult:
+              quiet: bool, log, rebuild: str = "") -> ViewResult:
     partial = job.path.with_name(job.path.stem + ".partial")
     state_file = partial / "identity.json"
-    if partial.exists() and (not state_file.exists() or read_json(state_file) != identity):
-        log(f"{partial} holds chunks of a different extraction: starting that view afresh")
+    if partial.exists() and _read_or(state_file, None) != identity:
+        log(f"{partial} holds chunks of a different extraction (or a damaged identity.json): starting that view afresh")
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not state_file.exists():
@@ -274,7 +348,8 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
 
     n = len(job.rows)
     mine = _chunk_ids(n, opts.shard)
-    todo = [k for k in mine if not _chunk_file(partial, k).exists()]
+    bound = _identity_digest(identity)
+    todo = [k for k in mine if not _chunk_usable(partial, k, bound, n, log)]
     status = "resumed" if len(todo) < len(mine) else "extracted"
     if status == "resumed":
         log(f"{job.name}: resuming, {len(mine) - len(todo)} of {len(mine)} chunks already done")
@@ -297,32 +372,73 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
             fails.extend(errors)
             bar.update(len(rows))
             if j + 1 == len(work) or work[j + 1][0] != k:
-                _save_chunk(partial, k, np.concatenate(feats), fails)
+                _save_chunk(partial, k, np.concatenate(feats), fails, bound)
                 feats, fails = [], []
     seconds = time.perf_counter() - started
-    prior = read_json(partial / "seconds.json") if (partial / "seconds.json").exists() else 0.0
+    prior = _read_or(partial / "seconds.json", 0.0)
+    prior = float(prior) if isinstance(prior, (int, float)) else 0.0
     write_json(partial / "seconds.json", prior + seconds)
-    return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log)
+    return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log,
+                     bound, rebuild)
 
 
-def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]]) -> None:
+def _identity_digest(identity: dict) -> str:
+    """Binds a chunk to its extraction: a chunk copied in from another run's .partial/ carries another digest."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]], bound: str) -> None:
+    arrays = {"features": features, "failed_rows": np.array([i for i, _ in failures], np.int64),
+              "failed_msgs": np.array([m for _, m in failures], dtype=str)}
     with atomic_path(_chunk_file(partial, k)) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, features=features, failed_rows=np.array([i for i, _ in failures], np.int64),
-                     failed_msgs=np.array([m for _, m in failures], dtype=str))
+            np.savez(fh, **arrays, chunk=np.array(k), identity=np.array(bound),
+                     checksum=np.array(array_digest({**arrays, "chunk": np.array(k), "identity": np.array(bound)})))
+
+
+def load_chunk(partial: Path, k: int, bound: str, n: int) -> dict[str, np.ndarray]:
+    """Chunk k of a .partial folder, verified: whole (its checksum), of this extraction (identity digest), of this
+    position (chunk index) and with one row per photo it covers; DamagedFileError otherwise."""
+    path = _chunk_file(partial, k)
+    arrays = load_npz(path, ("features", "failed_rows", "failed_msgs", "chunk", "identity", "checksum"),
+                      fix="featkit extract recomputes it")
+    expected = min(n, (k + 1) * CHUNK) - k * CHUNK
+    body = {name: arrays[name] for name in ("features", "failed_rows", "failed_msgs", "chunk", "identity")}
+    if str(arrays["checksum"]) != array_digest(body):
+        why = "its contents do not match its checksum"
+    elif str(arrays["identity"]) != bound or int(arrays["chunk"]) != k:
+        why = "it belongs to another extraction or position (copied from another run?)"
+    elif len(arrays["features"]) + len(arrays["failed_rows"]) != expected:
+        why = f"{len(arrays['features'])} rows + {len(arrays['failed_rows'])} failures for {expected} photos"
+    else:
+        return arrays
+    raise DamagedFileError(path, f"{path} is refused: {why}")
+
+
+def _chunk_usable(partial: Path, k: int, bound: str, n: int, log) -> bool:
+    if not _chunk_file(partial, k).exists():
+        return False
+    try:
+        load_chunk(partial, k, bound, n)
+        return True
+    except DamagedFileError as e:
+        log(f"{e}: extracting that chunk again")
+        _chunk_file(partial, k).unlink()
+        return False
 
 
 def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, partial: Path,
-              chunks: list[int], target: Path, status: str, seconds: float, log) -> ViewResult:
+              chunks: list[int], target: Path, status: str, seconds: float, log, bound: str = "",
+              rebuild: str = "") -> ViewResult:
     parts, keep, failures = [], [], []
     n = len(job.rows)
     for k in chunks:
-        with np.load(_chunk_file(partial, k)) as z:
-            parts.append(z["features"])
-            idx = np.arange(k * CHUNK, min(n, (k + 1) * CHUNK))
-            ok = ~np.isin(idx, z["failed_rows"])
-            keep.append(idx[ok])
-            failures += [{"path": msg.split(": ", 1)[0], "error": msg} for msg in z["failed_msgs"].tolist()]
+        z = load_chunk(partial, k, bound or _identity_digest(identity), n)
+        parts.append(z["features"])
+        idx = np.arange(k * CHUNK, min(n, (k + 1) * CHUNK))
+        ok = ~np.isin(idx, z["failed_rows"])
+        keep.append(idx[ok])
+        failures += [{"path": msg.split(": ", 1)[0], "error": msg} for msg in z["failed_msgs"].tolist()]
     feats = np.concatenate(parts) if parts else np.zeros((0, backbone.feature_dim), opts.dtype)
     idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     all_idx = np.concatenate([np.arange(k * CHUNK, min(n, (k + 1) * CHUNK)) for k in chunks]) if chunks else idx
@@ -337,7 +453,7 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         "photos_per_second": round(len(all_idx) / seconds, 2) if seconds > 0 else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failures": failures, "dtype": opts.dtype,
         "resize": opts.resize, "crop_box": opts.crop_box, "rows_total": n,
-        "shard": list(opts.shard) if opts.shard else None, "final_name": job.path.name,
+        "shard": list(opts.shard) if opts.shard else None, "final_name": job.path.name, "rebuild": rebuild,
     }
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,

@@ -75,16 +75,29 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training photos in `epoch` (0-based): derived from (seed, epoch) alone, so a run resumed
+    at epoch k sees exactly the batches an uninterrupted run sees."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, epochs: range | None = None) -> tf.data.Dataset:
     """Batches of (uint8 photos, one-hot labels) gathered from `x` (an array or a memmap: never copied whole into the
-    graph), reshuffled each epoch with a fixed seed, prefetched."""
+    graph), reshuffled each epoch with a fixed seed, prefetched. With `epochs` (a range of 0-based epochs), the
+    batches of those epochs one after another, each epoch in `epoch_order` (fit with steps_per_epoch)."""
     n = len(x)
     shape = (None, *x.shape[1:])
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if epochs is not None:
+        ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(
+            lambda e: tf.data.Dataset.from_tensor_slices(
+                tf.numpy_function(lambda ep: epoch_order(n, seed, int(ep)).astype(np.int64), [e], tf.int64,
+                                  stateful=False)).batch(batch_size))
+    else:
+        ds = tf.data.Dataset.range(n)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
 
     if y is None:
         def gather_x(idx):
@@ -121,6 +134,22 @@ def _device_setup(quiet: bool) -> Iterator[tf.distribute.Strategy]:
         yield strategy
     finally:
         keras.mixed_precision.set_dtype_policy(old)
+
+
+class _EpochSeeds(keras.callbacks.Callback):
+    """Sets every random layer's seed state (augmentation, dropout) from (seed, epoch) when an epoch begins: Keras
+    does not save those states in a checkpoint, so a resumed run would otherwise replay epoch 1's randomness."""
+
+    STEP = 1 << 24  # room for that many random draws per layer per epoch
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for i, v in enumerate(states):
+            v.assign(np.asarray([self.seed + 7919 * i, epoch * self.STEP], dtype=v.dtype))
 
 
 class _CheckpointLog(keras.callbacks.Callback):
@@ -267,13 +296,13 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         run.write_json("config.json", config)
 
         batch = cfg.batch_size * strategy.num_replicas_in_sync
-        train_ds = make_dataset(x_train, y_train, n_classes, batch, shuffle=True, seed=seed)
-        val_ds = make_dataset(x_val, y_val, n_classes, batch)
         start = int(state["epoch"])
+        train_ds = make_dataset(x_train, y_train, n_classes, batch, seed=seed, epochs=range(start, cfg.epochs))
+        val_ds = make_dataset(x_val, y_val, n_classes, batch)
         if start < cfg.epochs and not state.get("stopped_early"):
             cb = _CheckpointLog(run, rows, state, cfg.epochs, cfg.patience, quiet)
             model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start, verbose=0, shuffle=False,
-                      callbacks=[cb])
+                      steps_per_epoch=-(-len(x_train) // batch), callbacks=[_EpochSeeds(seed), cb])
         del model
 
         # the best epoch's model predicts the test split
