@@ -357,7 +357,7 @@ def predict_cmd(
 
 def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int], resume: Optional[str],
                split: str, seed: int, cache: Path, reports: Path, quiet: bool):
-    from .cnn import get_preset, train_cnn
+    from .cnn import get_preset
     from .cnn.resume import check_resume
     from .data.arrays import decoded_arrays, subset_rows
     from .runs import load_run, new_run
@@ -379,6 +379,8 @@ def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int
             raise FeatkitError(f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
                                "use more photos per class or another --split.")
     y = m["label"].to_numpy()
+    from .cnn import train_cnn  # TensorFlow's start-up is paid only once the options and data are known to be good
+
     run = load_run(resume, reports) if resume else new_run(f"cnn-{cfg.name}", reports)
     return train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
                      x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
@@ -516,8 +518,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     code: int | str | None = 0
     try:
         app(args=argv, prog_name="featkit")
-    except SystemExit as e:  # click's own exits: 0, 2 for usage errors, typer.Exit codes
+    except SystemExit as e:  # click's own exits: 0, 2 for usage errors, typer.Exit codes; 130 for Ctrl-C
         code = e.code
+        if code == 130:
+            interrupted.append(signal.SIGINT)
     except FeatkitError as e:
         sys.stderr.write(f"error: {e}\n")
         code = 1

@@ -158,6 +158,9 @@ def evaluate_run(run: Run | str | Path, ks: Iterable[int] = (1, 5), reports: str
     Writes per_class.csv, confusion.csv, confused_pairs.csv, confusion.png (plot=True), then metrics.json last
     (merged into what is there, e.g. fit_seconds, plus `extra`), since metrics.json marks the run complete.
     """
+    bad_k = [k for k in ks if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
+    if bad_k:
+        raise FeatkitError(f"--k {bad_k[0]} should be 1 or more (top-k accuracy counts the k best classes).")
     run = _as_run(run, reports)
     pred = run.load_predictions("test")
     classes = run.classes

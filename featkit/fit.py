@@ -48,6 +48,9 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
     aug_meta, n_aug = None, 0
     if augment_cache is not None:
         aug = read_cache(augment_cache)
+        if not str(aug.meta.get("view", "")).startswith("augment"):
+            raise FeatkitError(f"--augment-cache {augment_cache} holds the {aug.meta.get('view', 'unknown')!r} view, not "
+                               "augmented copies: give an augment-*.h5 made by `featkit extract ... --augment N`.")
         _check_same_source(meta, aug.meta, cache_path, Path(augment_cache))
         aug = aug.subset("train")
         leaked = set(aug.image_ids.tolist()) & set(valid.image_ids.tolist() + test.image_ids.tolist())
@@ -113,7 +116,9 @@ def load_run_head(run: Run | str | Path, reports: str | Path = DEFAULT_REPORTS) 
     kind = run.config.get("kind")
     if kind != "head":
         raise FeatkitError(f"run {run.id} is a {kind!r} run, not a head run: it has no fitted head to load.")
-    return load_head(run.path)
+    head = load_head(run.path)
+    run.check_n_classes(head.n_classes_, "the fitted head")
+    return head
 
 
 def _seconds(meta: Mapping[str, Any]) -> float | None:

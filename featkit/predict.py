@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.images import ImageDecodeError, decode_image
+from .data.images import RESIZE_MODES, ImageDecodeError, decode_image
 from .data.layouts import is_image, natural_key
 from .errors import FeatkitError
 from .runs import DEFAULT_REPORTS, Run, load_run
@@ -46,9 +46,14 @@ def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
 def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str | Path = DEFAULT_REPORTS,
             batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise FeatkitError(f"--top {top} should be 1 or more classes to show per photo.")
     run = load_run(run_ref, reports)
     cfg, classes = run.config, run.classes
-    size, resize = int(cfg["size"]), cfg.get("resize") or "stretch"
+    size, resize = cfg.get("size"), cfg.get("resize") or "stretch"
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or resize not in RESIZE_MODES:
+        raise FeatkitError(f"{run.path / 'config.json'} is damaged (size {size!r}, resize {resize!r}): "
+                           "re-run the command that made the run.")
     files = expand_photos(photos)
     results, failures = [], []
     for start in range(0, len(files), batch_size):
@@ -62,6 +67,7 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
         if not batch:
             continue
         probs = _probabilities(run, np.stack(batch))
+        run.check_n_classes(probs.shape[1], "the model")
         k = min(top, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         for f, p, idx in zip(ok, probs, order):

@@ -7,12 +7,13 @@ under "Incomplete runs" with its folder and what is missing.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from .errors import FeatkitError
 from .fileio import atomic_path, write_text
+from .outputs import output_dir
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
 
 COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "top1", "top5", "extract_seconds",
@@ -27,7 +28,7 @@ def build_report(reports: str | Path = DEFAULT_REPORTS) -> dict[str, Path]:
 
     from .evaluate import markdown_table
 
-    reports = Path(reports)
+    reports = output_dir(reports, "--reports")
     rows, incomplete = collect_runs(reports)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv",
@@ -68,7 +69,7 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
         seen.add(run.path.name)
         try:
             cfg, metrics = run.config, run.metrics
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, FeatkitError) as e:
             incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
             continue
         if not isinstance(metrics, dict) or _missing(metrics.get("top1")):

@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FeatkitError
-from .fileio import atomic_path, read_json, write_json
+from .errors import DamagedFileError, FeatkitError
+from .fileio import atomic_path, load_npz, read_json, write_json
+from .outputs import output_dir
 
 DEFAULT_REPORTS = Path("reports")
+REDO = "re-run the command that made the run (or delete the run folder)"
 
 
 def runs_dir(reports: str | Path = DEFAULT_REPORTS) -> Path:
@@ -41,24 +43,35 @@ class Run:
     def write_json(self, name: str, obj: Any) -> None:
         write_json(self.path / name, obj)
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, kind: type | None = None) -> Any:
         f = self.path / name
         if not f.exists():
             raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
-        return read_json(f)
+        return read_json(f, kind, fix=REDO)
 
     @property
     def config(self) -> dict:
-        return self.read_json("config.json")
+        return self.read_json("config.json", dict)
 
     @property
     def classes(self) -> list[dict]:
-        return self.read_json("classes.json")
+        classes = self.read_json("classes.json", list)
+        if not classes or not all(isinstance(c, dict) and "id" in c and "name" in c for c in classes):
+            raise DamagedFileError(self.path / "classes.json", f"{self.path / 'classes.json'} is damaged (expected a "
+                                   f"list of {{\"index\", \"id\", \"name\"}} objects): {REDO}.")
+        return classes
 
     @property
     def metrics(self) -> dict:
         f = self.path / "metrics.json"
-        return read_json(f) if f.exists() else {}
+        return read_json(f, dict, fix=REDO) if f.exists() else {}
+
+    def check_n_classes(self, n: int, what: str) -> None:
+        """Refuse a model or predictions whose class count differs from classes.json (a file from another run)."""
+        m = len(self.classes)
+        if n != m:
+            raise FeatkitError(f"{what} in run {self.id} gives {n} classes but {self.path / 'classes.json'} lists {m}: "
+                               f"a file of another run was put in {self.path}; {REDO}.")
 
     def save_predictions(self, probs: np.ndarray, labels: np.ndarray, image_ids, name: str = "test") -> None:
         with atomic_path(self.path / f"{name}_predictions.npz") as tmp:
@@ -70,8 +83,16 @@ class Run:
         f = self.path / f"{name}_predictions.npz"
         if not f.exists():
             raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        pred = load_npz(f, ("probs", "labels", "image_ids"), fix=REDO)
+        probs, labels = pred["probs"], pred["labels"]
+        if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs) or len(pred["image_ids"]) != len(probs) \
+                or not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(probs.dtype, np.floating):
+            raise DamagedFileError(f, f"{f} is damaged (probs {probs.dtype} {probs.shape}, labels {labels.dtype} "
+                                      f"{labels.shape}): {REDO}.")
+        self.check_n_classes(probs.shape[1], f.name)
+        if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+            raise DamagedFileError(f, f"{f} is damaged (labels outside 0..{probs.shape[1] - 1}): {REDO}.")
+        return pred
 
     @property
     def complete(self) -> bool:
@@ -84,6 +105,7 @@ def _slug(text: str) -> str:
 
 def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
     """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique)."""
+    output_dir(reports, "--reports")
     base = runs_dir(reports)
     base.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)

@@ -59,6 +59,8 @@ class Preset:
             raise FeatkitError(f"preset {self.name}: model should be one of {MODELS}, not {self.model!r}")
         if self.optimizer not in OPTIMIZERS:
             raise FeatkitError(f"preset {self.name}: optimizer should be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.model == "custom" and self.blocks < 1:
+            raise FeatkitError(f"--blocks {self.blocks} should be 1 or more conv+pool blocks (preset {self.name}).")
         if self.model == "custom" and len(self.filters) != self.blocks:
             raise FeatkitError(f"preset {self.name}: {self.blocks} blocks but {len(self.filters)} filter counts {self.filters}")
         if self.model == "transfer" and not self.backbone:
@@ -69,8 +71,6 @@ class Preset:
             raise FeatkitError(f"preset {self.name}: size >= 8, epochs >= 1 and batch_size >= 1 are needed")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise FeatkitError(f"--lr {self.lr} should be a learning rate > 0, e.g. 0.001 (preset {self.name}).")
-        if self.model == "custom" and self.blocks < 1:
-            raise FeatkitError(f"--blocks {self.blocks} should be 1 or more conv+pool blocks (preset {self.name}).")
         if self.model == "custom" and self.size >> self.blocks < 1:
             raise FeatkitError(f"--blocks {self.blocks} at --size {self.size}: each block halves the image, so at most "
                                f"{self.size.bit_length() - 1} blocks fit; use fewer blocks or a larger --size.")

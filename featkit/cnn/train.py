@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np
 import tensorflow as tf
 
-from ..errors import FeatkitError
+from ..errors import DamagedFileError, FeatkitError
 from ..fileio import _jsonable, atomic_path, read_json, write_json, write_text
 from ..runs import Run
 from .models import build_model, compile_model
@@ -238,7 +238,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     fingerprint = _fingerprint(cfg, n_classes, seed, extra_config)
     state: dict[str, Any] | None = None
     if resume and (ck / "state.json").exists() and (ck / "last.keras").exists():
-        state = read_json(ck / "state.json")
+        state = read_json(ck / "state.json", dict, fix=f"delete {ck} to train this run again from its start")
         if state.get("fingerprint") != read_json_roundtrip(fingerprint):
             raise FeatkitError(f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
                                f"or resume=False (--no-resume) to start this one again from scratch.")
@@ -265,7 +265,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         t_prep = time.perf_counter()
         with strategy.scope():
             if state is not None:
-                model = keras.models.load_model(ck / "last.keras")
+                model = load_keras_model(ck / "last.keras", f"delete {ck} to train this run again from its start")
                 rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state["epoch"]]
                 prev = read_json(run.path / "config.json") if (run.path / "config.json").exists() else {}
                 for k in ("standardize_mean", "standardize_std", "zca_info"):
@@ -307,7 +307,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
 
         # the best epoch's model predicts the test split
         _copy_atomic(ck / "best.keras", run.path / "model.keras")
-        best = keras.models.load_model(run.path / "model.keras")
+        best = load_keras_model(run.path / "model.keras", f"delete {ck} to train this run again from its start")
         t0 = time.perf_counter()
         probs = best.predict(make_dataset(x_test, None, n_classes, batch), verbose=0).astype(np.float32)
         predict_seconds = time.perf_counter() - t0
@@ -333,6 +333,14 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     return run
 
 
+def load_keras_model(path: Path, fix: str) -> keras.Model:
+    """keras.models.load_model, with a truncated or garbage file named in one line (and what to do)."""
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # zipfile, h5py, JSON and Keras' own errors, depending on where the file is cut
+        raise DamagedFileError(path, f"{path} is damaged ({type(e).__name__}): {fix}.") from None
+
+
 def read_json_roundtrip(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples -> lists, ...), so fingerprints compare equal after a reload."""
     return json.loads(json.dumps(obj, default=_jsonable))
@@ -352,7 +360,7 @@ def load_cnn_model(run: Run | str | Path) -> keras.Model:
     key = (str(path.resolve()), path.stat().st_mtime)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = keras.models.load_model(path)
+        _MODEL_CACHE[key] = load_keras_model(path, "re-run train-cnn to make the run again")
     return _MODEL_CACHE[key]
 
 
