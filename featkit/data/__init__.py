@@ -72,7 +72,7 @@ def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfi
     stem = f"manifest-v{MANIFEST_FORMAT}-{split.key}"
     manifest_path, warnings_path = d / f"{stem}.csv", d / f"{stem}.warnings.json"
     if manifest_path.exists() and warnings_path.exists():
-        manifest = read_manifest(manifest_path, ds)
+        manifest = read_manifest(manifest_path, ds, scan)
         warnings = read_json(warnings_path, list, fix="delete it and run the command again (featkit writes it anew)")
     else:
         manifest, warnings = make_manifest(ds, scan, split)

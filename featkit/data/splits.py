@@ -198,9 +198,10 @@ def write_manifest(frame: pd.DataFrame, path) -> None:
         frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
-def read_manifest(path, ds: Dataset | None = None) -> pd.DataFrame:
+def read_manifest(path, ds: Dataset | None = None, scan: pd.DataFrame | None = None) -> pd.DataFrame:
     """A manifest featkit wrote, checked: a garbage, empty, truncated or edited file (a missing column, a label
-    out of range or not matching its class, an unknown split, a photo not in the dataset) is refused in one line."""
+    out of range or not matching its class, an unknown split, a photo not in the dataset, or not exactly the
+    readable photos of the scan) is refused in one line."""
     fix = "delete it and run the command again: featkit writes it anew from the scan"
     try:
         frame = pd.read_csv(path, dtype={"class_id": str, "image_id": str, "group": str, "sha1": str,
@@ -229,6 +230,10 @@ def read_manifest(path, ds: Dataset | None = None) -> pd.DataFrame:
             stray = [p for p in frame["path"] if p not in known]
             if stray:
                 problem = f"photo {stray[0]} that is not in the dataset"
+            elif scan is not None:
+                readable = known & set(scan.loc[scan["error"] == "", "path"])
+                if len(frame) != len(readable) or set(frame["path"]) != readable:
+                    problem = f"{len(frame)} rows for the {len(readable)} readable photos of the scan"
     if problem:
         raise DamagedFileError(path, f"{path} is damaged or was edited ({problem}): {fix}.")
     frame["label"] = labels.astype(np.int64)
