@@ -278,7 +278,7 @@ def _finished(view: str, target: Path, want: dict, log) -> ViewResult | None:
 
 def check_memory(size: int, opts: ExtractOptions) -> None:
     """Refuse a --size whose batches would not fit in memory, before anything is allocated."""
-    batch = opts.batch_size or 1
+    batch = opts.batch_size or 32  # the smallest batch a backbone picks by itself (Keras on a CPU)
     need = BYTES_PER_PIXEL * batch * size * size
     avail = available_memory_bytes()
     if need > avail:
