@@ -8,10 +8,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from featkit.cnn import train as T  # noqa: E402
-from featkit.cnn.presets import get_preset  # noqa: E402
-from featkit.cnn.train import read_history, train_cnn  # noqa: E402
-from featkit.fileio import read_json  # noqa: E402
+from featkit.cnn import train as T
+from featkit.cnn.presets import get_preset
+from featkit.cnn.train import read_history, train_cnn
+from featkit.fileio import read_json
 
 CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 

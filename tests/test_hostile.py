@@ -24,9 +24,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import REPO, read_food_photos
 from PIL import Image
 
-from conftest import REPO, read_food_photos
 from featkit.cli import main
 from featkit.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from featkit.locks import exclusive
@@ -219,7 +219,7 @@ def test_photo_replaced_in_place_is_noticed_and_rescan_rebuilds(ws, photos, tmp_
 def test_data_check_decodes_every_photo_itself(photos, tmp_path, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
     cache = tmp_path / "cache"
-    bad = sorted(ds.rglob("*.jpg"))[0]
+    bad = min(ds.rglob("*.jpg"))
     bad.write_bytes(bad.read_bytes()[:400])
     summary = json.loads(fk(capsys, "data", "summary", ds, "--cache", cache, "--json", "-q").out)
     scan = Path(summary["manifest"]).parent / "scan.csv"
@@ -308,7 +308,7 @@ def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, m
     run = copy_run(ws, tmp_path)
     for name in ("model.joblib", "head.json"):  # a 2-class head dropped into the 3-class run
         shutil.copyfile(Path(other["path"]) / name, run / name)
-    photo = sorted(ws["ds"].rglob("*.jpg"))[0]
+    photo = min(ws["ds"].rglob("*.jpg"))
     refused(fk(capsys, "predict", run, photo), 1, "2 classes", "classes.json lists 3")
 
 
@@ -331,7 +331,7 @@ def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, m
     (["data", "summary", "{ds}", "--max-pixels", "0"], ["--max-pixels 0"]),
 ])
 def test_bad_options_are_one_line(ws, tmp_path, capsys, args, names):
-    fill = {"ds": ws["ds"], "onnx": ws["onnx"], "run": ws["run"], "photo": sorted(ws["ds"].rglob("*.jpg"))[0]}
+    fill = {"ds": ws["ds"], "onnx": ws["onnx"], "run": ws["run"], "photo": min(ws["ds"].rglob("*.jpg"))}
     args = [a.format(**fill) for a in args]
     outputs = ["--reports", ws["reports"]] if args[0] in ("predict", "evaluate") else ["--cache", ws["cache"]]
     before = snapshot(ws["ds"])
@@ -379,7 +379,7 @@ def _garbage(path: Path, how: str) -> None:
 def test_damaged_run_folder_files(ws, tmp_path, capsys, name, how, command):
     run = copy_run(ws, tmp_path)
     _garbage(run / name, how)
-    args = {"evaluate": ["evaluate", run], "predict": ["predict", run, sorted(ws["ds"].rglob("*.jpg"))[0]],
+    args = {"evaluate": ["evaluate", run], "predict": ["predict", run, min(ws["ds"].rglob("*.jpg"))],
             "sensitivity": ["sensitivity", run], "report": ["report"]}[command]
     r = fk(capsys, *args, "--reports", tmp_path / "reports")
     if command == "report":  # a report lists a damaged run as incomplete and goes on
@@ -395,7 +395,7 @@ def test_edited_runs_that_are_not_what_they_should_be(ws, tmp_path, capsys):
     refused(fk(capsys, "evaluate", run, "--reports", tmp_path), 1, str(run / "classes.json"))
     shutil.copyfile(ws["run"] / "classes.json", run / "classes.json")
     (run / "config.json").write_text('["a", "list"]')
-    refused(fk(capsys, "predict", run, sorted(ws["ds"].rglob("*.jpg"))[0], "--reports", tmp_path), 1,
+    refused(fk(capsys, "predict", run, min(ws["ds"].rglob("*.jpg")), "--reports", tmp_path), 1,
             str(run / "config.json"))
 
 
@@ -411,7 +411,7 @@ def test_damaged_h5_given_to_fit_head(ws, tmp_path, capsys, how):
 def test_damaged_or_edited_manifest(ws, tmp_path, capsys, how):
     cache = tmp_path / "cache"
     shutil.copytree(ws["cache"], cache)
-    manifest = sorted(cache.rglob("manifest-*.csv"))[0]
+    manifest = min(cache.rglob("manifest-*.csv"))
     if how.startswith("edited"):
         lines = manifest.read_text().splitlines()
         cols = lines[1].split(",")
@@ -432,7 +432,7 @@ def test_damaged_or_edited_manifest(ws, tmp_path, capsys, how):
 
 def test_symlink_loops_and_dangling_links_are_skipped_and_named(photos, tmp_path, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
-    cls = sorted(p for p in ds.iterdir())[0]
+    cls = min(p for p in ds.iterdir())
     (cls / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (cls / "loop.jpg").symlink_to(cls / "loop.jpg")
     (cls / "again").symlink_to(cls)  # a folder loop
@@ -450,7 +450,7 @@ def test_symlink_loops_and_dangling_links_are_skipped_and_named(photos, tmp_path
 
 def test_oversized_photos_and_zip_members_are_refused_by_name(photos, tmp_path, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
-    cls = sorted(ds.iterdir())[0]
+    cls = min(ds.iterdir())
     Image.new("RGB", (600, 500), (200, 30, 30)).save(cls / "huge.png")
     s = json.loads(ok(fk(capsys, "data", "summary", ds, "--cache", tmp_path / "c1", "--max-pixels", "250000",
                          "--json", "-q")).out)
@@ -490,7 +490,7 @@ def test_second_identical_extract_waits_for_the_first(ws, tmp_path, capsys):
             err += os.read(p.stderr.fileno(), 4096).decode() if p.poll() is None else p.stderr.read()
         assert "waiting" in err and str(plain) in err
         assert not plain.exists()  # it did not write while the lock was held
-    out, rest = p.communicate(timeout=120)
+    _, rest = p.communicate(timeout=120)
     assert p.returncode == 0 and "Traceback" not in err + rest
     np.testing.assert_array_equal(h5py.File(plain, "r")["features"][()], h5py.File(ws["plain"], "r")["features"][()])
 
@@ -499,6 +499,6 @@ def test_ctrl_c_says_run_the_same_command_again(food_zip, tmp_path):
     p = fk_process("data", "check", food_zip, "--cache", tmp_path / "cache", cwd=tmp_path)
     time.sleep(4)  # importing and listing the zip; the scan of 57,368 photos then takes far longer
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted: run the same command again" in err and "Traceback" not in err

@@ -4,7 +4,8 @@ written, so a resume never overwrites a run of another kind or trains on other d
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import FeatkitError
 from ..runs import Run
