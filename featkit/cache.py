@@ -1,10 +1,10 @@
 """Feature caches: one HDF5 file per (dataset, backbone, weights, size, view).
 
 Datasets: features (N, D) float16 or float32, labels (N,) int32, split (N,) str, image_ids (N,) str, and
-for augmented views `copy` (N,) int. Attributes (JSON-encoded under "meta"): backbone spec, size, view, class
-list, dataset fingerprint, featkit version, photos per second, created. A file is written under a temporary
-name and renamed when complete, so a file at the final path is always whole. The attribute "checksum" holds a
-SHA-256 of every array as stored; each read verifies it, so a file damaged on disk is named and never used.
+for augmented views `copy` (N,) int. Attributes: `meta`, a `featkit.schema.CacheMeta` as JSON (backbone spec,
+size, view, class list, dataset fingerprint, counts, seconds). A file is written under a temporary name and
+renamed when complete, so a file at the final path is always whole. The attribute "checksum" holds a SHA-256 of
+every array as stored; each read verifies it, so a file damaged on disk is named and never used.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .errors import DamagedFileError, FeatkitError
 from .fileio import atomic_path
+from .schema import CacheMeta, check_comparable
 
 SPLITS = ("train", "valid", "test")
 
@@ -30,7 +30,7 @@ class FeatureSet:
     labels: np.ndarray
     split: np.ndarray
     image_ids: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: CacheMeta
     copy: np.ndarray | None = None
     row: np.ndarray | None = None  # position of each vector among the rows the view planned (used by merge)
 
@@ -39,7 +39,7 @@ class FeatureSet:
 
     @property
     def classes(self) -> list[dict]:
-        return self.meta.get("classes", [])
+        return self.meta.classes
 
     def subset(self, split: str) -> "FeatureSet":
         m = self.split == split
@@ -66,7 +66,7 @@ def array_digest(arrays: dict[str, np.ndarray | None]) -> str:
 
 
 def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, split, image_ids,
-                meta: dict[str, Any], copy: np.ndarray | None = None, dtype: str = "float16",
+                meta: CacheMeta, copy: np.ndarray | None = None, dtype: str = "float16",
                 row: np.ndarray | None = None) -> Path:
     import h5py
 
@@ -86,15 +86,15 @@ def write_cache(path: str | Path, features: np.ndarray, labels: np.ndarray, spli
             for name in ("copy", "row"):
                 if arrays[name] is not None:
                     f.create_dataset(name, data=arrays[name])
-            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+            f.attrs["meta"] = json.dumps(meta.to_dict(), sort_keys=True)
             f.attrs["checksum"] = array_digest(arrays)
             f.attrs["complete"] = True
     return path
 
 
-def _rebuild_hint(path: Path, meta: dict | None) -> str:
-    cmd = (meta or {}).get("rebuild")
-    return f"run `{cmd}` again to rebuild it" if cmd else "delete it and run the `featkit extract` command that made it again"
+def _rebuild_hint(meta: CacheMeta | None) -> str:
+    cmd = meta.extra.get("rebuild") if meta is not None else None
+    return f"run `{cmd}` again to rebuild it" if cmd else "delete it and re-run `featkit extract` with the same options"
 
 
 @contextmanager
@@ -105,39 +105,43 @@ def _open(path: Path):
     try:
         with h5py.File(path, "r") as f:
             yield f
-    except (OSError, KeyError, ValueError, TypeError) as e:  # h5py: OSError / KeyError; meta: JSON ValueError
-        if isinstance(e, FeatkitError):
-            raise
+    except FeatkitError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:  # h5py raises OSError / KeyError on damaged files
         raise DamagedFileError(path, f"{path} is damaged or not a featkit cache ({type(e).__name__}: "
-                                     f"{str(e).splitlines()[0][:120] if str(e) else ''}): "
-                                     f"{_rebuild_hint(path, None)}.") from None
+                                     f"{str(e).splitlines()[0][:120] if str(e) else ''}): {_rebuild_hint(None)}.") from None
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def read_meta(path: str | Path) -> CacheMeta:
     path = _existing(path)
     with _open(path) as f:
-        meta = json.loads(f.attrs["meta"])
-    if not isinstance(meta, dict):
-        raise DamagedFileError(path, f"{path} is damaged (its meta is not a JSON object): {_rebuild_hint(path, None)}.")
-    return meta
+        return _meta(f, path)
+
+
+def _meta(f, path: Path) -> CacheMeta:
+    try:
+        raw = json.loads(f.attrs["meta"])
+    except (KeyError, TypeError, ValueError):
+        raise DamagedFileError(path, f"{path} has no featkit metadata: {_rebuild_hint(None)}.") from None
+    return CacheMeta.from_dict(raw, where=str(path))
 
 
 def read_cache(path: str | Path) -> FeatureSet:
     """Read a whole cache into memory, its checksum verified; features come back as float32."""
     path = _existing(path)
     with _open(path) as f:
-        meta = json.loads(f.attrs["meta"])
+        meta = _meta(f, path)
         if not f.attrs.get("complete", False):
             raise FeatkitError(f"{path} is incomplete: re-run `featkit extract` to finish it.")
         stored = {"features": f["features"][()], "labels": f["labels"][()], "split": f["split"][()],
                   "image_ids": f["image_ids"].asstr()[()].astype(object),
                   "copy": f["copy"][()] if "copy" in f else None, "row": f["row"][()] if "row" in f else None}
-        checksum = f.attrs.get("checksum")
+        checksum = f.attrs.get("checksum")  # caches of featkit 0.1 have none: read as they are
     n = len(stored["labels"])
     if any(v is not None and len(v) != n for v in stored.values()) or (
             checksum is not None and array_digest(stored) != str(checksum)):
         raise DamagedFileError(path, f"{path} is damaged (its contents do not match the checksum written with it): "
-                                     f"{_rebuild_hint(path, meta)}.")
+                                     f"{_rebuild_hint(meta)}.")
     # convert after reading in the stored dtype: h5py's own float16->float32 conversion is ~30x slower
     return FeatureSet(
         features=stored["features"].astype(np.float32, copy=False),
@@ -150,9 +154,16 @@ def read_cache(path: str | Path) -> FeatureSet:
     )
 
 
-def verify_cache(path: str | Path) -> dict[str, Any]:
+def verify_cache(path: str | Path) -> CacheMeta:
     """The meta of a whole, undamaged cache (everything read and its checksum checked); DamagedFileError if not."""
     return read_cache(path).meta
+
+
+def check_same_features(meta: CacheMeta, other: CacheMeta, path: str | Path, other_path: str | Path,
+                        todo: str = "use caches extracted with the same backbone, size and dataset") -> None:
+    """One line naming every field where two caches' features are not comparable (backbone, size, classes, dataset,
+    fingerprint, resize, box crop)."""
+    check_comparable(meta.comparable_key(), other.comparable_key(), str(path), str(other_path), todo)
 
 
 def _existing(path: str | Path) -> Path:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from .errors import FeatkitError
@@ -59,8 +58,8 @@ def _print_run(run, json_out: bool) -> None:
     """The one-line result of a finished head or CNN run (or its metrics as JSON)."""
     m = run.metrics
     if json_out:
-        return _print_json({"run": run.id, "path": str(run.path), **m})
-    typer.echo(f"{run.id}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  fit {m.get('fit_seconds', 0):.1f} s  -> {run.path}")
+        return _print_json({"run": run.id, "path": str(run.path), **m.to_dict()})
+    typer.echo(f"{run.id}: top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  fit {m.fit_seconds or 0:.1f} s  -> {run.path}")
 
 
 def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool, rescan: bool = False,
@@ -99,26 +98,19 @@ def data_check(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
     cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
-    """Decode every photo (always afresh, never from the cached scan) and list those that fail. Exits 1 when any
-    photo is unreadable."""
-    from .data import dataset_dir
-    from .data.layouts import detect
-    from .data.scan import scan_dataset
-    from .data.source import open_source
+    """Decode every photo and list those that fail. Exits 1 when any photo is unreadable."""
+    from .data import check_dataset
 
     _limits(max_pixels)
-    source = open_source(path, cache, exclude=(Path("reports"),))
-    ds = detect(source)
-    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache), quiet=quiet, rescan=True)
-    bad = scan[scan["error"] != ""]
-    result = {"path": str(path), "photos": len(scan), "unreadable": [{"path": r.path, "error": r.error} for r in bad.itertuples()]}
+    result = check_dataset(path, cache, quiet=quiet)
+    bad = result["unreadable"]
     if json_out:
         _print_json(result)
     else:
-        typer.echo(f"{len(scan):,} photos decoded, {len(bad)} unreadable" + (":" if len(bad) else ""))
-        for r in bad.itertuples():
-            typer.echo(f"  {source.display(r.path)}: {r.error}")
-    raise typer.Exit(1 if len(bad) else 0)
+        typer.echo(f"{result['photos']:,} photos decoded, {len(bad)} unreadable" + (":" if bad else ""))
+        for r in bad:
+            typer.echo(f"  {r['file']}: {r['error']}")
+    raise typer.Exit(1 if bad else 0)
 
 
 @app.command("backbones")
@@ -214,15 +206,10 @@ def _locate_features(features: Optional[Path], data: Optional[Path], backbone: s
         return features
     if data is None:
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
-    from .extract import ExtractOptions, features_dir
+    from .extract import ExtractOptions, find_plain_cache
 
-    prep = _prepare(data, cache, split, seed, True)
-    d = features_dir(prep, ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize), cache)
-    path = d / "plain.h5"
-    if not path.exists():
-        raise FeatkitError(f"{path} does not exist: run `featkit extract --data {data} --backbone {backbone}"
-                           f"{f' --size {size}' if size else ''}` first.")
-    return path
+    opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize)
+    return find_plain_cache(_prepare(data, cache, split, seed, True), opts, cache)
 
 
 @app.command("fit-head")
@@ -252,7 +239,9 @@ def fit_head_cmd(
 
     path = _locate_features(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
     if augment and augment_cache is None:
-        found = sorted(path.parent.glob("augment-*.h5"))
+        from .extract import augment_caches
+
+        found = augment_caches(path)
         if not found:
             raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment N` first.")
         augment_cache = found[-1]
@@ -290,25 +279,19 @@ def evaluate_cmd(
 
 @app.command("sensitivity")
 def sensitivity_cmd(
-    run: str = typer.Argument(..., help="Run id, run folder, or 'latest' (a head run)."),
-    reports: Path = ReportsOpt, json_out: bool = JsonOpt,
+    run: str = typer.Argument(..., help="Run id, run folder, or 'latest' (a head or CNN run)."),
+    reports: Path = ReportsOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
 ):
-    """Robustness table: the head scored on the test photos rotated, shifted and flipped (views cached by
-    `featkit extract --sensitivity`), without re-running the backbone."""
-    from .evaluate import markdown_table, sensitivity
+    """Robustness table: the run scored on its test photos rotated, shifted and flipped as in the study.
+
+    A head run is scored on the views cached by `featkit extract --sensitivity` (no backbone re-run); a CNN run
+    sees the perturbed photos through its network."""
+    from .evaluate import sensitivity
+    from .tables import markdown_table
     from .runs import load_run
 
     r = load_run(run, reports)
-    cache_path = r.config.get("cache")
-    if r.config.get("kind") != "head" or not cache_path:
-        raise FeatkitError(f"run {r.id} is not a head run on a feature cache: sensitivity scores cached views of the test photos.")
-    from .augment import SENSITIVITY_VIEWS
-
-    folder = Path(cache_path).parent
-    views = {v.name: folder / f"{v.name}.h5" for v in SENSITIVITY_VIEWS if (folder / f"{v.name}.h5").exists()}
-    if not views:
-        raise FeatkitError(f"no sensitivity views beside {cache_path}: run the same `featkit extract` with --sensitivity first.")
-    df = sensitivity(r, views, reports=reports)
+    df = sensitivity(r, reports=reports, quiet=quiet or json_out)
     if json_out:
         return _print_json(df.to_dict(orient="records"))
     typer.echo(markdown_table(df))
@@ -355,44 +338,6 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
-def _train_one(preset: str, data: Path, overrides: dict, per_class: Optional[int], resume: Optional[str],
-               split: str, seed: int, cache: Path, reports: Path, quiet: bool):
-    from .cnn import get_preset
-    from .cnn.resume import check_resume
-    from .data.arrays import decoded_arrays, subset_rows
-    from .runs import load_run, new_run
-
-    cfg = get_preset(preset, **overrides)
-    prep = _prepare(data, cache, split, seed, quiet, reports=reports)
-    rows = subset_rows(prep, per_class)
-    resize = overrides.get("resize") or "stretch"
-    extra = {"dataset": prep.key, "fingerprint": prep.fingerprint, "data": str(data), "resize": resize,
-             "per_class": per_class, "manifest": str(prep.manifest_path)}
-    if resume:
-        check_resume(load_run(resume, reports), cfg, extra, seed)
-    x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
-    m = prep.manifest.iloc[rows]
-    split_of = m["split"].to_numpy()
-    parts = {s: np.flatnonzero(split_of == s) for s in ("train", "valid", "test")}
-    for s, idx in parts.items():
-        if len(idx) == 0:
-            raise FeatkitError(f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
-                               "use more photos per class or another --split.")
-    y = m["label"].to_numpy()
-    from .cnn import train_cnn  # TensorFlow's start-up is paid only once the options and data are known to be good
-
-    run = load_run(resume, reports) if resume else new_run(f"cnn-{cfg.name}", reports)
-    return train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
-                     x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
-                     extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
-
-
-def get_preset_filters(preset: str) -> tuple[int, ...]:
-    from .cnn.presets import get_preset
-
-    return get_preset(preset).filters or (16,)
-
-
 @app.command("train-cnn")
 def train_cnn_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder, .zip or .tar(.gz)."),
@@ -437,23 +382,13 @@ def train_cnn_cmd(
         return
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
-    overrides = {"model": model, "backbone": backbone, "weights": weights, "size": size, "blocks": blocks,
-                 "kernel": kernel, "dropout": dropout, "augment": augment, "standardize": standardize, "zca": zca,
-                 "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "patience": patience,
-                 "fine_tune_from": int(fine_tune_from) if fine_tune_from and fine_tune_from.isdigit() else fine_tune_from}
-    if blocks is not None and not filters:  # keep the preset's widths, cut or extended with its last width
-        base = get_preset_filters(preset)
-        overrides["filters"] = tuple(base[:blocks]) + (base[-1],) * max(0, blocks - len(base))
-    if filters:
-        try:
-            overrides["filters"] = tuple(int(f) for f in filters.split(","))
-        except ValueError:
-            raise FeatkitError(f"--filters {filters!r} should be numbers separated by commas, e.g. 16,32,64.") from None
-        if blocks and len(overrides["filters"]) == 1:
-            overrides["filters"] = overrides["filters"] * blocks
-        if blocks is None:
-            overrides["blocks"] = len(overrides["filters"])
-    run = _train_one(preset, data, overrides, per_class, resume, split, seed, cache, reports, quiet or json_out)
+    from .cnn.runner import train_on_dataset
+
+    options = {"model": model, "backbone": backbone, "weights": weights, "size": size, "blocks": blocks,
+               "filters": filters, "kernel": kernel, "dropout": dropout, "augment": augment, "standardize": standardize,
+               "zca": zca, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+               "patience": patience, "fine_tune_from": fine_tune_from}
+    run = train_on_dataset(preset, data, options, per_class, resume, split, seed, cache, reports, quiet or json_out)
     _print_run(run, json_out)
 
 
@@ -472,6 +407,7 @@ def series_cmd(
     A preset that fails is reported and the series goes on; the exit code is 1 if any failed.
     """
     from .cnn.presets import PRESETS, get_preset
+    from .cnn.runner import train_on_dataset
     from .report import build_report
 
     names = list(PRESETS) if presets == ["all"] else presets
@@ -481,16 +417,16 @@ def series_cmd(
     for name in names:
         overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
         try:
-            run = _train_one(name, data, overrides, per_class, None, split, seed, cache, reports, quiet or json_out)
+            run = train_on_dataset(name, data, overrides, per_class, None, split, seed, cache, reports, quiet or json_out)
         except FeatkitError as e:
             failed.append({"preset": name, "error": str(e)})
             sys.stderr.write(f"error: preset {name} failed: {e}\n")
             continue
         m = run.metrics
-        done.append({"preset": name, "run": run.id, "top1": m["top1"], "top5": m["top5"],
-                     "fit_seconds": m.get("fit_seconds"), "seconds_per_epoch": m.get("seconds_per_epoch")})
+        done.append({"preset": name, "run": run.id, "top1": m.top1, "top5": m.top5,
+                     "fit_seconds": m.fit_seconds, "seconds_per_epoch": m.get("seconds_per_epoch")})
         if not json_out:
-            typer.echo(f"{name:<28} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  {m.get('seconds_per_epoch', 0):.1f} s/epoch  {run.id}")
+            typer.echo(f"{name:<28} top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  {m.get('seconds_per_epoch') or 0:.1f} s/epoch  {run.id}")
     paths = build_report(reports)
     if json_out:
         _print_json({"runs": done, "failed": failed, "report": str(paths["results_md"])})

@@ -27,14 +27,16 @@ import numpy as np
 
 from . import __version__
 from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
+from .backbones import BackboneSpec, resolve
 from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
-from .data.images import ImageDecodeError, check_resize, decode_image, default_threads
+from .data.images import check_resize, default_threads, load_images
 from .errors import DamagedFileError, FeatkitError
 from .fileio import atomic_path, load_npz, read_json, write_json
 from .locks import exclusive
 from .resources import available_memory_bytes
 from .progress import Progress
+from .schema import CacheMeta, check_comparable
 
 CHUNK = 1024
 MAX_SIZE = 4096  # no backbone is run above this; memory is checked below it
@@ -117,49 +119,38 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def backbone_identity(opts: ExtractOptions) -> dict[str, Any]:
-    """What identifies the features, computed without building the model (no TensorFlow import)."""
-    from .backbones.base import file_identity
-
-    arg = opts.backbone
-    if arg.lower().endswith(".onnx"):
-        path = Path(arg)
-        if not path.is_file():
-            raise FeatkitError(f"{path} does not exist: give the path of an .onnx model or a name from `featkit backbones`.")
-        from .backbones.onnx_model import contract_size, read_contract
-
-        size = opts.size or contract_size(read_contract(path))
-        if size is None:
-            raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
-        return {"kind": "onnx", "model": file_identity(path), "name": path.stem, "size": size, "pooling": opts.pooling}
-    from .backbones.keras_zoo import lookup
-
-    entry = lookup(arg)
-    w = opts.weights
-    weights: Any = w if w in ("imagenet", "none") else file_identity(_existing_weights(w))
-    return {"kind": "keras", "name": entry.name, "weights": weights, "size": opts.size or entry.native_size,
-            "pooling": opts.pooling}
+def resolve_backbone(opts: ExtractOptions) -> BackboneSpec:
+    """The spec of the features these options give, without building the model (no TensorFlow import)."""
+    return resolve(opts.backbone, size=opts.size, weights=opts.weights, pooling=opts.pooling)
 
 
-def _existing_weights(w: str) -> Path:
-    p = Path(w)
-    if not p.is_file():
-        raise FeatkitError(f"weights file {p} does not exist: give --weights imagenet, none, or the path of a weights file.")
-    return p
-
-
-def _slug(ident: dict[str, Any], opts: ExtractOptions) -> str:
-    if ident["kind"] == "onnx":
-        model = f"{ident['name']}-{ident['model']['sha256'][:10]}"
-    else:
-        w = ident["weights"]
-        model = f"{ident['name']}-{w if isinstance(w, str) else Path(w['path']).name.split('.')[0] + '-' + w['sha256'][:10]}"
+def _slug(spec: BackboneSpec, opts: ExtractOptions) -> str:
     crop = "-box" if opts.crop_box else ""
-    return f"{model}-{ident['size']}px-{opts.pooling}-{opts.resize}{crop}"
+    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}"
 
 
 def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
-    return Path(cache_dir) / "features" / prep.key / _slug(backbone_identity(opts), opts)
+    return Path(cache_dir) / "features" / prep.key / _slug(resolve_backbone(opts), opts)
+
+
+def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
+    """The finished plain-view cache these options extracted, or one line saying which command makes it."""
+    path = features_dir(prep, opts, cache_dir) / "plain.h5"
+    if not path.exists():
+        raise FeatkitError(f"{path} does not exist: run `featkit extract --data {prep.dataset.source.path} "
+                           f"--backbone {opts.backbone}{f' --size {opts.size}' if opts.size else ''}` first.")
+    return path
+
+
+def augment_caches(plain: Path) -> list[Path]:
+    """The finished augmented views beside a plain-view cache, oldest name first."""
+    return sorted(Path(plain).parent.glob("augment-*.h5"))
+
+
+def sensitivity_caches(plain: Path) -> dict[str, Path]:
+    """{view: path} of the finished sensitivity views beside a plain-view cache, in the study's order."""
+    folder = Path(plain).parent
+    return {v.name: folder / f"{v.name}.h5" for v in SENSITIVITY_VIEWS if (folder / f"{v.name}.h5").exists()}
 
 
 def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[ViewJob]:
@@ -181,46 +172,39 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
     return jobs
 
 
-def _job_identity(prep: Prepared, ident: dict, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
+def _job_identity(prep: Prepared, spec: BackboneSpec, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     return {
         "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
-        "backbone": ident, "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
         "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
         "rows": len(job.rows),
     }
 
 
 class _Decoder:
-    """Decodes (and perturbs) photos of one view in parallel threads."""
+    """Decodes (and perturbs) photos of one view in parallel threads, through the one image loader."""
 
     def __init__(self, prep: Prepared, job: ViewJob, size: int, opts: ExtractOptions, pool: ThreadPoolExecutor):
         m = prep.manifest
         self.read, self.job, self.size, self.opts, self.pool = prep.read, job, size, opts, pool
         self.paths = m["path"].to_numpy()
-        boxes = m[["x1", "y1", "x2", "y2"]].to_numpy()
-        self.boxes = boxes if opts.crop_box else None
+        self.boxes = m[["x1", "y1", "x2", "y2"]].to_numpy() if opts.crop_box else None
 
     def _box(self, row: int):
         if self.boxes is None or self.boxes[row][0] in ("", None):
             return None
         return tuple(int(v) for v in self.boxes[row])
 
-    def one(self, out: np.ndarray, k: int, i: int) -> str | None:
-        row = int(self.job.rows[i])
-        try:
-            img = decode_image(self.read(self.paths[row]), self.size, self.opts.resize, self._box(row))
-        except (ImageDecodeError, KeyError, OSError) as e:
-            return f"{self.paths[row]}: {e}"
-        if self.job.perturbation is not None:
-            rng = photo_rng(self.opts.seed, self.job.name, int(self.job.copies[i]), row)
-            img = self.job.perturbation.apply(img, rng)
-        out[k] = img
-        return None
-
     def batch(self, indices: range) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        out = np.zeros((len(indices), self.size, self.size, 3), np.uint8)
-        errors = list(self.pool.map(lambda ki: self.one(out, ki[0], ki[1]), enumerate(indices)))
-        return out, [(indices[k], e) for k, e in enumerate(errors) if e]
+        rows = [int(r) for r in self.job.rows[indices.start:indices.stop]]
+        job, seed = self.job, self.opts.seed
+
+        def perturb(i: int, img: np.ndarray) -> np.ndarray:
+            return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
+
+        images, failures = load_images(self.read, [self.paths[r] for r in rows], self.size, self.opts.resize,
+                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool)
+        return images, [(indices[f.index], str(f)) for f in failures]
 
 
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -235,15 +219,15 @@ def _chunk_file(partial: Path, k: int) -> Path:
 def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache", quiet: bool = False,
             log: Callable[[str], None] | None = None) -> list[ViewResult]:
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
-    ident = backbone_identity(opts)
-    out_dir = features_dir(prep, opts, cache_dir)
+    spec = resolve_backbone(opts)
+    out_dir = Path(cache_dir) / "features" / prep.key / _slug(spec, opts)
     _say_if_dataset_changed(prep, out_dir, log)
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
     backbone = None
-    check_memory(ident["size"], opts)
+    check_memory(spec.size, opts)
     for job in jobs:
-        want = _job_identity(prep, ident, opts, job)
+        want = _job_identity(prep, spec, opts, job)
         target = _shard_path(job.path, opts.shard)
         with exclusive(out_dir / f".{target.stem}.lock", str(target), log):  # a second identical command waits
             done = _finished(job.name, target, want, log)
@@ -251,9 +235,9 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
                 results.append(done)
                 continue
             if backbone is None:
-                backbone = _build_backbone(opts, ident)
+                backbone = _build_backbone(opts, spec)
             results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log,
-                                     rebuild_command(prep, opts, ident)))
+                                     rebuild_command(prep, opts, spec)))
     return results
 
 
@@ -268,12 +252,12 @@ def _finished(view: str, target: Path, want: dict, log) -> ViewResult | None:
         log(f"{e}: extracting it again")
         target.unlink()
         return None
-    if meta.get("identity") != want:
+    if meta.identity != want:
         log(f"{target} was made from a different dataset, manifest or options: extracting it again")
         target.unlink()
         return None
-    return ViewResult(view, str(target), "up to date", meta["photos"], meta["seconds"],
-                      meta["photos_per_second"], meta.get("failures", []))
+    return ViewResult(view, str(target), "up to date", meta.photos, meta.seconds, meta.photos_per_second,
+                      meta.failures)
 
 
 def check_memory(size: int, opts: ExtractOptions) -> None:
@@ -288,10 +272,10 @@ def check_memory(size: int, opts: ExtractOptions) -> None:
                            + (" or a smaller --batch-size." if batch > 1 else "."))
 
 
-def rebuild_command(prep: Prepared, opts: ExtractOptions, ident: dict) -> str:
+def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) -> str:
     """The `featkit extract` command that makes this cache again (named when a cache file is found damaged)."""
     parts = ["featkit extract", f"--data {prep.dataset.source.origin}", f"--backbone {opts.backbone}",
-             f"--size {ident['size']}"]
+             f"--size {spec.size}"]
     defaults = ExtractOptions()
     for flag, name in (("--weights", "weights"), ("--pooling", "pooling"), ("--resize", "resize"),
                        ("--augment", "augment"), ("--rotation", "rotation"), ("--shift", "shift")):
@@ -316,10 +300,10 @@ def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
             return
 
 
-def _build_backbone(opts: ExtractOptions, ident: dict):
+def _build_backbone(opts: ExtractOptions, spec: BackboneSpec):
     from .backbones import get_backbone
 
-    return get_backbone(opts.backbone, size=ident["size"], weights=opts.weights, pooling=opts.pooling,
+    return get_backbone(opts.backbone, size=spec.size, weights=opts.weights, pooling=opts.pooling,
                         batch_size=opts.batch_size)
 
 
@@ -445,16 +429,15 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
     feats = feats[np.isin(all_idx, idx)]
     rows = job.rows[idx]
     m = prep.manifest
-    meta = {
-        "identity": identity, "backbone": backbone.spec, "size": backbone.size, "view": job.name,
-        "view_params": job.perturbation.to_dict() if job.perturbation else None, "classes": prep.classes,
-        "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest": str(prep.manifest_path),
-        "featkit_version": __version__, "photos": int(len(rows)), "seconds": round(seconds, 3),
-        "photos_per_second": round(len(all_idx) / seconds, 2) if seconds > 0 else None,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failures": failures, "dtype": opts.dtype,
-        "resize": opts.resize, "crop_box": opts.crop_box, "rows_total": n,
-        "shard": list(opts.shard) if opts.shard else None, "final_name": job.path.name, "rebuild": rebuild,
-    }
+    meta = CacheMeta(
+        backbone=backbone.spec, size=backbone.size, view=job.name,
+        view_params=job.perturbation.to_dict() if job.perturbation else None, classes=prep.classes,
+        dataset=prep.key, fingerprint=prep.fingerprint, manifest=str(prep.manifest_path), resize=opts.resize,
+        crop_box=opts.crop_box, dtype=opts.dtype, photos=int(len(rows)), rows_total=n, seconds=round(seconds, 3),
+        photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failures=failures,
+        shard=list(opts.shard) if opts.shard else None, final_name=job.path.name, identity=identity,
+        featkit_version=__version__, extra={"data": str(prep.dataset.source.path), "rebuild": rebuild})
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,
                 dtype=opts.dtype, row=idx)
@@ -465,7 +448,7 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
     if opts.shard is None or _all_shards_present(job.path, opts.shard):
         shutil.rmtree(partial, ignore_errors=True)
     return ViewResult(job.name, str(target), "shard done" if opts.shard else status, int(len(rows)),
-                      round(seconds, 3), meta["photos_per_second"] or 0.0, failures)
+                      round(seconds, 3), meta.photos_per_second or 0.0, failures)
 
 
 def _all_shards_present(path: Path, shard: tuple[int, int]) -> bool:
@@ -478,30 +461,28 @@ def merge(shard_files: list[Path], out: Path | None = None) -> Path:
         raise FeatkitError("featkit merge needs the shard files of one view (…/plain.shard-0-of-4.h5 and its siblings).")
     sets = [read_cache(p) for p in shard_files]
     metas = [s.meta for s in sets]
-    base = {k: v for k, v in metas[0].items() if k not in ("shard", "photos", "seconds", "photos_per_second", "created", "failures", "backbone")}
     for p, m in zip(shard_files, metas):
-        if m.get("shard") is None:
+        if m.shard is None:
             raise FeatkitError(f"{p} is not a shard file (made without --shard): nothing to merge.")
-        other = {k: v for k, v in m.items() if k in base}
-        if other != base:
-            diff = sorted(k for k in base if base[k] != other.get(k))
-            raise FeatkitError(f"{p} does not belong with {shard_files[0]}: they differ in {', '.join(diff)}.")
-    n_shards = metas[0]["shard"][1]
-    got = sorted(m["shard"][0] for m in metas)
-    if got != list(range(n_shards)):
+        check_comparable({**metas[0].comparable_key(), **(metas[0].identity or {})},
+                         {**m.comparable_key(), **(m.identity or {})}, str(shard_files[0]), str(p),
+                         "merge only the shards of one `featkit extract --shard i/n` command")
+    n_shards = metas[0].shard[1]
+    got = sorted(m.shard[0] for m in metas)
+    if got != list(range(n_shards)) or any(m.shard[1] != n_shards for m in metas):
         missing = sorted(set(range(n_shards)) - set(got))
         raise FeatkitError(f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again.")
     row = np.concatenate([s.row for s in sets])
     order = np.argsort(row, kind="stable")
-    meta = dict(metas[0])
-    meta.update(shard=None, photos=int(len(row)), seconds=round(sum(m["seconds"] for m in metas), 3),
-                failures=[f for m in metas for f in m.get("failures", [])], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                merged_from=[str(p) for p in shard_files])
-    meta["photos_per_second"] = round(len(row) / meta["seconds"], 2) if meta["seconds"] else None
+    seconds = round(sum(m.seconds or 0.0 for m in metas), 3)
+    meta = metas[0].replace(
+        shard=None, photos=int(len(row)), seconds=seconds, failures=[f for m in metas for f in m.failures],
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), photos_per_second=round(len(row) / seconds, 2) if seconds else None,
+        extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files]})
     cat = lambda xs: np.concatenate(xs)[order]  # noqa: E731
-    out = out or Path(shard_files[0]).with_name(meta["final_name"])
+    out = out or Path(shard_files[0]).with_name(meta.final_name)
     write_cache(out, cat([s.features for s in sets]), cat([s.labels for s in sets]), cat([s.split for s in sets]),
                 cat([s.image_ids for s in sets]), meta,
                 copy=cat([s.copy for s in sets]) if sets[0].copy is not None else None,
-                dtype=meta.get("dtype", "float16"), row=row[order])
+                dtype=meta.dtype, row=row[order])
     return out

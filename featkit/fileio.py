@@ -34,8 +34,13 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def to_json(obj: Any, indent: int | None = None) -> str:
+    """JSON text of `obj`, with NumPy arrays and scalars and Paths converted; keys sorted."""
+    return json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    write_text(path, to_json(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path, kind: type | None = None, fix: str | None = None) -> Any:

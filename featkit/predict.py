@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from .data.images import RESIZE_MODES, ImageDecodeError, decode_image
+from .data.images import RESIZE_MODES, load_images
 from .data.layouts import is_image, natural_key
 from .errors import FeatkitError
-from .runs import DEFAULT_REPORTS, Run, load_run
+from .runs import DEFAULT_REPORTS, Run, load_run, load_run_head
 
 
 def expand_photos(paths: list[Path]) -> list[Path]:
@@ -28,19 +28,18 @@ def expand_photos(paths: list[Path]) -> list[Path]:
 
 def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
     cfg = run.config
-    if cfg.get("kind") == "head":
+    if cfg.kind == "head":
         from .backbones import get_backbone_from_spec
-        from .fit import load_run_head
 
-        if not cfg.get("backbone"):
+        if cfg.backbone is None:
             raise FeatkitError(f"run {run.id} has no backbone spec in config.json: it cannot see photos; re-fit it from a featkit cache.")
-        features = get_backbone_from_spec(cfg["backbone"])(images)
+        features = get_backbone_from_spec(cfg.backbone)(images)
         return load_run_head(run).predict_proba(features)
-    if cfg.get("kind") == "cnn":
+    if cfg.kind == "cnn":
         from .cnn.train import predict_images
 
         return predict_images(run, images)
-    raise FeatkitError(f"{run.path}/config.json has an unknown kind {cfg.get('kind')!r}: expected 'head' or 'cnn'.")
+    raise FeatkitError(f"run {run.id} is an {cfg.kind} run: predict needs a head or CNN run that can see photos.")
 
 
 def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str | Path = DEFAULT_REPORTS,
@@ -50,27 +49,26 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
         raise FeatkitError(f"--top {top} should be 1 or more classes to show per photo.")
     run = load_run(run_ref, reports)
     cfg, classes = run.config, run.classes
-    size, resize = cfg.get("size"), cfg.get("resize") or "stretch"
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or resize not in RESIZE_MODES:
-        raise FeatkitError(f"{run.path / 'config.json'} is damaged (size {size!r}, resize {resize!r}): "
+    if top < 1:
+        raise FeatkitError(f"--top {top}: show at least 1 class per photo.")
+    if isinstance(cfg.size, bool) or not isinstance(cfg.size, int) or cfg.size < 1 or cfg.resize not in RESIZE_MODES:
+        raise FeatkitError(f"{run.path / 'config.json'} is damaged (size {cfg.size!r}, resize {cfg.resize!r}): "
                            "re-run the command that made the run.")
     files = expand_photos(photos)
     results, failures = [], []
     for start in range(0, len(files), batch_size):
-        batch, ok = [], []
-        for f in files[start:start + batch_size]:
-            try:
-                batch.append(decode_image(f.read_bytes(), size, resize))
-                ok.append(f)
-            except (ImageDecodeError, OSError) as e:
-                failures.append({"path": str(f), "error": f"cannot read this photo ({e}); skipped"})
-        if not batch:
+        names = [str(f) for f in files[start:start + batch_size]]
+        images, failed = load_images(lambda p: Path(p).read_bytes(), names, int(cfg.size), cfg.resize)
+        failures += [{"path": f.path, "error": f"cannot read this photo ({f.error}); skipped"} for f in failed]
+        bad = {f.index for f in failed}
+        ok = [i for i in range(len(names)) if i not in bad]
+        if not ok:
             continue
-        probs = _probabilities(run, np.stack(batch))
+        probs = _probabilities(run, images[ok])
         run.check_n_classes(probs.shape[1], "the model")
         k = min(top, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        for f, p, idx in zip(ok, probs, order):
-            results.append({"path": str(f), "top": [{"class": classes[j]["id"], "name": classes[j]["name"],
-                                                    "probability": round(float(p[j]), 6)} for j in idx]})
+        for i, p, idx in zip(ok, probs, order):
+            results.append({"path": names[i], "top": [{"class": classes[j]["id"], "name": classes[j]["name"],
+                                                      "probability": round(float(p[j]), 6)} for j in idx]})
     return results, failures

@@ -15,6 +15,8 @@ from .errors import FeatkitError
 from .fileio import atomic_path, write_text
 from .outputs import output_dir
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
+from .schema import RunConfig, RunMetrics
+from .tables import markdown_table, write_csv
 
 COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "top1", "top5", "extract_seconds",
            "fit_seconds", "folder")
@@ -26,16 +28,13 @@ def build_report(reports: str | Path = DEFAULT_REPORTS) -> dict[str, Path]:
     "accuracy_vs_size", "time_vs_size"} -> path."""
     import pandas as pd
 
-    from .evaluate import markdown_table
-
     reports = output_dir(reports, "--reports")
     rows, incomplete = collect_runs(reports)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv",
              "training_curves": reports / "training_curves.png", "accuracy_vs_size": reports / "accuracy_vs_size.png",
              "time_vs_size": reports / "time_vs_size.png"}
-    with atomic_path(paths["results_csv"]) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv(paths["results_csv"], df)
 
     shown = df.copy()
     for col, digits in (("top1", 4), ("top5", 4), ("extract_seconds", 1), ("fit_seconds", 1)):
@@ -72,10 +71,7 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
         except (OSError, FeatkitError) as e:
             incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
             continue
-        if not isinstance(metrics, dict) or _missing(metrics.get("top1")):
-            incomplete.append({"folder": _rel(run.path, reports), "reason": "metrics.json has no top1"})
-            continue
-        rows.append(_row(run, cfg if isinstance(cfg, dict) else {}, metrics, reports))
+        rows.append(_row(run, cfg, metrics, reports))
     base = runs_dir(reports)
     if base.exists():
         for d in sorted(base.iterdir(), reverse=True):
@@ -87,25 +83,13 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
     return rows, incomplete
 
 
-def _row(run: Run, cfg: dict, m: dict, reports: Path) -> dict[str, Any]:
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, dict):
-        backbone = backbone.get("name") or backbone.get("kind") or "?"
-    aug = cfg.get("augment")
-    aug = "" if aug is None else ("yes" if aug is True else "no" if aug is False else str(aug))
+def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
     return {
-        "run_id": run.id, "kind": cfg.get("kind", ""), "backbone": backbone or "-",
-        "size": _size(cfg.get("size")), "head": cfg.get("head") or cfg.get("name") or cfg.get("model") or "",
-        "augment": aug, "top1": _num(m.get("top1")), "top5": _num(m.get("top5")),
-        "extract_seconds": _num(m.get("extract_seconds")),
-        "fit_seconds": _num(m.get("fit_seconds", m.get("train_seconds"))), "folder": _rel(run.path, reports),
+        "run_id": run.id, "kind": cfg.kind, "backbone": cfg.backbone_name or "-", "size": cfg.size or "",
+        "head": cfg.name, "augment": "yes" if cfg.augment else "no", "top1": _num(m.top1), "top5": _num(m.top5),
+        "extract_seconds": _num(m.extract_seconds), "fit_seconds": _num(m.fit_seconds),
+        "folder": _rel(run.path, reports),
     }
-
-
-def _size(size: Any) -> Any:
-    if isinstance(size, (list, tuple)) and size:
-        return size[0] if len(set(size)) == 1 else "x".join(map(str, size))
-    return "" if size is None else size
 
 
 def _num(v: Any) -> float | None:

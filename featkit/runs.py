@@ -1,13 +1,16 @@
-"""The run folder shared by head runs and CNN runs: reports/runs/<run-id>/.
+"""The run folder shared by head, CNN and ensemble runs: reports/runs/<run-id>/, and the one way to finish a run.
 
 Files in a run folder:
-  config.json            what was run: {"kind": "head" | "cnn", "name", "backbone" (spec dict or null), "size",
-                         "augment", "dataset" (fingerprint), "seed", ...}; free-form beyond these keys
+  config.json            what was run: a `featkit.schema.RunConfig`
   classes.json           the ordered class list [{"index", "id", "name"}, ...]
-  metrics.json           {"top1", "top5", "fit_seconds", "extract_seconds", ...} on the test split
+  test_predictions.npz   probs (N, C) float32, labels (N,) int, image_ids (N,) str: what every score is computed from
   history.csv            per-epoch / per-iteration history, where there is one
-  test_predictions.npz   probs (N, C) float32, labels (N,) int, image_ids (N,) str: what `evaluate` scores
-  model.joblib | model.keras   the fitted model
+  per_class.csv, confusion.csv, confusion.png, confused_pairs.csv   the scoring files
+  metrics.json           a `featkit.schema.RunMetrics`; written last, so its presence marks the run complete
+  model.joblib | model.keras, head.json   the fitted model
+
+`finish(run, probs, labels, ids, history, extra)` writes everything from the predictions on, for heads and CNNs
+alike; `write_scores` re-scores a run's saved predictions (what `featkit evaluate` does).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import DamagedFileError, FeatkitError
 from .fileio import atomic_path, load_npz, read_json, write_json
+from .metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy, score
 from .outputs import output_dir
+from .schema import RunConfig, RunMetrics
+from .tables import write_csv
 
 DEFAULT_REPORTS = Path("reports")
+SCORE_FILES = ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv")
 REDO = "re-run the command that made the run (or delete the run folder)"
 
 
@@ -50,8 +57,11 @@ class Run:
         return read_json(f, kind, fix=REDO)
 
     @property
-    def config(self) -> dict:
-        return self.read_json("config.json", dict)
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.read_json("config.json"), where=str(self.path / "config.json"))
+
+    def write_config(self, config: RunConfig) -> None:
+        self.write_json("config.json", config.to_dict())
 
     @property
     def classes(self) -> list[dict]:
@@ -62,9 +72,8 @@ class Run:
         return classes
 
     @property
-    def metrics(self) -> dict:
-        f = self.path / "metrics.json"
-        return read_json(f, dict, fix=REDO) if f.exists() else {}
+    def metrics(self) -> RunMetrics:
+        return RunMetrics.from_dict(self.read_json("metrics.json"), where=str(self.path / "metrics.json"))
 
     def check_n_classes(self, n: int, what: str) -> None:
         """Refuse a model or predictions whose class count differs from classes.json (a file from another run)."""
@@ -99,6 +108,19 @@ class Run:
         return (self.path / "metrics.json").exists()
 
 
+def load_run_head(run: Run | str | Path, reports: str | Path = DEFAULT_REPORTS):
+    """The fitted head of a head run (by Run, folder or id)."""
+    from .heads import load_head
+
+    run = run if isinstance(run, Run) else load_run(run, reports)
+    kind = run.config.kind
+    if kind != "head":
+        raise FeatkitError(f"run {run.id} is a {kind!r} run, not a head run: it has no fitted head to load.")
+    head = load_head(run.path)
+    run.check_n_classes(head.n_classes_, "the fitted head")
+    return head
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
 
@@ -119,8 +141,10 @@ def new_run(name: str, reports: str | Path = DEFAULT_REPORTS) -> Run:
     raise FeatkitError(f"could not create a run folder under {base}: too many runs named {stem}")
 
 
-def load_run(ref: str | Path, reports: str | Path = DEFAULT_REPORTS) -> Run:
+def load_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) -> Run:
     """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest"."""
+    if isinstance(ref, Run):
+        return ref
     if str(ref) == "latest":
         runs = list_runs(reports)
         if not runs:
@@ -129,14 +153,15 @@ def load_run(ref: str | Path, reports: str | Path = DEFAULT_REPORTS) -> Run:
     p = Path(ref)
     if p.is_dir() and (p / "config.json").exists():
         return Run(p)
-    candidates = [d for d in runs_dir(reports).glob("*") if d.is_dir() and (d.name == str(ref) or str(ref) in d.name)]
+    base = runs_dir(reports)
+    candidates = [d for d in base.glob("*") if d.is_dir() and (d.name == str(ref) or str(ref) in d.name)]
     exact = [d for d in candidates if d.name == str(ref)]
     if exact:
         return Run(exact[0])
     if len(candidates) == 1:
         return Run(candidates[0])
     if not candidates:
-        raise FeatkitError(f"no run {ref!r}: give a run folder or an id from `featkit report` (runs live in {runs_dir(reports)}).")
+        raise FeatkitError(f"no run {ref!r}: give a run folder or an id from `featkit report` (runs live in {base}).")
     names = ", ".join(sorted(d.name for d in candidates)[:5])
     raise FeatkitError(f"run {ref!r} is ambiguous ({names}, ...): give the full id.")
 
@@ -148,3 +173,60 @@ def list_runs(reports: str | Path = DEFAULT_REPORTS) -> list[Run]:
         return []
     runs = [Run(d) for d in base.iterdir() if d.is_dir() and (d / "config.json").exists()]
     return sorted((r for r in runs if r.complete), key=lambda r: r.id, reverse=True)
+
+
+# ---- finishing a run -----------------------------------------------------------------------------------
+
+def finish(run: Run, probs: np.ndarray, labels: np.ndarray, image_ids: Sequence[str],
+           history: Sequence[Mapping[str, Any]] | None = None, extra: Mapping[str, Any] | None = None,
+           ks: Iterable[int] = (1, 5)) -> RunMetrics:
+    """The one way a run ends, for head, CNN and ensemble runs alike: save the test predictions, the history
+    (when given), the scoring files, then metrics.json (scores + `extra`, e.g. fit_seconds), which marks the run
+    complete. config.json and classes.json must already be in the folder."""
+    run.save_predictions(probs, labels, image_ids)
+    if history:
+        import pandas as pd
+
+        write_csv(run.path / "history.csv", pd.DataFrame(list(history)))
+    return write_scores(run, ks=ks, extra=extra)
+
+
+def write_scores(run: Run, ks: Iterable[int] = (1, 5), extra: Mapping[str, Any] | None = None,
+                 plot: bool = True) -> RunMetrics:
+    """Score the run's test_predictions.npz: per_class.csv, confusion.csv (+ .png), confused_pairs.csv, then
+    metrics.json last (what is there already, plus `extra`, plus the scores)."""
+    import pandas as pd
+
+    from .plots import plot_confusion
+
+    pred = run.load_predictions("test")
+    classes = run.classes
+    probs, labels = pred["probs"], pred["labels"].astype(np.int64)
+    ks = sorted(set(int(k) for k in ks) | {1, 5})
+    scores = score(probs, labels, classes, ks)
+
+    n_classes = len(classes)
+    names = class_names(classes, n_classes)
+    preds = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    n, _ = per_class_accuracy(probs, labels, 1)
+    table = pd.DataFrame({"index": [c.get("index", i) for i, c in enumerate(classes)],
+                          "id": [c.get("id", "") for c in classes], "name": names, "n": n})
+    for k in ks:
+        table[f"top{k}"] = np.round(per_class_accuracy(probs, labels, k)[1], 6)
+    write_csv(run.path / "per_class.csv", table)
+    cm = confusion_matrix(labels, preds, n_classes)
+    write_csv(run.path / "confusion.csv",
+              pd.DataFrame(cm, index=pd.Index(names, name="true \\ predicted"), columns=names), index=True)
+    write_csv(run.path / "confused_pairs.csv", most_confused_pairs(cm, classes, top=20))
+    if plot:
+        plot_confusion(cm, names, run.path / "confusion.png", title=f"{run.id}: top-1 {scores['top1']:.3f}")
+
+    before = run.read_json("metrics.json") if run.complete else {}
+    before = {k: v for k, v in before.items() if k != "schema"} if isinstance(before, dict) else {}
+    metrics = RunMetrics.from_dict({**before, **(extra or {}), **scores}, where=str(run.path / "metrics.json"))
+    run.write_json("metrics.json", metrics.to_dict())
+    return metrics
+
+
+__all__ = ["Run", "RunConfig", "RunMetrics", "DEFAULT_REPORTS", "SCORE_FILES", "runs_dir", "new_run", "load_run",
+           "list_runs", "load_run_head", "finish", "write_scores"]

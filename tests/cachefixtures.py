@@ -61,7 +61,11 @@ class FoodCaches:
         self.augment = root / "augment.h5"
 
     def build(self) -> "FoodCaches":
-        from featkit.cache import write_cache
+        from featkit.cache import write_cache as write_cache_meta
+        from featkit.schema import CacheMeta
+
+        def write_cache(path, features, labels, split, ids, meta, **kw):  # the fixture speaks plain dicts
+            return write_cache_meta(path, features, labels, split, ids, CacheMeta.from_dict(meta), **kw)
 
         if all(p.exists() for p in (self.plain, self.flip, self.rot, self.augment)):
             return self

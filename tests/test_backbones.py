@@ -95,7 +95,7 @@ def test_onnx_backbone_features(onnx_128, photos_128, mobilenet_onnx):
         onnx_128(photos_128[:, :64])
 
     meta = json.loads(mobilenet_onnx.with_suffix(".json").read_text())
-    spec = json.loads(json.dumps(onnx_128.spec))  # JSON-able
+    spec = json.loads(json.dumps(onnx_128.spec.to_dict()))  # JSON-able
     assert spec["kind"] == "onnx" and spec["size"] == 128 and spec["feature_dim"] == 1280
     assert spec["pooling"] == "avg" and "(uint8 - 128) / 128" in spec["preprocessing"]
     assert spec["weights"] == {"path": str(mobilenet_onnx.resolve()), "sha256": meta["sha256"]}
@@ -130,7 +130,7 @@ def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     a = get_backbone("vgg16", size=64, weights="none")
     fa = a(photos_64)
     assert fa.shape == (12, 512) and fa.dtype == np.float32 and a.size == 64
-    assert a.spec["weights"] == "none" and a.spec["pooling"] == "avg"
+    assert a.spec.weights == "none" and a.spec.pooling == "avg"
     assert fa.std(axis=0).max() > 0  # not constant
     b = get_backbone("vgg16", size=64, weights="none", batch_size=5)
     np.testing.assert_array_equal(b(photos_64), fa)  # same seed -> same weights -> same features
@@ -241,7 +241,7 @@ def test_onnx_without_json_is_inferred_from_the_graph(tmp_path, mobilenet_onnx, 
     with pytest.raises(FeatkitError, match="--size"):
         get_backbone(str(bare))  # dynamic size and no native size known
     bb = get_backbone(str(bare), size=128)
-    assert bb.feature_dim == 1280 and bb.spec["options"]["onnx_output"] == "features"
+    assert bb.feature_dim == 1280 and bb.spec.options["onnx_output"] == "features"
     np.testing.assert_array_equal(bb(photos_128[:4]), onnx_128(photos_128[:4]))
     with pytest.raises(FeatkitError, match="no output 'nope'"):
         get_backbone(str(bare), size=128, onnx_output="nope")
@@ -250,7 +250,7 @@ def test_onnx_without_json_is_inferred_from_the_graph(tmp_path, mobilenet_onnx, 
 # 6. Rebuilding from a saved spec ---------------------------------------------------------------------------
 
 def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
-    spec = json.loads(json.dumps(onnx_128.spec))
+    spec = json.loads(json.dumps(onnx_128.spec.to_dict()))
     again = get_backbone_from_spec(spec)
     np.testing.assert_array_equal(again(photos_128), onnx_128(photos_128))
     assert again.spec == onnx_128.spec
@@ -270,7 +270,7 @@ def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
 
 def test_spec_round_trip_keras_random(photos_64):
     bb = get_backbone("vgg16", size=64, weights="none", pooling="max")
-    spec = json.loads(json.dumps(bb.spec))
+    spec = json.loads(json.dumps(bb.spec.to_dict()))
     assert spec["kind"] == "keras" and spec["name"] == "vgg16" and spec["feature_dim"] == 512
     assert "caffe" in spec["preprocessing"] and "keras" in spec["versions"]
     again = get_backbone_from_spec(spec)

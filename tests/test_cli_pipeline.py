@@ -70,12 +70,18 @@ def test_predict_skips_a_corrupt_photo_and_goes_on(workspace, mini, tmp_path):
     assert first[0]["class"] == sorted(os.listdir(mini))[0]  # a training photo of that class
 
 
+@pytest.mark.slow
 def test_cnn_run_is_scored_reported_and_predicted_like_a_head_run(workspace, mini):
+    from featkit.metrics import topk_accuracy
+    from featkit.runs import load_run
+
     ws, head = workspace
     reports = ws / "reports"
     cnn = fk("train-cnn", "--data", mini, "--preset", "basic", "--epochs", 1, "--quiet", "--json",
              "--cache", ws / "cache", "--reports", reports)
-    assert 0 <= cnn["top1"] <= cnn["top5"] <= 1
+    pred = load_run(cnn["run"], reports).load_predictions()
+    assert (cnn["top1"], cnn["top5"]) == tuple(topk_accuracy(pred["probs"], pred["labels"], (1, 5)).values())
+    assert cnn["n"] == len(pred["labels"]) and cnn["log_loss"] > 0
     fk("evaluate", cnn["run"], "--reports", reports)
     fk("report", "--reports", reports)
     rows = (reports / "results.csv").read_text()
@@ -99,13 +105,30 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, (args, p.stderr)
 
 
-def test_every_command_has_help():
-    for cmd in (["--help"], ["data", "summary", "--help"], ["data", "check", "--help"], ["backbones", "--help"],
-                ["extract", "--help"], ["merge", "--help"], ["fit-head", "--help"], ["evaluate", "--help"],
-                ["sensitivity", "--help"], ["report", "--help"], ["predict", "--help"], ["train-cnn", "--help"],
-                ["series", "--help"]):
-        res = runner.invoke(app, cmd)
-        assert res.exit_code == 0 and "Usage" in res.stdout, cmd
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_every_command_has_help_with_its_summary_and_options():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = dict(_commands(group))
+    assert {("extract",), ("fit-head",), ("data", "summary"), ("sensitivity",), ("train-cnn",)} <= set(commands)
+    for path, cmd in commands.items():
+        res = runner.invoke(app, [*path, "--help"], terminal_width=200)
+        assert res.exit_code == 0, path
+        text = " ".join(res.stdout.split())
+        summary = " ".join((cmd.help or "").split("\n\n")[0].split())
+        assert summary and summary[:60] in text, (path, summary)
+        for param in cmd.params:
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    assert opt in text, (path, opt)
 
 
 def test_backbones_lists_keras_and_onnx(mobilenet_onnx):

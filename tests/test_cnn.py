@@ -74,12 +74,12 @@ def test_every_preset_runs_one_epoch(name, photo_blobs, tmp_path):
     cfg = get_preset(name, epochs=1, batch_size=5, weights="none" if PRESETS[name].model == "transfer" else None)
     x, y = photos_at(photo_blobs, cfg.size)  # the preset's own image size
     run = train_cnn(cfg, *splits(x, y), CLASSES, tmp_path / "run", quiet=True,
-                    extra_config={"dataset": {"fingerprint": "test"}}, test_ids=[f"p{i}" for i in range(5)])
+                    extra_config={"dataset": "test-dataset"}, test_ids=[f"p{i}" for i in range(5)])
     cfgj, metrics = run.config, run.metrics
-    assert cfgj["kind"] == "cnn" and cfgj["preset"] == name and cfgj["size"] == cfg.size
-    assert cfgj["backbone"] == ("vgg16" if cfg.model == "transfer" else None)
-    assert cfgj["augment"] == cfg.augment and cfgj["dataset"] == {"fingerprint": "test"}
-    assert metrics["epochs_run"] == 1 and 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert cfgj.kind == "cnn" and cfgj.name == name and cfgj.size == cfg.size
+    assert cfgj.backbone_name == ("vgg16" if cfg.model == "transfer" else "")
+    assert cfgj.augment == cfg.augment and cfgj.dataset == "test-dataset"
+    assert metrics.extra["epochs_run"] == 1 and metrics.n == 5
     pred = run.load_predictions()
     assert pred["probs"].shape == (5, 5) and list(pred["image_ids"]) == [f"p{i}" for i in range(5)]
     assert np.allclose(pred["probs"].sum(axis=1), 1.0, atol=1e-4)
@@ -107,8 +107,8 @@ def test_standardisation_uses_training_stats_for_every_split(food_photos_64, tmp
     cfg = get_preset("std-aug-3", epochs=1, batch_size=8)
     run = train_cnn(cfg, x_tr, y_tr, x_te[:10], y_te[:10], x_te, y_te, CLASSES, tmp_path / "run", quiet=True)
     mean, std = P.channel_stats(x_tr)
-    np.testing.assert_allclose(run.config["standardize_mean"], mean)
-    np.testing.assert_allclose(run.config["standardize_std"], std)
+    np.testing.assert_allclose(run.config.extra["standardize_mean"], mean)
+    np.testing.assert_allclose(run.config.extra["standardize_std"], std)
     all_mean, _ = P.channel_stats(np.concatenate([x_tr, x_te]))
     assert np.abs(all_mean - mean).min() > 10  # the shifted val/test photos did not leak into the statistics
 
@@ -202,7 +202,7 @@ def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, monkeypat
     hist = T.read_history(run.path / "history.csv")
     assert [r["epoch"] for r in hist] == [1, 2]
     assert (run.path / "history.csv").read_text().splitlines()[:2] == first  # epoch 1's row is kept as it was
-    assert run.metrics["epochs_run"] == 2 and read_json(run.path / "checkpoints" / "state.json")["epoch"] == 2
+    assert run.metrics.extra["epochs_run"] == 2 and read_json(run.path / "checkpoints" / "state.json")["epoch"] == 2
 
     with pytest.raises(FeatkitError, match="different configuration"):
         train_cnn(cfg.replace(dropout=0.2), *data, CLASSES, tmp_path / "run", quiet=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,9 +12,11 @@ import pytest
 from cachefixtures import CLASSES, one_blas_thread
 from featkit.cache import read_cache, read_meta, write_cache
 from featkit.errors import FeatkitError
-from featkit.evaluate import (check_compatible, confusion_matrix, evaluate_run, log_loss, most_confused_pairs,
-                              per_class_accuracy, score, sensitivity, topk_accuracy, topk_correct)
-from featkit.fit import fit_head, load_run_head
+from featkit.evaluate import check_compatible, evaluate_run, sensitivity
+from featkit.metrics import (confusion_matrix, log_loss, most_confused_pairs, per_class_accuracy, score, topk_accuracy,
+                             topk_correct)
+from featkit.fit import fit_head
+from featkit.runs import load_run_head
 
 # ---- top-k --------------------------------------------------------------------------------------------
 
@@ -89,15 +92,15 @@ def test_fit_head_writes_a_complete_run(run, caches):
     assert {"config.json", "classes.json", "model.joblib", "head.json", "test_predictions.npz", "metrics.json",
             "per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv"} <= names
     cfg, meta = run.config, read_meta(caches.plain)
-    assert (cfg["kind"], cfg["head"], cfg["backbone"], cfg["size"], cfg["dataset"], cfg["augment"]) == (
-        "head", "logreg", meta["backbone"], meta["size"], meta["dataset"], False)
-    assert cfg["params"]["max_iter"] == 500 and cfg["seed"] == 0 and cfg["featkit_version"]
-    assert cfg["fingerprint"] == meta["fingerprint"] and cfg["cache"] == str(caches.plain.resolve())
-    assert run.classes == meta["classes"]
+    assert (cfg.kind, cfg.name, cfg.backbone, cfg.size, cfg.dataset, cfg.augment) == (
+        "head", "logreg", meta.backbone, meta.size, meta.dataset, False)
+    assert cfg.params["max_iter"] == 500 and cfg.seed == 0 and cfg.featkit_version
+    assert cfg.fingerprint == meta.fingerprint and cfg.cache == str(caches.plain.resolve())
+    assert run.classes == meta.classes
     m = run.metrics
-    assert (m["n_train"], m["n_valid"], m["n_test"], m["n"]) == (192, 48, 80, 80)
-    assert m["extract_seconds"] == meta["seconds"] and m["fit_seconds"] > 0
-    assert m["top1"] > 2.0 / CLASSES and m["top5"] >= m["top1"]
+    assert (m.extra["n_train"], m.extra["n_valid"], m.extra["n_test"], m.n) == (192, 48, 80, 80)
+    assert m.extract_seconds == meta.seconds and m.fit_seconds > 0
+    assert m.top1 > 2.0 / CLASSES and m.top5 >= m.top1
     pred = run.load_predictions()
     test = read_cache(caches.plain).subset("test")
     assert pred["probs"].shape == (80, CLASSES) and np.array_equal(pred["image_ids"], test.image_ids)
@@ -107,7 +110,7 @@ def test_fit_head_writes_a_complete_run(run, caches):
 def test_evaluate_run_files(run):
     before = run.metrics
     m = evaluate_run(run, ks=(1, 3, 5))
-    assert m["fit_seconds"] == before["fit_seconds"] and m["top1"] == before["top1"] and "top3" in m
+    assert m["fit_seconds"] == before.fit_seconds and m["top1"] == before.top1 and "top3" in m
     assert json.loads((run.path / "metrics.json").read_text()) == m
     per_class = pd.read_csv(run.path / "per_class.csv")
     assert list(per_class.columns) == ["index", "id", "name", "n", "top1", "top3", "top5"]
@@ -124,28 +127,29 @@ def test_evaluate_run_files(run):
 def _variant(caches, tmp_path, name, **meta_changes):
     fs = read_cache(caches.plain)
     path = tmp_path / f"{name}.h5"
-    write_cache(path, fs.features, fs.labels, fs.split, fs.image_ids, {**fs.meta, **meta_changes})
+    write_cache(path, fs.features, fs.labels, fs.split, fs.image_ids, fs.meta.replace(**meta_changes))
     return path
 
 
 def test_check_compatible_refuses_other_backbone_size_or_classes(run, caches, tmp_path):
     meta = read_meta(caches.plain)
+    bb = meta.backbone
     check_compatible(run, caches.plain)  # its own cache
-    moved = {**meta["backbone"], "weights": {**meta["backbone"]["weights"], "path": "/elsewhere/mobilenet-v2.onnx"}}
-    check_compatible(run, {**meta, "backbone": moved})  # same weights (sha256), another folder: fine
-    check_compatible(run, {**meta, "backbone": {**meta["backbone"], "versions": {"onnxruntime": "9.9"}}})
-    other = _variant(caches, tmp_path, "effnet", backbone={**meta["backbone"], "name": "efficientnet-lite0",
-                                                            "weights": {"path": "x", "sha256": "c515eb"}})
+    moved = replace(bb, weights={**bb.weights, "path": "/elsewhere/mobilenet-v2.onnx"})
+    check_compatible(run, meta.replace(backbone=moved))  # same weights (sha256), another folder: fine
+    check_compatible(run, meta.replace(backbone=replace(bb, versions={"onnxruntime": "9.9"})))
+    other = _variant(caches, tmp_path, "effnet", backbone=replace(bb, name="efficientnet-lite0",
+                                                                  weights={"path": "x", "sha256": "c515eb"}))
     with pytest.raises(FeatkitError) as e:
         check_compatible(run, other)
     msg = str(e.value)
-    assert "\n" not in msg and str(other) in msg and run.id in msg and "efficientnet-lite0" in msg and "backbone" in msg
-    renamed = [dict(c) for c in meta["classes"]][::-1]
-    with pytest.raises(FeatkitError, match="different class list"):
-        check_compatible(run, {**meta, "classes": renamed})
-    with pytest.raises(FeatkitError, match="different size"):
-        check_compatible(run, {**meta, "size": 224})
-    with pytest.raises(FeatkitError, match="different backbone"):
+    assert "\n" not in msg and str(other) in msg and run.id in msg and "c515eb" in msg and "backbone" in msg
+    renamed = [dict(c) for c in meta.classes][::-1]
+    with pytest.raises(FeatkitError, match="classes: 8 vs 8, first difference at index 0"):
+        check_compatible(run, meta.replace(classes=renamed))
+    with pytest.raises(FeatkitError, match="size: 96 vs 224"):
+        check_compatible(run, meta.replace(size=224))
+    with pytest.raises(FeatkitError, match="backbone: "):
         sensitivity(run, {"effnet": other})
     assert not (run.path / "sensitivity.csv").exists()
 
@@ -155,7 +159,7 @@ def test_sensitivity_scores_each_view(run, caches):
     assert df["view"].tolist() == ["plain", "flip", "rot90"]
     assert list(df.columns[:8]) == ["view", "rotation", "width_shift", "height_shift", "flips", "n", "top1", "top5"]
     assert df["n"].tolist() == [80, 80, 80] and df.loc[2, "rotation"] == 90 and df.loc[1, "flips"] == "horizontal"
-    assert df.loc[0, "top1"] == round(run.metrics["top1"], 4)
+    assert df.loc[0, "top1"] == round(run.metrics.top1, 4)
     assert pd.read_csv(run.path / "sensitivity.csv")["view"].tolist() == ["plain", "flip", "rot90"]
     assert "| rot90 | 90 |" in (run.path / "sensitivity.md").read_text()
 
@@ -173,8 +177,8 @@ def test_fit_head_needs_train_and_test_rows(caches, tmp_path):
 def test_augment_cache_must_come_from_the_same_photos(caches, tmp_path):
     fs = read_cache(caches.augment)
     other = tmp_path / "augment-other.h5"
-    write_cache(other, fs.features, fs.labels, fs.split, fs.image_ids, {**fs.meta, "fingerprint": "0123"}, copy=fs.copy)
-    with pytest.raises(FeatkitError, match="different dataset fingerprint"):
+    write_cache(other, fs.features, fs.labels, fs.split, fs.image_ids, fs.meta.replace(fingerprint="0123"), copy=fs.copy)
+    with pytest.raises(FeatkitError, match="fingerprint: '[0-9a-f]+' vs '0123'"):
         fit_head(caches.plain, "logreg", augment_cache=other, reports=tmp_path / "reports", quiet=True)
     test_ids = read_cache(caches.plain).subset("test").image_ids[:3]
     leaky = tmp_path / "augment-leaky.h5"

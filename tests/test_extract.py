@@ -41,9 +41,9 @@ def test_cache_equals_direct_forward_pass(mini, tmp_path, mobilenet_onnx):
     np.testing.assert_allclose(fs.features, direct, rtol=1e-4, atol=1e-4)
     assert list(fs.labels) == m["label"].tolist() and list(fs.split) == m["split"].tolist()
     assert list(fs.image_ids) == m["image_id"].tolist()
-    assert fs.meta["backbone"]["kind"] == "onnx" and fs.meta["size"] == 64
+    assert fs.meta.backbone.kind == "onnx" and fs.meta.size == 64
     assert [c["id"] for c in fs.classes] == sorted(p.name for p in mini.iterdir())
-    assert fs.meta["photos_per_second"] > 0
+    assert fs.meta.photos_per_second > 0
 
 
 def test_second_run_returns_at_once_without_building(mini, tmp_path, mobilenet_onnx, monkeypatch):
@@ -72,7 +72,7 @@ def test_views_have_the_right_rows_and_differ_from_plain(mini, tmp_path, mobilen
     test_plain = plain.subset("test")
     for view, fs in by.items():
         assert len(fs) == n_test and set(fs.split) == {"test"}
-        assert fs.meta["view_params"]["rotation"] in (45, 180)
+        assert fs.meta.view_params["rotation"] in (45, 180)
         assert not np.allclose(fs.features, test_plain.features, atol=1e-2), view
 
 
@@ -181,6 +181,6 @@ def test_bad_options_give_one_line_errors(mini, tmp_path):
     with pytest.raises(ex.FeatkitError, match="0 <= i < n"):
         ex.ExtractOptions(shard=(3, 3))
     with pytest.raises(ex.FeatkitError, match="does not exist"):
-        ex.backbone_identity(ex.ExtractOptions(backbone=str(tmp_path / "nope.onnx")))
+        ex.resolve_backbone(ex.ExtractOptions(backbone=str(tmp_path / "nope.onnx")))
     with pytest.raises(ex.FeatkitError, match="weights file"):
-        ex.backbone_identity(ex.ExtractOptions(backbone="vgg16", weights=str(tmp_path / "nope.h5")))
+        ex.resolve_backbone(ex.ExtractOptions(backbone="vgg16", weights=str(tmp_path / "nope.h5")))

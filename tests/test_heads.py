@@ -117,7 +117,8 @@ def test_logreg_lightgbm_scoring_and_reports_never_import_tensorflow(caches, tmp
     code = f"""
 import sys
 from featkit.heads import get_head, load_head
-from featkit.fit import fit_head, load_run_head
+from featkit.fit import fit_head
+from featkit.runs import load_run_head
 from featkit.evaluate import evaluate_run, sensitivity
 from featkit.report import build_report
 for head, params in (("logreg", {{}}), ("lightgbm", {{"n_estimators": 5, "pca": 8, "num_threads": 1}})):

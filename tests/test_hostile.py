@@ -296,7 +296,7 @@ def test_resume_names_the_option_that_differs(ws, tmp_path, capsys):
 
 def test_augment_cache_must_be_an_augmented_view(ws, tmp_path, capsys):
     r = fk(capsys, "fit-head", "--features", ws["plain"], "--augment-cache", ws["plain"], "--reports", tmp_path, "-q")
-    refused(r, 1, "--augment-cache", str(ws["plain"]), "plain")
+    refused(r, 1, str(ws["plain"]), "'plain' view, not augmented copies")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 

@@ -177,7 +177,21 @@ def test_load_images_reports_failures_and_keeps_going():
     names = ["a.png", "bad.jpg", "missing.jpg", "broken-member.jpg", "c.png"]
     out, failures = load_images(read, names, 8)
     assert out.shape == (5, 8, 8, 3) and out.dtype == np.uint8
-    assert [i for i, _ in failures] == [1, 2, 3]
-    assert "missing file" in failures[1][1] and "Bad CRC-32" in failures[2][1]
+    assert [f.index for f in failures] == [1, 2, 3]
+    assert [f.path for f in failures] == ["bad.jpg", "missing.jpg", "broken-member.jpg"]
+    assert "missing file" in failures[1].error and "Bad CRC-32" in failures[2].error
     assert (out[[1, 2, 3]] == 0).all()
     assert (out[0] == (10, 200, 30)).all() and (out[4] == out[0]).all()
+
+
+def test_load_images_applies_the_transform_to_each_loaded_photo_only():
+    good = encode(Image.new("RGB", (20, 20), (10, 200, 30)), "PNG")
+    seen = []
+
+    def flip_and_mark(i: int, img: np.ndarray) -> np.ndarray:
+        seen.append(i)
+        return 255 - img
+
+    out, failures = load_images({"a.png": good}.__getitem__, ["a.png", "gone.png", "a.png"], 4, transform=flip_and_mark)
+    assert sorted(seen) == [0, 2] and [f.index for f in failures] == [1]
+    assert (out[0] == (245, 55, 225)).all() and (out[1] == 0).all()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FeatkitError
-from .base import Backbone, check_file_identity, file_sha256
+from ..schema import BackboneSpec
+from .base import Backbone, check_file_identity, file_identity, file_sha256
 from .keras_zoo import MODELS as KERAS_MODELS
-from .keras_zoo import KerasModel, _norm, build_keras_base, keras_base, keras_table, lookup  # no TF import
+from .keras_zoo import KerasModel, build_keras_base, is_keras_name, keras_base, keras_table, lookup  # no TF import
 
-__all__ = ["Backbone", "get_backbone", "get_backbone_from_spec", "list_backbones", "keras_base",
+__all__ = ["Backbone", "BackboneSpec", "resolve", "get_backbone", "get_backbone_from_spec", "list_backbones", "keras_base",
            "build_keras_base", "KERAS_MODELS", "KerasModel", "file_sha256"]
 
 
@@ -27,7 +28,44 @@ def _is_onnx(name_or_path: str) -> bool:
     s = str(name_or_path)
     if s.lower().endswith(".onnx"):
         return True
-    return os.path.isfile(s) and not s.lower().endswith(".h5") and _norm(s) not in KERAS_MODELS
+    return os.path.isfile(s) and not s.lower().endswith(".h5") and not is_keras_name(s)
+
+
+def resolve(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
+            pooling: str = "avg") -> BackboneSpec:
+    """The spec of what `get_backbone` would build with these arguments, without building it (no TensorFlow
+    import, no ONNX session): kind, name, size, pooling, weights (a file by its sha256), and, where the registry or
+    the JSON contract says, preprocessing and feature size. Argument problems raise FeatkitError."""
+    if _is_onnx(name_or_path):
+        from .onnx_model import read_contract
+
+        path = Path(os.path.expanduser(str(name_or_path)))
+        if not path.is_file():
+            raise FeatkitError(f"ONNX model {path} does not exist: give the path of an .onnx model or a name from "
+                               f"`featkit backbones`.")
+        _check_onnx_weights(weights, path)
+        contract = read_contract(path)
+        native = contract.get("input_size")
+        native = native[0] if isinstance(native, (list, tuple)) else native
+        size = size or native
+        if not size:
+            raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
+        return BackboneSpec(kind="onnx", name=str(contract.get("name") or path.stem), size=int(size), pooling=pooling,
+                            weights=file_identity(path), feature_dim=contract.get("feature_size"),
+                            preprocessing=str(contract.get("preprocessing_in_graph") or ""))
+    from .keras_zoo import weights_arg
+
+    entry = lookup(name_or_path)
+    w = weights_arg(weights, entry.name)
+    spec_weights = "none" if w is None else w if w == "imagenet" else file_identity(w)
+    return BackboneSpec(kind="keras", name=entry.name, size=int(size or entry.native_size), pooling=pooling,
+                        weights=spec_weights, preprocessing=entry.preprocessing, feature_dim=entry.feature_dim)
+
+
+def _check_onnx_weights(weights: str | None, path: str | os.PathLike) -> None:
+    if weights is not None and str(weights).lower() != "imagenet":
+        raise FeatkitError(f"--weights does not apply to an ONNX backbone ({Path(path).name}): "
+                           f"its weights are inside the .onnx file.")
 
 
 def get_backbone(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
@@ -43,9 +81,7 @@ def get_backbone(name_or_path: str, size: int | None = None, weights: str | None
     if _is_onnx(name_or_path):
         from .onnx_model import OnnxBackbone
 
-        if weights is not None and str(weights).lower() != "imagenet":
-            raise FeatkitError(f"--weights does not apply to an ONNX backbone ({Path(name_or_path).name}): "
-                               f"its weights are inside the .onnx file.")
+        _check_onnx_weights(weights, name_or_path)
         return OnnxBackbone(name_or_path, size=size, pooling=pooling, batch_size=batch_size, **onnx_options)
     if onnx_options:
         raise FeatkitError(f"options {', '.join(sorted(onnx_options))} apply only to ONNX backbones, "
@@ -55,25 +91,23 @@ def get_backbone(name_or_path: str, size: int | None = None, weights: str | None
     return KerasBackbone(name_or_path, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
 
 
-def get_backbone_from_spec(spec: dict, batch_size: int | None = None) -> Backbone:
+def get_backbone_from_spec(spec: BackboneSpec | dict, batch_size: int | None = None) -> Backbone:
     """Rebuild the backbone a saved `spec` describes; FeatkitError if a weights file is gone or changed."""
-    try:
-        kind, name, size, pooling, weights = (spec["kind"], spec["name"], spec["size"], spec["pooling"],
-                                              spec["weights"])
-    except (KeyError, TypeError):
-        raise FeatkitError(f"not a featkit backbone spec: {spec!r:.200}") from None
+    if not isinstance(spec, BackboneSpec):
+        spec = BackboneSpec.from_dict(spec)
+    kind, name, size, pooling, weights = spec.kind, spec.name, spec.size, spec.pooling, spec.weights
     if kind == "onnx":
         path = check_file_identity(weights, "the ONNX model")
-        bb = get_backbone(str(path), size=size, pooling=pooling, batch_size=batch_size, **spec.get("options", {}))
+        bb = get_backbone(str(path), size=size, pooling=pooling, batch_size=batch_size, **spec.options)
     elif kind == "keras":
         if isinstance(weights, dict):
             weights = str(check_file_identity(weights, "the weights file"))
         bb = get_backbone(name, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
     else:
         raise FeatkitError(f"unknown backbone kind {kind!r} in the saved spec (expected keras or onnx).")
-    if spec.get("feature_dim") not in (None, bb.feature_dim):
+    if spec.feature_dim not in (None, bb.feature_dim):
         raise FeatkitError(f"{name} now gives {bb.feature_dim} features, but the saved spec says "
-                           f"{spec['feature_dim']}: re-run `featkit extract`.")
+                           f"{spec.feature_dim}: re-run `featkit extract`.")
     return bb
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FeatkitError
+from ..schema import BackboneSpec
 
 POOLINGS = ("avg", "max")
 
@@ -30,7 +31,7 @@ class Backbone:
     batch_size: int
 
     @property
-    def spec(self) -> dict[str, Any]:  # pragma: no cover - abstract
+    def spec(self) -> BackboneSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract

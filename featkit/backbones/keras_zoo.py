@@ -8,17 +8,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
+from .._tf import tf_keras
 from ..errors import FeatkitError
+from ..schema import BackboneSpec
 from .base import Backbone, check_pooling, check_size, file_identity
 
 _G = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -115,6 +115,11 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def is_keras_name(name: str) -> bool:
+    """True if `name` names a model of the registry (case, '-', '_' and spaces ignored)."""
+    return _norm(str(name)) in MODELS
+
+
 def lookup(name: str) -> KerasModel:
     """The registry entry for `name` (case, '-', '_' and spaces ignored: 'EfficientNet-B0' = 'efficientnetb0')."""
     key = _norm(str(name))
@@ -126,7 +131,7 @@ def lookup(name: str) -> KerasModel:
                        f"or give the path of a .onnx file.")
 
 
-def _weights_arg(weights: Any, name: str) -> str | None:
+def weights_arg(weights: Any, name: str) -> str | None:
     """'imagenet' -> 'imagenet', 'none'/None -> None, else an existing .weights.h5 / .h5 path (resolved)."""
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         return None
@@ -139,53 +144,6 @@ def _weights_arg(weights: Any, name: str) -> str | None:
     if not path.name.lower().endswith(".h5"):
         raise FeatkitError(f"weights file {path} should be a Keras .weights.h5 or .h5 file for {name}.")
     return str(path.resolve())
-
-
-# --- TensorFlow / Keras, imported on first use -------------------------------------------------------------
-
-_TF: tuple[Any, Any] | None = None
-
-
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Hide TF's C++ start-up chatter (printed before absl logging is set up, so TF_CPP_MIN_LOG_LEVEL
-    cannot silence it); replay it if something fails. FEATKIT_TF_VERBOSE=1 shows it."""
-    if os.environ.get("FEATKIT_TF_VERBOSE"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            tmp.seek(0)
-            sys.stderr.write(tmp.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def tf_keras() -> tuple[Any, Any]:
-    """(tensorflow, keras), imported once, quietly; GPUs get memory growth so ONNX Runtime can share them."""
-    global _TF
-    if _TF is None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with _quiet_stderr():
-            import tensorflow as tf
-            import keras
-
-            for gpu in tf.config.list_physical_devices("GPU"):
-                try:
-                    tf.config.experimental.set_memory_growth(gpu, True)
-                except (RuntimeError, ValueError):  # already initialised: keep TF's choice
-                    pass
-        tf.get_logger().setLevel("ERROR")
-        _TF = (tf, keras)
-    return _TF
 
 
 def _keras_cache_dir() -> str:
@@ -250,22 +208,22 @@ def keras_base(name: str, size: int | None = None, weights: str | None = "imagen
     size = check_size(entry.native_size if size is None else size, entry.min_size, entry.name)
     if pooling is not None:
         check_pooling(pooling, entry.name)
-    weights_arg = _weights_arg(weights, entry.name)
+    w_arg = weights_arg(weights, entry.name)
     tf, keras = tf_keras()
     module = getattr(keras.applications, entry.module)
     ctor = getattr(keras.applications, entry.ctor)  # every constructor is exported at the top level
-    if weights_arg is None:
+    if w_arg is None:
         keras.utils.set_random_seed(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "weights for input shape (224, 224) will be loaded"
-            model = ctor(include_top=False, weights=weights_arg, input_shape=(size, size, 3), pooling=pooling)
+            model = ctor(include_top=False, weights=w_arg, input_shape=(size, size, 3), pooling=pooling)
     except Exception as e:
-        if weights_arg == "imagenet" and _from_get_file(e):
+        if w_arg == "imagenet" and _from_get_file(e):
             raise _offline_error(entry, size, e) from e
-        if weights_arg not in (None, "imagenet"):
+        if w_arg not in (None, "imagenet"):
             first = " ".join(str(e).split())[:300]
-            raise FeatkitError(f"weights file {weights_arg} does not fit {entry.name} with include_top=False "
+            raise FeatkitError(f"weights file {w_arg} does not fit {entry.name} with include_top=False "
                                f"({type(e).__name__}: {first}).") from e
         raise
     return model, module.preprocess_input
@@ -286,16 +244,16 @@ class KerasBackbone(Backbone):
         entry = lookup(name)
         size = check_size(entry.native_size if size is None else size, entry.min_size, entry.name)
         pooling = check_pooling(pooling, entry.name)
-        weights_arg = _weights_arg(weights, entry.name)
+        w_arg = weights_arg(weights, entry.name)
         self.entry, self.name, self.size, self.pooling = entry, entry.name, size, pooling
         self.preprocessing = f"{entry.preprocessing} (keras.applications.{entry.module}.preprocess_input)"
-        if weights_arg is None:
+        if w_arg is None:
             self.weights: Any = "none"
-        elif weights_arg == "imagenet":
+        elif w_arg == "imagenet":
             self.weights = "imagenet"
         else:
-            self.weights = file_identity(weights_arg)  # hash the file we are about to load
-        self.model, self._preprocess = keras_base(entry.name, size, weights_arg, pooling)
+            self.weights = file_identity(w_arg)  # hash the file we are about to load
+        self.model, self._preprocess = keras_base(entry.name, size, w_arg, pooling)
         tf, keras = tf_keras()
         self.feature_dim = int(self.model.output_shape[-1])
         self.batch_size = int(batch_size) if batch_size else ((128 if size <= 320 else 32) if _on_gpu(tf) else 32)
@@ -314,17 +272,15 @@ class KerasBackbone(Backbone):
         return np.asarray(self._forward(chunk), dtype=np.float32)
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> BackboneSpec:
         from .. import __version__
 
-        spec = {
-            "kind": "keras", "name": self.name, "weights": self.weights, "size": self.size,
-            "pooling": self.pooling, "preprocessing": self.preprocessing, "feature_dim": self.feature_dim,
-            "input": "uint8 RGB NHWC", "versions": {"featkit": __version__, **self._versions},
-        }
+        extra = {"input": "uint8 RGB NHWC"}
         if self.weights == "imagenet":
-            spec["weights_file"] = self.entry.weights_file(self.size)[0]
-        return spec
+            extra["weights_file"] = self.entry.weights_file(self.size)[0]
+        return BackboneSpec(kind="keras", name=self.name, size=self.size, pooling=self.pooling, weights=self.weights,
+                            preprocessing=self.preprocessing, feature_dim=self.feature_dim,
+                            versions={"featkit": __version__, **self._versions}, extra=extra)
 
 
 def keras_table() -> list[dict[str, Any]]:

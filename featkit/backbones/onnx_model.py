@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FeatkitError
+from ..schema import BackboneSpec
 from .base import Backbone, check_pooling, check_size, file_identity
 
 MIN_DYNAMIC_SIZE = 32  # CNN graphs downsample by 32; the shared models run at any H, W >= 32
@@ -224,18 +225,16 @@ class OnnxBackbone(Backbone):
         return opts
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> BackboneSpec:
         import onnxruntime as ort
 
         from .. import __version__
 
-        return {
-            "kind": "onnx", "name": self.name, "weights": dict(self.weights), "size": self.size,
-            "pooling": self.pooling, "preprocessing": self.preprocessing, "feature_dim": self.feature_dim,
-            "input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size,
-            "options": self.options,
-            "versions": {"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
-        }
+        return BackboneSpec(
+            kind="onnx", name=self.name, size=self.size, pooling=self.pooling, weights=dict(self.weights),
+            preprocessing=self.preprocessing, feature_dim=self.feature_dim, options=self.options,
+            versions={"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+            extra={"input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size})
 
 
 def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..backbones.keras_zoo import tf_keras
+from .._tf import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402

@@ -12,7 +12,7 @@ All three layers compute in float32 even under a mixed-precision policy.
 from __future__ import annotations
 
 
-from ..backbones.keras_zoo import tf_keras
+from .._tf import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402

@@ -25,23 +25,24 @@ def check_resume(run: Run, cfg: Preset, extra: Mapping[str, Any], seed: int) -> 
     """Refuse (one line naming what differs) to resume `run` with `cfg` on the data described by `extra` (the
     dataset fingerprint and key, --per-class, resize) and `seed`; return quietly when they are the same."""
     config = run.config
-    kind = config.get("kind")
-    if kind != "cnn":
-        raise FeatkitError(f"run {run.id} is a {kind or 'unknown'} run, not a train-cnn run: --resume only continues "
+    if config.kind != "cnn":
+        raise FeatkitError(f"run {run.id} is a {config.kind} run, not a train-cnn run: --resume only continues "
                            f"an interrupted train-cnn run; nothing was changed in {run.path}.")
     diffs = []
-    if config.get("preset") != cfg.name:
-        diffs.append(f"preset {config.get('preset')!r} (now {cfg.name!r})")
+    if config.name != cfg.name:
+        diffs.append(f"preset {config.name!r} (now {cfg.name!r})")
     for key, value in _plain(cfg.to_dict()).items():
         if key in MAY_CHANGE or key == "name":
             continue
-        if key in config and config[key] != value:
-            diffs.append(f"{key} {config[key]!r} (now {value!r})")
+        if key in config.params and config.params[key] != value:
+            diffs.append(f"{key} {config.params[key]!r} (now {value!r})")
+    had = {"fingerprint": config.fingerprint, "dataset": config.dataset, "resize": config.resize,
+           "seed": config.seed, "per_class": config.extra.get("per_class")}
     now = _plain({**{k: extra.get(k) for k in DATA_KEYS if k != "seed"}, "seed": seed})
     for key in DATA_KEYS:
-        if config.get(key) != now[key]:
+        if had[key] != now[key]:
             label = {"fingerprint": "dataset fingerprint", "dataset": "dataset and split"}.get(key, key)
-            diffs.append(f"{label} {config.get(key)!r} (now {now[key]!r})")
+            diffs.append(f"{label} {had[key]!r} (now {now[key]!r})")
     if diffs:
         raise FeatkitError(f"run {run.id} cannot be resumed with these options: it was trained with "
                            f"{'; '.join(diffs)}. Give the run's own options, or start a new run without --resume.")

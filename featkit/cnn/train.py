@@ -20,16 +20,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..backbones.keras_zoo import tf_keras
+from .._tf import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402
 import numpy as np
 import tensorflow as tf
 
+from .. import __version__
 from ..errors import DamagedFileError, FeatkitError
-from ..fileio import _jsonable, atomic_path, read_json, write_json, write_text
-from ..runs import Run
+from ..fileio import atomic_path, read_json, to_json, write_json, write_text
+from ..runs import Run, finish
+from ..schema import BackboneSpec, RunConfig
 from .models import build_model, compile_model
 from .presets import Preset
 from .preprocess import channel_stats, fit_zca
@@ -223,8 +225,6 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     photos in test_predictions.npz (default "0", "1", ...). `deterministic` turns on TF op determinism
     (process-wide; not needed on CPU). Returns the Run.
     """
-    from ..evaluate import topk_accuracy  # the one top-k in the codebase
-
     extra_config = dict(extra_config or {})
     run = run_dir if isinstance(run_dir, Run) else Run(Path(run_dir))
     run.path.mkdir(parents=True, exist_ok=True)
@@ -251,23 +251,25 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     set_seed(seed, deterministic)
     run.write_json("classes.json", classes)
     stats: dict[str, Any] = {}
-    config = {
-        **extra_config, "kind": "cnn", "name": cfg.name, "preset": cfg.name, **cfg.to_dict(),
-        "backbone": cfg.backbone if cfg.model == "transfer" else None, "size": cfg.size, "augment": cfg.augment,
-        "seed": seed, "n_classes": n_classes,
-        "n_train": len(x_train), "n_val": len(x_val), "n_test": len(x_test),
-        "keras": keras.__version__, "tensorflow": tf.__version__,
-    }
+    known = {k: extra_config.pop(k) for k in ("dataset", "fingerprint", "data", "manifest", "resize")
+             if k in extra_config}
+    backbone = (BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
+                if cfg.model == "transfer" else None)
+    config = RunConfig(kind="cnn", name=cfg.name, backbone=backbone, size=cfg.size, params=cfg.to_dict(),
+                       n_classes=n_classes, seed=seed, augment=cfg.augment, featkit_version=__version__,
+                       **known, extra=extra_config)
+    facts: dict[str, Any] = {"n_train": len(x_train), "n_val": len(x_val), "n_test": len(x_test),
+                             "keras": keras.__version__, "tensorflow": tf.__version__}
 
     with _device_setup(quiet) as strategy:
-        config["mixed_precision"] = keras.mixed_precision.dtype_policy().name
-        config["replicas"] = strategy.num_replicas_in_sync
+        facts["mixed_precision"] = keras.mixed_precision.dtype_policy().name
+        facts["replicas"] = strategy.num_replicas_in_sync
         t_prep = time.perf_counter()
         with strategy.scope():
             if state is not None:
                 model = load_keras_model(ck / "last.keras", f"delete {ck} to train this run again from its start")
                 rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state["epoch"]]
-                prev = read_json(run.path / "config.json") if (run.path / "config.json").exists() else {}
+                prev = run.config.extra if (run.path / "config.json").exists() else {}
                 for k in ("standardize_mean", "standardize_std", "zca_info"):
                     if k in prev:
                         stats[k] = prev[k]
@@ -290,10 +292,10 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
                 rows = []
                 state = {"epoch": 0, "best_val_loss": None, "best_epoch": 0, "stopped_early": False,
                          "fingerprint": read_json_roundtrip(fingerprint)}
-        config.update(stats, prepare_seconds=round(time.perf_counter() - t_prep, 3),
-                      trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                      params=int(model.count_params()))
-        run.write_json("config.json", config)
+        facts.update(stats, prepare_seconds=round(time.perf_counter() - t_prep, 3),
+                     trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                     n_params=int(model.count_params()))
+        run.write_config(config.replace(extra={**config.extra, **facts}))
 
         batch = cfg.batch_size * strategy.num_replicas_in_sync
         start = int(state["epoch"])
@@ -314,21 +316,17 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
 
     labels = np.asarray(y_test, np.int64)
     ids = [str(i) for i in range(len(labels))] if test_ids is None else [str(i) for i in test_ids]
-    run.save_predictions(probs, labels, ids)
-    acc = topk_accuracy(probs, labels, (1, 5))
-    top1, top5 = acc[1], acc[5]
     fit_seconds = float(sum(r.get("seconds", 0.0) for r in rows))
     epochs_run = len(rows)
-    metrics = {
-        "top1": top1, "top5": top5, "fit_seconds": round(fit_seconds, 3), "epochs_run": epochs_run,
+    metrics = finish(run, probs, labels, ids, extra={  # history.csv is already written, epoch by epoch
+        "fit_seconds": round(fit_seconds, 3), "epochs_run": epochs_run,
         "seconds_per_epoch": round(fit_seconds / epochs_run, 3) if epochs_run else None,
         "best_epoch": int(state.get("best_epoch", 0)), "best_val_loss": state.get("best_val_loss"),
         "stopped_early": bool(state.get("stopped_early")), "predict_seconds": round(predict_seconds, 3),
         "n_test": int(len(labels)), "study_top1": cfg.study_top1, "study_top5": cfg.study_top5,
-    }
-    run.write_json("metrics.json", metrics)
+    })
     if not quiet:
-        print(f"train-cnn: test top-1 {100 * top1:.2f}%  top-5 {100 * top5:.2f}%  ({epochs_run} epochs, "
+        print(f"train-cnn: test top-1 {100 * metrics.top1:.2f}%  top-5 {100 * metrics.top5:.2f}%  ({epochs_run} epochs, "
               f"{fit_seconds:.1f}s) -> {run.path}", file=sys.stderr)
     return run
 
@@ -343,7 +341,7 @@ def load_keras_model(path: Path, fix: str) -> keras.Model:
 
 def read_json_roundtrip(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples -> lists, ...), so fingerprints compare equal after a reload."""
-    return json.loads(json.dumps(obj, default=_jsonable))
+    return json.loads(to_json(obj))
 
 
 # ------------------------------------------------------------------------------------------------------- predict

@@ -20,7 +20,7 @@ from .scan import scan_dataset
 from .source import open_source
 from .splits import MANIFEST_FORMAT, SplitConfig, make_manifest, read_manifest, write_manifest
 
-__all__ = ["Prepared", "prepare", "dataset_dir", "SplitConfig", "Dataset"]
+__all__ = ["Prepared", "prepare", "check_dataset", "dataset_dir", "SplitConfig", "Dataset"]
 
 
 @dataclass
@@ -79,3 +79,16 @@ def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfi
         write_json(warnings_path, warnings)
         write_manifest(manifest, manifest_path)  # written last: its presence means both are complete
     return Prepared(ds, fp, d, scan, manifest, manifest_path, split, list(ds.warnings) + list(warnings))
+
+
+def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool = False) -> dict:
+    """Decode every photo of the dataset afresh (never trusting the cached scan, which it then updates) and list
+    those that fail: {"path", "photos", "unreadable": [{"path" (inside the dataset), "file" (as the user finds it),
+    "error"}]}."""
+    source = open_source(path, cache_dir, exclude=(Path("reports"),))
+    ds = detect(source)
+    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet, rescan=True)
+    bad = scan[scan["error"] != ""]
+    return {"path": str(path), "photos": len(scan),
+            "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error}
+                           for r in bad.itertuples()]}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -126,41 +127,61 @@ def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class ImageFailure:
+    """A photo that could not be loaded: its position in the request, its path and why."""
+
+    index: int
+    path: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.error}"
+
+
+def read_photo(read: Callable[[str], bytes], path: str) -> bytes:
+    """The bytes of one photo through `read`; a missing or unreadable file raises ImageDecodeError."""
+    try:
+        return read(path)
+    except KeyError as e:
+        raise ImageDecodeError(f"missing file: {e}") from None
+    except OSError as e:  # e.g. a corrupt zip member, a dangling symlink or a permission problem
+        raise ImageDecodeError(f"cannot read: {e}") from None
+
+
 def load_images(
     read: Callable[[str], bytes],
-    names: Sequence[str],
+    paths: Sequence[str],
     size: int,
     resize: str = "stretch",
     boxes: Sequence[Sequence[int] | None] | None = None,
+    transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
     pool: ThreadPoolExecutor | None = None,
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode `names` (read through `read`) in parallel threads.
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[ImageFailure]]:
+    """The one loader: read `paths` through `read`, decode, EXIF, optional box, square resize, then
+    `transform(i, photo)` (e.g. a seeded perturbation), in parallel threads.
 
-    Returns (array (N, size, size, 3) uint8, failures [(index, message)]). A failed photo's row is all zeros;
-    callers decide whether to skip it or stop, but always report it.
+    Returns (uint8 array (N, size, size, 3) (written into `out` when given), failures sorted by index). A failed
+    photo's row is all zeros; callers decide whether to skip it or stop, but always report it.
     """
-    out = np.zeros((len(names), size, size, 3), np.uint8)
-    failures: list[tuple[int, str]] = []
+    if out is None:
+        out = np.zeros((len(paths), size, size, 3), np.uint8)
+    failures: list[ImageFailure] = []
 
     def work(i: int) -> None:
         try:
-            out[i] = decode_image(read(names[i]), size, resize, None if boxes is None else boxes[i])
+            img = decode_image(read_photo(read, paths[i]), size, resize, None if boxes is None else boxes[i])
         except ImageDecodeError as e:
-            failures.append((i, str(e)))
-        except KeyError as e:
-            failures.append((i, f"missing file: {e}"))
-        except OSError as e:  # e.g. a corrupt zip member or an unreadable file
-            failures.append((i, f"cannot read: {e}"))
+            out[i] = 0
+            failures.append(ImageFailure(i, str(paths[i]), str(e)))
+            return
+        out[i] = img if transform is None else transform(i, img)
 
     if pool is None:
         with ThreadPoolExecutor(default_threads()) as own:
-            list(own.map(work, range(len(names))))
+            list(own.map(work, range(len(paths))))
     else:
-        list(pool.map(work, range(len(names))))
-    failures.sort()
+        list(pool.map(work, range(len(paths))))
+    failures.sort(key=lambda f: f.index)
     return out, failures
-
-
-def iter_chunks(n: int, chunk: int) -> Iterable[tuple[int, int]]:
-    for start in range(0, n, chunk):
-        yield start, min(n, start + chunk)

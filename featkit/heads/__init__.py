@@ -12,8 +12,13 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ..errors import FeatkitError
-from .base import Head, NotFittedError, load_head
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DamagedFileError, FeatkitError
+from ..fileio import read_json
+from .base import HEAD_JSON, Head, NotFittedError
 from .gbm import LightGBMHead
 from .logreg import LogRegHead
 from .softmax import SoftmaxHead
@@ -71,3 +76,39 @@ def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
     except ValueError:
         raise FeatkitError(f"{head} head: {key} should be {type(default).__name__}. Received {key}={value!r}") from None
     return value
+
+
+def load_head(directory: str | Path) -> Head:
+    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one."""
+    directory = Path(directory)
+    f = directory / HEAD_JSON
+    redo = "re-run `featkit fit-head` to make the run again"
+    if not f.exists():
+        raise FeatkitError(f"{f} is missing: {directory} holds no saved head ({redo}).")
+    info = read_json(f, dict, fix=redo)
+    if not isinstance(info.get("params"), dict) or not isinstance(info.get("model_file"), str) \
+            or not isinstance(info.get("n_classes"), int) or not isinstance(info.get("n_features"), int):
+        raise DamagedFileError(f, f"{f} is damaged (params, model_file, n_classes or n_features missing or of the "
+                                  f"wrong type): {redo}.")
+    if info.get("head") not in HEADS:
+        raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
+                           f"(known: {', '.join(HEADS)}).")
+    try:
+        head = HEADS[info["head"]](**info["params"])
+    except TypeError as e:
+        raise DamagedFileError(f, f"{f} is damaged ({e}): {redo}.") from None
+    model = directory / info["model_file"]
+    if not model.exists():
+        raise FeatkitError(f"{model} is missing: the run did not finish; {redo}.")
+    head.n_classes_ = int(info["n_classes"])
+    head.classes_ = np.arange(head.n_classes_)
+    head.n_features_in_ = int(info["n_features"])
+    head.history_ = list(info.get("history", []))
+    for k, v in info.get("fitted", {}).items():
+        setattr(head, k, v)
+    try:
+        head._load_model(model)
+    except Exception as e:  # joblib, pickle, Keras and h5py each raise their own kinds on a truncated file
+        raise DamagedFileError(model, f"{model} is damaged ({type(e).__name__}): {redo}.") from None
+    head.fitted_ = True
+    return head

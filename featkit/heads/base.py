@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import __version__
-from ..errors import DamagedFileError, FeatkitError
-from ..fileio import read_json, write_json
+from ..errors import FeatkitError
+from ..fileio import write_json
 
 HEAD_JSON = "head.json"
 
@@ -127,44 +127,6 @@ class Head:
 
     def _load_model(self, path: Path) -> None:
         raise NotImplementedError
-
-
-def load_head(directory: str | Path) -> Head:
-    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one."""
-    from . import HEADS
-
-    directory = Path(directory)
-    f = directory / HEAD_JSON
-    if not f.exists():
-        raise FeatkitError(f"{f} is missing: {directory} holds no saved head (re-run `featkit fit-head`).")
-    info = read_json(f, dict, fix="re-run `featkit fit-head` to make the run again")
-    if not isinstance(info.get("params"), dict) or not isinstance(info.get("model_file"), str) \
-            or not isinstance(info.get("n_classes"), int) or not isinstance(info.get("n_features"), int):
-        raise FeatkitError(f"{f} is damaged (params, model_file, n_classes or n_features missing or of the wrong "
-                           "type): re-run `featkit fit-head` to make the run again.")
-    if info.get("head") not in HEADS:
-        raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
-                           f"(known: {', '.join(HEADS)}).")
-    try:
-        head = HEADS[info["head"]](**info["params"])
-    except TypeError as e:
-        raise FeatkitError(f"{f} is damaged ({e}): re-run `featkit fit-head` to make the run again.") from None
-    model = directory / info["model_file"]
-    if not model.exists():
-        raise FeatkitError(f"{model} is missing: the run did not finish; re-run `featkit fit-head`.")
-    head.n_classes_ = int(info["n_classes"])
-    head.classes_ = np.arange(head.n_classes_)
-    head.n_features_in_ = int(info["n_features"])
-    head.history_ = list(info.get("history", []))
-    for k, v in info.get("fitted", {}).items():
-        setattr(head, k, v)
-    try:
-        head._load_model(model)
-    except Exception as e:  # joblib, pickle, Keras and h5py each raise their own kinds on a truncated file
-        raise DamagedFileError(model, f"{model} is damaged ({type(e).__name__}): re-run `featkit fit-head` to make "
-                                      "the run again.") from None
-    head.fitted_ = True
-    return head
 
 
 def _check_X(X) -> np.ndarray:

@@ -20,7 +20,7 @@ PREDICT_BATCH = 4096
 
 
 def _keras():
-    from ..backbones.keras_zoo import tf_keras
+    from .._tf import tf_keras
 
     return tf_keras()[1]  # TensorFlow imported once, its start-up noise hidden
 
