@@ -27,7 +27,7 @@ CacheOpt = typer.Option("cache", "--cache", envvar="FEATKIT_CACHE", help="Folder
 ReportsOpt = typer.Option("reports", "--reports", envvar="FEATKIT_REPORTS", help="Folder for run folders and reports.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress display.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
-SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages for datasets without an official split.")
+SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages (summing to 100) for datasets without an official split.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the split (and of everything random downstream).")
 RescanOpt = typer.Option(False, "--rescan", help="Decode every photo again instead of trusting the cached scan "
                          "(e.g. after replacing photos in place); manifests are rebuilt if anything changed.")

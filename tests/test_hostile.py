@@ -315,7 +315,7 @@ def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, m
 # -------------------------------------------------------------------------------------------- bad options
 
 @pytest.mark.parametrize("args, names", [
-    (["data", "summary", "{ds}", "--split", "50/50/50"], ["--split", "sums to 150"]),
+    (["data", "summary", "{ds}", "--split", "50/50/50"], ["--split", "sum to 150"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "100000"], ["--size 100000"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--threads", "-2"], ["--threads -2"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--resize", "nonsense"], ["--resize 'nonsense'"]),

@@ -51,8 +51,8 @@ class SplitConfig:
             raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10.") from None
         total = sum(parts)
         if abs(total - 100) > 1e-6 and abs(total - 1) > 1e-9:
-            raise FeatkitError(f"--split {text!r} sums to {total:g}: the three parts should sum to 100 "
-                               "(percentages, e.g. 70/20/10) or to 1 (fractions, e.g. 0.7/0.2/0.1).")
+            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test summing to 100 (e.g. "
+                               f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}.")
         # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
         return cls(*(round(p / total, 12) for p in parts), seed=seed)
 
