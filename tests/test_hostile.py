@@ -317,6 +317,9 @@ def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, m
 @pytest.mark.parametrize("args, names", [
     (["data", "summary", "{ds}", "--split", "50/50/50"], ["--split", "sum to 150"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "100000"], ["--size 100000"]),
+    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "4096", "--batch-size", "512"],
+     ["--size 4096", "GiB", "is available"]),  # memory checked before anything is allocated
+    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--size", "100000"], ["--size", "GiB"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--threads", "-2"], ["--threads -2"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--resize", "nonsense"], ["--resize 'nonsense'"]),
     (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--rotation", "nan"], ["--rotation nan"]),
@@ -502,3 +505,21 @@ def test_ctrl_c_says_run_the_same_command_again(food_zip, tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted: run the same command again" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, how, command", [
+    ("checkpoints/last.keras", "truncated", "resume"), ("checkpoints/state.json", "truncated", "resume"),
+    ("checkpoints/state.json", "garbage", "resume"), ("model.keras", "truncated", "predict"),
+])
+def test_damaged_cnn_checkpoint_or_state(ws, tmp_path, capsys, name, how, command):
+    reports = tmp_path / "reports"
+    common = ["--data", ws["ds"], "--preset", "basic", "--per-class", "2", "--epochs", "1", "--cache", ws["cache"],
+              "--reports", reports, "-q"]
+    run = Path(json.loads(ok(fk(capsys, "train-cnn", *common, "--json")).out)["path"])
+    _garbage(run / name, how)
+    if command == "resume":
+        r = fk(capsys, "train-cnn", *common[:-5], "--epochs", "2", *common[-5:], "--resume", run)
+    else:
+        r = fk(capsys, "predict", run, min(ws["ds"].rglob("*.jpg")), "--reports", reports)
+    refused(r, 1, str(run / name))
