@@ -36,6 +36,13 @@ def _split_known(cls, d: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return known, extra
 
 
+def _record(obj: Any, versioned: bool = True) -> dict[str, Any]:
+    """The dataclass as a flat dict: its extras, then its fields (a nested BackboneSpec as a dict), then the schema."""
+    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "extra"}
+    d = {k: v.to_dict() if isinstance(v, BackboneSpec) else v for k, v in d.items()}
+    return {**obj.extra, **d, **({"schema": SCHEMA_VERSION} if versioned else {})}
+
+
 def _check_version(d: Any, what: str, rebuild: str) -> int:
     if not isinstance(d, Mapping):
         raise FeatkitError(f"{what} does not hold a JSON object as featkit writes it: {rebuild}.")
@@ -73,8 +80,7 @@ class BackboneSpec:
         return cls(**{"size": 0, **known}, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        return {**self.extra, **d}
+        return _record(self, versioned=False)
 
     @property
     def weights_sha256(self) -> str | None:
@@ -144,9 +150,7 @@ class CacheMeta:
             raise FeatkitError(f"{where} has metadata featkit cannot read ({e}): {cls.REBUILD}.") from None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        d["backbone"] = self.backbone.to_dict()
-        return {**self.extra, **d, "schema": SCHEMA_VERSION}
+        return _record(self)
 
     def replace(self, **changes: Any) -> "CacheMeta":
         return dataclasses.replace(self, **changes)
@@ -210,9 +214,7 @@ class RunConfig:
             raise FeatkitError(f"{where} is not a featkit run config ({e}): {cls.REBUILD}.") from None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        d["backbone"] = self.backbone.to_dict() if self.backbone else None
-        return {**self.extra, **d, "schema": SCHEMA_VERSION}
+        return _record(self)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -285,8 +287,7 @@ class RunMetrics:
             raise FeatkitError(f"{where} is not featkit metrics ({e}): {cls.REBUILD}.") from None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        return {**self.extra, **d, "schema": SCHEMA_VERSION}
+        return _record(self)
 
     def get(self, name: str, default: Any = None) -> Any:
         """A field or an extra fact (e.g. "seconds_per_epoch", "best_epoch")."""

@@ -55,6 +55,7 @@ def photos_64(food_photos_64) -> np.ndarray:
 
 # 1. The Keras path, preprocessing included, reproduces the ONNX graph on real photos -------------------------
 
+@pytest.mark.slow
 def test_keras_mobilenetv2_matches_onnx_at_128(photos_128, onnx_128, keras_notop_weights):
     kb = get_backbone("mobilenetv2", size=128, weights=str(keras_notop_weights))
     assert (kb.size, kb.feature_dim, kb.kind) == (128, 1280, "keras")
@@ -67,6 +68,7 @@ def test_keras_mobilenetv2_matches_onnx_at_128(photos_128, onnx_128, keras_notop
     assert _cos(raw, o).min() < 0.99
 
 
+@pytest.mark.slow
 def test_keras_mobilenetv2_matches_onnx_at_200_fixed_shape(food_blobs, mobilenet_onnx, keras_notop_weights):
     # 200 is not a multiple of 32: a dynamic-shape MobileNetV2 pads wrongly here (README: cosine 0.83-0.90),
     # the fixed input shape matches TF "SAME" padding exactly.
@@ -126,6 +128,7 @@ def test_onnx_and_validation_do_not_import_tensorflow(mobilenet_onnx):
 
 # 3. Keras with random weights --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     a = get_backbone("vgg16", size=64, weights="none")
     fa = a(photos_64)
@@ -140,6 +143,7 @@ def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     assert (fm >= fa - 1e-4).all()  # a max over the same feature map is never below its mean
 
 
+@pytest.mark.slow
 def test_keras_weights_file_that_does_not_fit(keras_notop_weights):
     with pytest.raises(FeatkitError, match="does not fit vgg16") as e:
         get_backbone("vgg16", size=32, weights=str(keras_notop_weights))
@@ -148,6 +152,7 @@ def test_keras_weights_file_that_does_not_fit(keras_notop_weights):
 
 # 4. ImageNet weights offline ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_offline_imagenet_error_names_the_file(tmp_path):
     home = tmp_path / "keras_home"
     home.mkdir()
@@ -268,6 +273,7 @@ def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
         get_backbone_from_spec(spec)
 
 
+@pytest.mark.slow
 def test_spec_round_trip_keras_random(photos_64):
     bb = get_backbone("vgg16", size=64, weights="none", pooling="max")
     spec = json.loads(json.dumps(bb.spec.to_dict()))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.slow  # every test here builds Keras models
 
 from conftest import read_food_photos  # noqa: E402
 from featkit.cnn import preprocess as P  # noqa: E402

@@ -164,6 +164,7 @@ def test_onnx_extract_does_not_import_tensorflow(mini, tmp_path, mobilenet_onnx)
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_keras_path_with_shared_weights_agrees_with_onnx(mini, tmp_path, mobilenet_onnx, keras_notop_weights):
     """Same weights, two runtimes: the cached features must agree (the proof that Keras preprocessing is right)."""
     _, onnx_res = _run(mini, tmp_path, _opts(mobilenet_onnx, size=96, dtype="float32"))
