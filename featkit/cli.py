@@ -98,7 +98,8 @@ def data_check(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
     cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
-    """Decode every photo and list those that fail. Exits 1 when any photo is unreadable."""
+    """Decode every photo afresh (never trusting the cached scan) and list those that fail. Exits 1 when any photo
+    is unreadable."""
     from .data import check_dataset
 
     _limits(max_pixels)
