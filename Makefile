@@ -13,7 +13,7 @@ FK      = $(VENV)/bin/featkit
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -151,6 +151,9 @@ def extract_cmd(
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
+    engine: str = typer.Option("local", "--engine", help="local: this process. ray: shards on a Ray cluster, one actor per GPU (needs pip install -e \".[ray]\"; --cache must be a folder every node reaches)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="--engine ray: actors to run (default: one per GPU, else one per node)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
     rescan: bool = RescanOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
@@ -160,16 +163,31 @@ def extract_cmd(
     """
     from .extract import ExtractOptions, extract, parse_shard
 
+    if engine not in ("local", "ray"):
+        raise FeatkitError(f"--engine {engine!r}: expected local or ray.")
+    if engine == "local" and (address or workers):
+        raise FeatkitError("--address and --workers apply to --engine ray only.")
+
     opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize,
                           crop_box=crop_box, batch_size=batch_size, dtype="float32" if float32 else "float16",
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
                           shard=parse_shard(shard), seed=seed, threads=threads)
     _limits(max_pixels)
-    prep = _prepare(data, cache, split, seed, quiet, rescan)
-    results = extract(prep, opts, cache_dir=cache, quiet=quiet)
-    from .data.summary import unreadable_note
+    left_out = ""
+    if engine == "ray":
+        import shlex
 
-    left_out = unreadable_note(prep, data)
+        from .data import SplitConfig
+        from .ray_engine import extract_on_ray
+
+        results = extract_on_ray(data, opts, cache, SplitConfig.parse(split, seed), address=address, workers=workers,
+                                 quiet=quiet, command=shlex.join(["featkit", *sys.argv[1:]]))
+    else:
+        from .data.summary import unreadable_note
+
+        prep = _prepare(data, cache, split, seed, quiet, rescan)
+        results = extract(prep, opts, cache_dir=cache, quiet=quiet)
+        left_out = unreadable_note(prep, data)
     if json_out:
         return _print_json([r.__dict__ for r in results])
     for r in results:

@@ -217,47 +217,60 @@ def _chunk_file(partial: Path, k: int) -> Path:
 
 
 def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache", quiet: bool = False,
-            log: Callable[[str], None] | None = None) -> list[ViewResult]:
+            log: Callable[[str], None] | None = None, backbone=None,
+            on_progress: Callable[[int], None] | None = None) -> list[ViewResult]:
+    """Extract every view `opts` asks for (or one shard of each). `backbone`: one already built from `opts`
+    (reused across calls, e.g. by a Ray actor); `on_progress(n)` is called as each batch of n photos is done."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     spec = resolve_backbone(opts)
     out_dir = Path(cache_dir) / "features" / prep.key / _slug(spec, opts)
     _say_if_dataset_changed(prep, out_dir, log)
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
-    backbone = None
     check_memory(spec.size, opts)
     for job in jobs:
-        want = _job_identity(prep, spec, opts, job)
-        target = _shard_path(job.path, opts.shard)
+        target = shard_path(job.path, opts.shard)
         with exclusive(out_dir / f".{target.stem}.lock", str(target), log):  # a second identical command waits
-            done = _finished(job.name, target, want, log)
+            done = cached_result(prep, opts, job, spec, log)
             if done is not None:
                 results.append(done)
                 continue
+            if target.exists():
+                log(f"{target} was made from a different dataset, manifest or options: extracting it again")
+                target.unlink()
             if backbone is None:
                 backbone = _build_backbone(opts, spec)
-            results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log,
+            want = _job_identity(prep, spec, opts, job)
+            results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log, on_progress,
                                      rebuild_command(prep, opts, spec)))
     return results
 
 
-def _finished(view: str, target: Path, want: dict, log) -> ViewResult | None:
-    """The result of an existing, whole cache file of this very extraction; else None (after removing a file that
-    is damaged or was made from something else)."""
+def cached_result(prep: Prepared, opts: ExtractOptions, job: ViewJob, spec: BackboneSpec | None = None,
+                  log: Callable[[str], None] | None = None) -> ViewResult | None:
+    """The result of a view (or of its shard `opts.shard`) whose file is whole (checksum verified) and was made
+    with these options; None when it must be extracted (a damaged file is named through `log` and removed)."""
+    target = shard_path(job.path, opts.shard)
     if not target.exists():
         return None
     try:
         meta = verify_cache(target)
     except DamagedFileError as e:
-        log(f"{e}: extracting it again")
+        (log or (lambda msg: None))(f"{e}: extracting it again")
         target.unlink()
         return None
-    if meta.identity != want:
-        log(f"{target} was made from a different dataset, manifest or options: extracting it again")
-        target.unlink()
+    if meta.identity != _job_identity(prep, spec or resolve_backbone(opts), opts, job):
         return None
-    return ViewResult(view, str(target), "up to date", meta.photos, meta.seconds, meta.photos_per_second,
+    return ViewResult(job.name, str(target), "up to date", meta.photos, meta.seconds, meta.photos_per_second,
                       meta.failures)
+
+
+def photos_to_extract(job: ViewJob, shard: tuple[int, int] | None) -> int:
+    """Photos of one view (or of one shard of it) whose chunks are not saved yet."""
+    n = len(job.rows)
+    partial = _partial_dir(job)
+    return sum(min(n, (k + 1) * CHUNK) - k * CHUNK for k in _chunk_ids(n, shard)
+               if not _chunk_file(partial, k).exists())
 
 
 def check_memory(size: int, opts: ExtractOptions) -> None:
@@ -300,6 +313,11 @@ def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
             return
 
 
+def build_backbone(opts: ExtractOptions):
+    """The backbone `opts` names, built once (Keras models import TensorFlow here)."""
+    return _build_backbone(opts, resolve_backbone(opts))
+
+
 def _build_backbone(opts: ExtractOptions, spec: BackboneSpec):
     from .backbones import get_backbone
 
@@ -307,7 +325,8 @@ def _build_backbone(opts: ExtractOptions, spec: BackboneSpec):
                         batch_size=opts.batch_size)
 
 
-def _shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
+def shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
+    """The file `extract --shard i/n` writes for the view whose complete file is `path`."""
     return path if shard is None else path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}.h5")
 
 
@@ -319,13 +338,19 @@ def _read_or(path: Path, default):
         return default
 
 
+def _partial_dir(job: ViewJob) -> Path:
+    return job.path.with_name(job.path.stem + ".partial")
+
+
 def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, target: Path,
-              quiet: bool, log, rebuild: str = "") -> ViewResult:
-    partial = job.path.with_name(job.path.stem + ".partial")
+              quiet: bool, log, on_progress: Callable[[int], None] | None = None, rebuild: str = "") -> ViewResult:
+    partial = _partial_dir(job)
     state_file = partial / "identity.json"
-    if partial.exists() and _read_or(state_file, None) != identity:
+    # shards of one view may run at once and share this folder: only a recorded different (or damaged) identity
+    # clears it
+    if partial.exists() and state_file.exists() and _read_or(state_file, None) != identity:
         log(f"{partial} holds chunks of a different extraction (or a damaged identity.json): starting that view afresh")
-        shutil.rmtree(partial)
+        shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, exist_ok=True)
     if not state_file.exists():
         write_json(state_file, identity)
@@ -355,13 +380,16 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
             feats.append(backbone(images).astype(opts.dtype))
             fails.extend(errors)
             bar.update(len(rows))
+            if on_progress is not None:
+                on_progress(len(rows))
             if j + 1 == len(work) or work[j + 1][0] != k:
                 _save_chunk(partial, k, np.concatenate(feats), fails, bound)
                 feats, fails = [], []
     seconds = time.perf_counter() - started
-    prior = _read_or(partial / "seconds.json", 0.0)
+    seconds_file = partial / ("seconds.json" if opts.shard is None else "seconds-shard-{}-of-{}.json".format(*opts.shard))
+    prior = _read_or(seconds_file, 0.0)
     prior = float(prior) if isinstance(prior, (int, float)) else 0.0
-    write_json(partial / "seconds.json", prior + seconds)
+    write_json(seconds_file, prior + seconds)
     return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log,
                      bound, rebuild)
 
@@ -452,11 +480,13 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
 
 
 def _all_shards_present(path: Path, shard: tuple[int, int]) -> bool:
-    return all(_shard_path(path, (i, shard[1])).exists() for i in range(shard[1]))
+    return all(shard_path(path, (i, shard[1])).exists() for i in range(shard[1]))
 
 
-def merge(shard_files: list[Path], out: Path | None = None) -> Path:
-    """Join the shard files of one view (from `extract --shard i/n`) into the complete cache file."""
+def merge(shard_files: list[Path], out: Path | None = None, seconds: float | None = None,
+          extra: dict[str, Any] | None = None) -> Path:
+    """Join the shard files of one view (from `extract --shard i/n`) into the complete cache file.
+    seconds: the time the whole job took (default: the shards' times added up); extra: keys for meta.extra."""
     if not shard_files:
         raise FeatkitError("featkit merge needs the shard files of one view (…/plain.shard-0-of-4.h5 and its siblings).")
     sets = [read_cache(p) for p in shard_files]
@@ -474,11 +504,11 @@ def merge(shard_files: list[Path], out: Path | None = None) -> Path:
         raise FeatkitError(f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again.")
     row = np.concatenate([s.row for s in sets])
     order = np.argsort(row, kind="stable")
-    seconds = round(sum(m.seconds or 0.0 for m in metas), 3)
+    seconds = round(sum(m.seconds or 0.0 for m in metas) if seconds is None else seconds, 3)
     meta = metas[0].replace(
         shard=None, photos=int(len(row)), seconds=seconds, failures=[f for m in metas for f in m.failures],
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), photos_per_second=round(len(row) / seconds, 2) if seconds else None,
-        extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files]})
+        extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files], **(extra or {})})
     cat = lambda xs: np.concatenate(xs)[order]  # noqa: E731
     out = out or Path(shard_files[0]).with_name(meta.final_name)
     write_cache(out, cat([s.features for s in sets]), cat([s.labels for s in sets]), cat([s.split for s in sets]),

@@ -87,3 +87,14 @@ def caches(tmp_path_factory):
     from cachefixtures import food_caches
 
     return food_caches(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster of 2 CPUs for the whole session (Ray takes seconds to start), stopped at the end.
+    featkit.ray_engine uses the driver's connection when there is one."""
+    ray = pytest.importorskip("ray", reason='the Ray tests need the ray extra: pip install -e ".[ray]"')
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
+             logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -74,7 +74,12 @@ def open_session(path: Path):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only; intra-op threads stay at ORT's default (all cores)
+    opts.log_severity_level = 3  # errors only
+    # intra-op threads: ORT's default (all cores) unless FEATKIT_ONNX_THREADS says otherwise (one Ray actor
+    # among several on a node must not spin on every core)
+    threads = os.environ.get("FEATKIT_ONNX_THREADS")
+    if threads:
+        opts.intra_op_num_threads = int(threads)
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers())
     except Exception as e:  # onnxruntime raises its own exception types
