@@ -25,6 +25,7 @@ demo: setup
 	$(FK) evaluate latest
 	$(FK) sensitivity latest
 	$(FK) report
+	@echo "The report: $(CURDIR)/reports/index.html"
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -30,7 +30,7 @@ from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
 from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
-from .data.images import check_resize, default_threads, load_images
+from .data.images import DECODE_MODES, check_resize, default_threads, load_images
 from .errors import DamagedFileError, FeatkitError
 from .fileio import atomic_path, load_npz, read_json, write_json
 from .locks import exclusive
@@ -43,6 +43,7 @@ MAX_SIZE = 4096  # no backbone is run above this; memory is checked below it
 # bytes per input pixel a forward pass may hold at its peak, an upper estimate: VGG16's first two convolutions keep
 # 2 x 64 float32 channels per input pixel (512 B), plus the float32 input and the decoded uint8 batches
 BYTES_PER_PIXEL = 576
+PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -64,6 +65,8 @@ class ExtractOptions:
     shard: tuple[int, int] | None = None
     seed: int = 0
     threads: int | None = None
+    decode: str = "draft"
+    precision: str = "float32"
 
     def __post_init__(self):
         check_resize(self.resize)
@@ -79,6 +82,10 @@ class ExtractOptions:
             raise FeatkitError(f"--rotation {self.rotation} should be a number of degrees from 0 to 360.")
         if not (math.isfinite(self.shift) and 0 <= self.shift < 1):
             raise FeatkitError(f"--shift {self.shift} should be a fraction of the side from 0 to below 1, e.g. 0.2.")
+        if self.decode not in DECODE_MODES:
+            raise FeatkitError(f"--decode should be one of {', '.join(DECODE_MODES)}; got {self.decode!r}.")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"--precision should be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.dtype not in ("float16", "float32"):
             raise FeatkitError(f"--dtype should be float16 or float32; got {self.dtype!r}.")
         if self.augment < 0:
@@ -126,7 +133,8 @@ def resolve_backbone(opts: ExtractOptions) -> BackboneSpec:
 
 def _slug(spec: BackboneSpec, opts: ExtractOptions) -> str:
     crop = "-box" if opts.crop_box else ""
-    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}"
+    full = "-fulldecode" if opts.decode == "full" else ""  # draft (the default) keeps the folder names it had
+    return f"{spec.slug()}-{spec.size}px-{opts.pooling}-{opts.resize}{crop}{full}"
 
 
 def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
@@ -175,7 +183,8 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
 def _job_identity(prep: Prepared, spec: BackboneSpec, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     return {
         "dataset": prep.key, "fingerprint": prep.fingerprint, "manifest_sha1": prep.manifest_sha1,
-        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "dtype": opts.dtype, "seed": opts.seed,
+        "backbone": spec.comparable_key(), "resize": opts.resize, "crop_box": opts.crop_box, "decode": opts.decode,
+        "dtype": opts.dtype, "seed": opts.seed,
         "view": job.name, "view_params": job.perturbation.to_dict() if job.perturbation else None,
         "rows": len(job.rows),
     }
@@ -203,8 +212,17 @@ class _Decoder:
             return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
 
         images, failures = load_images(self.read, [self.paths[r] for r in rows], self.size, self.opts.resize,
-                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool)
+                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool,
+                                       decode=self.opts.decode)
         return images, [(indices[f.index], str(f)) for f in failures]
+
+
+def decode_rows(prep: Prepared, rows: np.ndarray, size: int, opts: ExtractOptions) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """uint8 photos (len(rows), size, size, 3) of manifest `rows`, decoded exactly as the plain view decodes them;
+    failures [(index, message)] leave a row of zeros."""
+    job = ViewJob("plain", np.asarray(rows), np.zeros(len(rows), np.int64), None, Path("plain.h5"))
+    with ThreadPoolExecutor(opts.threads or default_threads()) as pool:
+        return _Decoder(prep, job, size, opts, pool).batch(range(len(rows)))
 
 
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -461,11 +479,13 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         backbone=backbone.spec, size=backbone.size, view=job.name,
         view_params=job.perturbation.to_dict() if job.perturbation else None, classes=prep.classes,
         dataset=prep.key, fingerprint=prep.fingerprint, manifest=str(prep.manifest_path), resize=opts.resize,
-        crop_box=opts.crop_box, dtype=opts.dtype, photos=int(len(rows)), rows_total=n, seconds=round(seconds, 3),
-        photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
+        crop_box=opts.crop_box, decode=opts.decode, dtype=opts.dtype, photos=int(len(rows)), rows_total=n,
+        seconds=round(seconds, 3), photos_per_second=round(len(all_idx) / seconds, 2) if seconds > 0 else None,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failures=failures,
         shard=list(opts.shard) if opts.shard else None, final_name=job.path.name, identity=identity,
-        featkit_version=__version__, extra={"data": str(prep.dataset.source.path), "rebuild": rebuild})
+        featkit_version=__version__,
+        extra={"data": str(prep.dataset.source.path), "rebuild": rebuild,
+               "onnxruntime_session": getattr(backbone, "session_settings", None)})
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,
                 dtype=opts.dtype, row=idx)

@@ -1,5 +1,5 @@
-"""Fit a head on a feature cache and record it as a run: train on "train" (plus augmented rows), select on
-"valid", score once on "test".
+"""Fit a head on a feature cache and record it as a run: search on "train" scored on "valid", calibrate on
+"valid", refit on "train" + "valid" (plus augmented rows), score once on "test".
 
     run = fit_head("caches/food101/mobilenet-v2-224-plain.h5", head="logreg", params={"C": 0.5})
     head = load_run_head(run)
@@ -16,22 +16,27 @@ import numpy as np
 
 from . import __version__
 from .cache import FeatureSet, check_same_features, read_cache
+from .calibration import apply_temperature, calibration_report
 from .errors import FeatkitError
-from .heads import get_head
-from .metrics import topk_accuracy
+from .heads import head_params
 from .runs import DEFAULT_REPORTS, Run, finish, new_run
 from .schema import RunConfig
 
 
 def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, Any] | None = None,
              augment_cache: str | Path | None = None, reports: str | Path = DEFAULT_REPORTS, seed: int = 0,
-             quiet: bool = False) -> Run:
+             quiet: bool = False, refit: bool = True) -> Run:
     """Fit `head` on the cache and write a complete run folder under reports/runs/; returns the Run.
 
-    `params` are the head's parameters (see featkit.heads.head_params); its `seed` defaults to `seed`.
+    `params` are the head's parameters (see featkit.heads.head_params); its `seed` defaults to `seed`. A value
+    with commas ("0.01,0.03,0.1") or a list is searched; settings not given are searched over the head's default
+    grid (featkit.search). The chosen settings are refitted on train + valid rows unless `refit` is False, a
+    temperature fitted on the validation predictions calibrates the probabilities, and test is scored once.
     `augment_cache`: a cache of augmented copies of the same training photos (same backbone, size, classes and
     dataset); its "train" rows are added to the training rows, and nothing else of it is used.
     """
+    from .search import fit_selected
+
     cache_path = Path(cache_path)
     data = read_cache(cache_path)
     meta = data.meta
@@ -40,9 +45,8 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
         raise FeatkitError(f"{cache_path} has {len(train)} train and {len(test)} test rows: a head needs both; "
                            "extract the cache from a dataset with train and test splits.")
     params = dict(params or {})
-    model = get_head(head, **params)
-    if "seed" in model.params and "seed" not in params:
-        model = get_head(head, **{**params, "seed": seed})
+    if "seed" in head_params(head) and "seed" not in params:
+        params["seed"] = seed
 
     X, y = train.features, train.labels
     aug_meta, n_aug = None, 0
@@ -66,46 +70,59 @@ def fit_head(cache_path: str | Path, head: str = "logreg", params: Mapping[str, 
     has_valid = len(valid) > 0
     _say(quiet, f"fitting {head} on {len(train):,} train rows"
                 f"{f' + {n_aug:,} augmented' if n_aug else ''} x {X.shape[1]} features, {n_classes} classes"
-                f"{'' if has_valid else ' (no valid split: no early stopping)'}...")
+                f"{'' if has_valid else ' (no valid split: no search, no early stopping, no calibration)'}...")
     t0 = time.perf_counter()
-    model.fit(X, y, valid.features if has_valid else None, valid.labels if has_valid else None, n_classes=n_classes)
+    model, sel = fit_selected(head, X, y, valid.features if has_valid else None, valid.labels if has_valid else None,
+                              n_classes=n_classes, params=params, refit=refit, log=None if quiet else _say_line)
     fit_seconds = time.perf_counter() - t0
+    refitted = model is not sel.model
 
     run = new_run(f"{meta.backbone.name}-{meta.size}-{head}{'-aug' if n_aug else ''}", reports)
     run.write_config(RunConfig(
         kind="head", name=head, backbone=meta.backbone, size=meta.size, params=model.params, n_classes=n_classes,
         dataset=meta.dataset, fingerprint=meta.fingerprint, data=meta.extra.get("data"), manifest=meta.manifest,
-        resize=meta.resize, crop_box=meta.crop_box, seed=seed, view=meta.view,
+        resize=meta.resize, crop_box=meta.crop_box, decode=meta.decode, seed=seed, view=meta.view,
         views=[meta.view] + ([aug_meta.view] if aug_meta else []), augment=bool(n_aug),
         cache=str(cache_path.resolve()), augment_cache=str(Path(augment_cache).resolve()) if aug_meta else None,
         featkit_version=__version__,
         extra={"augment_view_params": aug_meta.view_params if aug_meta else None,
-               "selection": "valid" if has_valid else "none"}))
+               "selection": "valid" if has_valid else "none", "search": sel.to_dict(), "refit": refitted,
+               "refit_rows": ["train", "valid"] if refitted else ["train"], "selected_params": sel.params}))
     run.write_json("classes.json", classes)
     model.save(run.path)
-    probs = model.predict_proba(test.features)
+    raw = model.predict_proba(test.features, calibrated=False)
+    probs = apply_temperature(raw, model.temperature_)
+    calibration = calibration_report(raw, probs, test.labels, model.temperature_, run.path, title=run.id)
 
     extract_seconds = meta.seconds
     if aug_meta is not None and extract_seconds is not None and aug_meta.seconds is not None:
         extract_seconds += aug_meta.seconds
     extra: dict[str, Any] = {
-        "fit_seconds": round(fit_seconds, 3), "extract_seconds": extract_seconds,
-        "n_train": int(len(y)), "n_train_photos": int(len(train)), "n_augmented": n_aug,
-        "n_valid": int(len(valid)), "n_test": int(len(test)),
+        "fit_seconds": round(fit_seconds, 3), "search_seconds": round(sel.seconds, 3),
+        "refit_seconds": round(fit_seconds - sel.seconds, 3) if refitted else 0.0, "extract_seconds": extract_seconds,
+        "n_train": int(len(y) + (len(valid) if refitted else 0)), "n_train_photos": int(len(train)),
+        "n_augmented": n_aug, "n_valid": int(len(valid)), "n_test": int(len(test)),
+        "n_candidates": len(sel.candidates), "temperature": model.temperature_,
+        "brier": calibration["after"]["brier"], "ece": calibration["after"]["ece"], "calibration": calibration,
     }
     if has_valid:
-        extra["valid_top1"] = topk_accuracy(model.predict_proba(valid.features), valid.labels, (1,))[1]
-    extra.update({k.rstrip("_"): v for k, v in model.fitted_state().items() if k in ("best_epoch_", "best_iteration_", "n_iter_")})
+        extra["valid_top1"] = sel.candidates[sel.chosen].valid_top1
+    extra.update({k.rstrip("_"): v for k, v in sel.model.fitted_state().items() if k in ("best_epoch_", "best_iteration_", "n_iter_")})
 
     metrics = finish(run, probs, test.labels, test.image_ids, history=model.history_, extra=extra)
-    _say(quiet, f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f} "
-                f"(fit {fit_seconds:.1f} s) -> {run.path}")
+    _say(quiet, f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f}, log loss "
+                f"{metrics.log_loss:.3f}, ECE {extra['ece']:.3f} (T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
+                f" -> {run.path}")
     return run
 
 
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
-        print(text, file=sys.stderr, flush=True)
+        _say_line(text)
+
+
+def _say_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 __all__ = ["fit_head", "FeatureSet"]

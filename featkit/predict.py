@@ -58,7 +58,8 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
     results, failures = [], []
     for start in range(0, len(files), batch_size):
         names = [str(f) for f in files[start:start + batch_size]]
-        images, failed = load_images(lambda p: Path(p).read_bytes(), names, int(cfg.size), cfg.resize)
+        images, failed = load_images(lambda p: Path(p).read_bytes(), names, int(cfg.size), cfg.resize,
+                                     decode=cfg.decode)
         failures += [{"path": f.path, "error": f"cannot read this photo ({f.error}); skipped"} for f in failed]
         bad = {f.index for f in failed}
         ok = [i for i in range(len(names)) if i not in bad]

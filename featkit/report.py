@@ -1,4 +1,5 @@
-"""Rebuild reports/results.md, results.csv and the summary plots from the run folders (head and CNN runs).
+"""Rebuild reports/index.html (with a page per run, see featkit.html_report), results.md, results.csv and the
+summary plots from the run folders (head and CNN runs).
 
 Everything is regenerated from reports/runs/*/ each time, so deleting the outputs and rebuilding gives the same
 rows. A run folder without a config.json, or without metrics.json / a top-1 in it, is never dropped: it is listed
@@ -8,56 +9,74 @@ under "Incomplete runs" with its folder and what is missing.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from .errors import FeatkitError
-from .fileio import atomic_path, write_text
+from .fileio import write_text
 from .outputs import output_dir
+from .plots import history_x, keep_span, new_figure, percent_axis, save_png
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
 from .schema import RunConfig, RunMetrics
 from .tables import markdown_table, write_csv
 
-COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "top1", "top5", "extract_seconds",
-           "fit_seconds", "folder")
+COLUMNS = ("run_id", "kind", "backbone", "size", "head", "augment", "views", "top1", "top5", "log_loss", "ece",
+           "extract_seconds", "fit_seconds", "date", "folder")
 MAX_CURVES = 10
+PLOTS = ("training_curves", "accuracy_vs_size", "time_vs_size")
 
 
-def build_report(reports: str | Path = DEFAULT_REPORTS) -> dict[str, Path]:
-    """Regenerate the report files; returns {"results_md", "results_csv", "training_curves",
-    "accuracy_vs_size", "time_vs_size"} -> path."""
+def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
+                 study_rows: list[dict] | None = None) -> dict[str, Path]:
+    """Regenerate the report files; returns {"index_html", "results_md", "results_csv"} -> path, plus
+    "training_curves", "accuracy_vs_size", "time_vs_size" for the plots that have data (a plot without data is
+    not written, and an old copy of it is removed). `study_rows`: rows of the study-vs-featkit table of the
+    HTML index (see featkit.html_report.render_study_vs_featkit)."""
     import pandas as pd
+
+    from .html_report import build_html_report
 
     reports = output_dir(reports, "--reports")
     rows, incomplete = collect_runs(reports)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv",
-             "training_curves": reports / "training_curves.png", "accuracy_vs_size": reports / "accuracy_vs_size.png",
-             "time_vs_size": reports / "time_vs_size.png"}
+    paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
     write_csv(paths["results_csv"], df)
 
+    plots = {"training_curves": _plot_training_curves(reports, rows, reports / "training_curves.png"),
+             "accuracy_vs_size": _plot_vs_size(df, reports / "accuracy_vs_size.png",
+                                               (("top1", "top-1", "o", "-"), ("top5", "top-5", "s", "--")),
+                                               "test accuracy", "accuracy vs image size"),
+             "time_vs_size": _plot_time(df, reports / "time_vs_size.png")}
+    for name, path in plots.items():
+        if path is None:
+            (reports / f"{name}.png").unlink(missing_ok=True)  # an old plot of data that is gone
+        else:
+            paths[name] = path
+
     shown = df.copy()
-    for col, digits in (("top1", 4), ("top5", 4), ("extract_seconds", 1), ("fit_seconds", 1)):
+    for col, digits in (("top1", 4), ("top5", 4), ("log_loss", 4), ("ece", 4), ("extract_seconds", 1),
+                        ("fit_seconds", 1)):
         shown[col] = [("" if _missing(v) else f"{v:.{digits}f}") for v in df[col]]
     shown["run_id"] = [f"[{r}](runs/{r}/)" for r in df["run_id"]]
     shown = shown.drop(columns=["folder"])
-    lines = ["# Results", "", f"{len(df)} complete run(s), newest first. Top-1 / top-5 on the test split; seconds are "
-             "wall-clock (extract: building the feature cache; fit: training the head or network).", ""]
+    lines = ["# Results", "", f"{len(df)} complete run(s), newest first. Top-1 / top-5 / log loss on the test split; "
+             "seconds are wall-clock (extract: building the feature cache; fit: training the head or network). "
+             "The same with photos, per-run pages and sortable columns: [index.html](index.html).", ""]
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
     lines += ["## Incomplete runs", ""]
     if incomplete:
         lines += [f"- `{i['folder']}`: {i['reason']}" for i in incomplete]
     else:
         lines += ["None."]
-    lines += ["", "## Plots", "", "![training curves](training_curves.png)", "",
-              "![accuracy vs image size](accuracy_vs_size.png)", "", "![time vs image size](time_vs_size.png)", ""]
+    drawn = [name for name in PLOTS if name in paths]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name.replace('_', ' ')}]({name}.png)\n" for name in drawn] or ["_No plot yet: no run has data to plot._", ""]
     write_text(paths["results_md"], "\n".join(lines))
 
-    _plot_training_curves(reports, rows, paths["training_curves"])
-    _plot_vs_size(df, paths["accuracy_vs_size"], (("top1", "top-1", "o", "-"), ("top5", "top-5", "s", "--")),
-                  "test accuracy", "accuracy vs image size")
-    _plot_time(df, paths["time_vs_size"])
-    return paths
+    paths["index_html"] = build_html_report(reports, rows, incomplete, plots=[paths[n] for n in drawn],
+                                            study_rows=study_rows, quiet=quiet)
+    return {"index_html": paths.pop("index_html"), **paths}
 
 
 def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], list[dict]]:
@@ -86,10 +105,26 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
 def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
     return {
         "run_id": run.id, "kind": cfg.kind, "backbone": cfg.backbone_name or "-", "size": cfg.size or "",
-        "head": cfg.name, "augment": "yes" if cfg.augment else "no", "top1": _num(m.top1), "top5": _num(m.top5),
-        "extract_seconds": _num(m.extract_seconds), "fit_seconds": _num(m.fit_seconds),
+        "head": cfg.name, "augment": "yes" if cfg.augment else "no", "views": _views(cfg), "top1": _num(m.top1),
+        "top5": _num(m.top5), "log_loss": _num(m.log_loss), "ece": _num(m.get("ece")),
+        "extract_seconds": _num(m.extract_seconds), "fit_seconds": _num(m.fit_seconds), "date": _date(run.id),
         "folder": _rel(run.path, reports),
     }
+
+
+def _views(cfg: RunConfig) -> str:
+    """What the model was trained on: the cached views of a head run, the photos (+ augmentation) of a CNN run."""
+    if cfg.views:
+        return " + ".join(str(v) for v in cfg.views)
+    if cfg.kind == "cnn":
+        return "photos" + (" + augmentation" if cfg.augment else "")
+    return ""
+
+
+def _date(run_id: str) -> str:
+    """'2026-11-30 10:15' from a run id made by runs.new_run (YYYYmmdd-HHMMSS-name); '' for other names."""
+    m = re.match(r"(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", run_id)
+    return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}" if m else ""
 
 
 def _num(v: Any) -> float | None:
@@ -118,55 +153,55 @@ def _extract_label(rec: dict) -> str:
     return f"{rec['backbone']}" + (" + augmented view" if rec["augment"] == "yes" else "")
 
 
-def _figure(width: float, height: float, ncols: int = 1):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
-
-
-def _plot_training_curves(reports: Path, rows: list[dict], path: Path) -> None:
+def _plot_training_curves(reports: Path, rows: list[dict], path: Path) -> Path | None:
+    """Loss and accuracy curves of the newest runs with a history.csv; None (and no file) when no run has one."""
     import pandas as pd
 
-    with_history = [r for r in rows if (reports / r["folder"] / "history.csv").exists()]
-    fig, (ax_loss, ax_acc) = _figure(13, 5, 2)
-    if not with_history:
-        _empty(ax_loss, "no run has a history.csv yet")
-        _empty(ax_acc, "")
-        _save(fig, path)
-        return
-    shown = with_history[:MAX_CURVES]
-    for i, rec in enumerate(shown):
+    histories = []
+    for rec in rows:
+        f = reports / rec["folder"] / "history.csv"
+        if not f.exists():
+            continue
         try:
-            h = pd.read_csv(reports / rec["folder"] / "history.csv")
+            h = pd.read_csv(f)
         except (OSError, ValueError, pd.errors.EmptyDataError):
             continue
-        xcol = next((c for c in ("epoch", "iteration") if c in h.columns), None)
-        x = h[xcol] if xcol else pd.Series(range(1, len(h) + 1))
+        if len(h) and ({"loss", "val_loss", "accuracy", "val_accuracy"} & set(h.columns)):
+            histories.append((rec, h))
+    if not histories:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_loss, ax_acc) = new_figure(13, 5, 2)
+    xs, losses, accs = [], [], []
+    for i, (rec, h) in enumerate(histories[:MAX_CURVES]):
+        x = history_x(h)[0]
+        xs.extend(x.tolist())
         color = f"C{i % 10}"
         name = f"{rec['run_id']} ({_label(rec)})"
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        marker = "o" if len(h) <= 30 else None
+        for ax, key, ys in ((ax_loss, "loss", losses), (ax_acc, "accuracy", accs)):
             if key in h.columns:
-                ax.plot(x, h[key], color=color, ls="-", label=f"{name} train")
+                ax.plot(x, h[key], color=color, ls="-", marker=marker, ms=3, label=f"{name} train")
+                ys.extend(h[key].tolist())
             if f"val_{key}" in h.columns:
-                ax.plot(x, h[f"val_{key}"], color=color, ls="--", label=f"{name} valid")
+                ax.plot(x, h[f"val_{key}"], color=color, ls="--", marker=marker, ms=3, label=f"{name} valid")
+                ys.extend(h[f"val_{key}"].tolist())
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlim(*keep_span(xs, 2.0))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_loss.set_ylim(*keep_span(losses, 0.1, floor=0.0))
+    ax_acc.set_ylim(*keep_span(accs, 0.1, floor=0.0, ceiling=1.02))
+    percent_axis(ax_acc)
     ax_loss.set(xlabel="epoch / boosting round", ylabel="loss", title="loss (solid: train, dashed: valid)")
     ax_acc.set(xlabel="epoch / boosting round", ylabel="accuracy", title="accuracy")
-    extra = "" if len(with_history) <= MAX_CURVES else f": newest {MAX_CURVES} of {len(with_history)} runs with a history"
+    extra = "" if len(histories) <= MAX_CURVES else f": newest {MAX_CURVES} of {len(histories)} runs with a history"
     fig.suptitle("training curves" + extra)
-    if ax_acc.lines:
-        ax_acc.legend(fontsize=6, loc="lower right")
-    _save(fig, path)
+    for ax in (ax_loss, ax_acc):
+        if ax.lines:
+            ax.legend(fontsize=6, loc="best")
+    return save_png(fig, path)
 
 
 def _numeric_sizes(df):
@@ -176,14 +211,22 @@ def _numeric_sizes(df):
     return df.assign(size_num=sizes)[sizes.notna()]
 
 
-def _plot_vs_size(df, path: Path, series, ylabel: str, title: str) -> None:
-    fig, (ax,) = _figure(9, 6)
+def _size_axis(ax, sizes) -> None:
+    """x axis of image sizes: ticks at the sizes run, at least 64 px wide, never 122..134 around one size."""
+    sizes = sorted(set(float(s) for s in sizes))
+    ax.set_xlim(*keep_span(sizes, 64.0, floor=0.0))
+    ax.set_xticks(sizes, [f"{s:g}" for s in sizes])
+
+
+def _plot_vs_size(df, path: Path, series, ylabel: str, title: str) -> Path | None:
+    """Accuracy per image size, one colour per kind of run; a line joins the means only where a kind was run at
+    two sizes or more. None (no file) when no run has a numeric size."""
     d = _numeric_sizes(df)
     if d.empty:
-        _empty(ax, "no complete run with a numeric image size yet")
-        _save(fig, path)
-        return
+        return None
+    fig, (ax,) = new_figure(9, 6)
     labels = sorted({_label(r) for r in d.to_dict("records")})
+    values = []
     for i, label in enumerate(labels):
         g = d[[(_label(r) == label) for r in d.to_dict("records")]]
         for col, name, marker, ls in series:
@@ -191,36 +234,47 @@ def _plot_vs_size(df, path: Path, series, ylabel: str, title: str) -> None:
             if g2.empty:
                 continue
             mean = g2.groupby("size_num")[col].mean()
-            ax.plot(mean.index, mean.values, color=f"C{i % 10}", ls=ls, label=f"{label} {name}")
-            ax.scatter(g2["size_num"], g2[col], color=f"C{i % 10}", marker=marker, s=18)
-    ax.set(xlabel="image size (px)", ylabel=ylabel, title=title + " (lines: mean over runs; points: runs)")
+            joined = len(mean) > 1
+            if joined:
+                ax.plot(mean.index, mean.values, color=f"C{i % 10}", ls=ls)
+            ax.scatter(g2["size_num"], g2[col], color=f"C{i % 10}", marker=marker, s=30, label=f"{label} {name}")
+            values.extend(g2[col].tolist())
+    _size_axis(ax, d["size_num"])
+    ax.set_ylim(*keep_span(values, 0.1, floor=0.0, ceiling=1.02))  # room for a point at 100 %
+    percent_axis(ax)
+    ax.set(xlabel="image size (px)", ylabel=ylabel, title=title + " (points: runs; lines: mean over runs)")
     ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-    _save(fig, path)
+    ax.legend(fontsize=7)
+    return save_png(fig, path)
 
 
-def _plot_time(df, path: Path) -> None:
-    fig, axes = _figure(13, 5, 2)
+def _plot_time(df, path: Path) -> Path | None:
+    """Extraction and fit seconds per image size; panels without data are left out, and so is the file."""
     d = _numeric_sizes(df)
-    for ax, col, title in ((axes[0], "extract_seconds", "feature extraction"), (axes[1], "fit_seconds", "fit / training")):
-        g0 = d[d[col].notna()] if not d.empty else d
-        if g0.empty:
-            _empty(ax, f"no run with {col} and a numeric image size yet")
-            continue
+    panels = [(col, title) for col, title in (("extract_seconds", "feature extraction"), ("fit_seconds", "fit / training"))
+              if not d.empty and d[col].notna().any()]
+    if not panels:
+        return None
+    fig, axes = new_figure(6.5 * len(panels), 5, len(panels))
+    for ax, (col, title) in zip(axes, panels):
+        g0 = d[d[col].notna()]
         keyf = _extract_label if col == "extract_seconds" else _label
         labels = sorted({keyf(r) for r in g0.to_dict("records")})
         for i, label in enumerate(labels):
             g = g0[[keyf(r) == label for r in g0.to_dict("records")]]
             mean = g.groupby("size_num")[col].mean()
-            ax.plot(mean.index, mean.values, color=f"C{i % 10}", marker="o", label=label)
-        ax.set(xlabel="image size (px)", ylabel="seconds (log scale)", title=title)
+            ax.plot(mean.index, mean.values, color=f"C{i % 10}", marker="o", ls="-" if len(mean) > 1 else "none",
+                    label=label)
+        _size_axis(ax, g0["size_num"])
         if (g0[col] > 0).all():
             ax.set_yscale("log")
+            lo, hi = float(g0[col].min()), float(g0[col].max())
+            ax.set_ylim(min(lo / 2, hi / 10), max(hi * 2, lo * 10))  # at least a decade, never one collapsed point
+        ax.set(xlabel="image size (px)", ylabel="seconds (log scale)", title=title)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.suptitle("wall-clock time vs image size (mean over runs)")
-    _save(fig, path)
+    return save_png(fig, path)
 
 
-__all__ = ["build_report", "collect_runs", "COLUMNS"]
+__all__ = ["build_report", "collect_runs", "COLUMNS", "PLOTS"]

@@ -123,6 +123,7 @@ class CacheMeta:
     manifest: str | None = None         # path of the split manifest the rows come from
     resize: str = "stretch"
     crop_box: bool = False
+    decode: str = "draft"               # "draft": big JPEGs decoded at a reduced DCT scale; "full"
     dtype: str = "float16"
     photos: int = 0
     rows_total: int = 0
@@ -162,7 +163,7 @@ class CacheMeta:
     def comparable_key(self) -> dict[str, Any]:
         return {"backbone": self.backbone.comparable_key(), "size": self.size, "classes": _class_key(self.classes),
                 "dataset": self.dataset, "fingerprint": self.fingerprint, "resize": self.resize,
-                "crop_box": bool(self.crop_box)}
+                "crop_box": bool(self.crop_box), "decode": self.decode}
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class RunConfig:
     manifest: str | None = None
     resize: str = "stretch"
     crop_box: bool = False
+    decode: str = "draft"
     seed: int = 0
     view: str = "plain"
     views: list = field(default_factory=list)
@@ -227,7 +229,7 @@ class RunConfig:
         """The same fields as CacheMeta.comparable_key, so a run can be checked against a cache."""
         return {"backbone": self.backbone.comparable_key() if self.backbone else None, "size": self.size,
                 "classes": _class_key(classes), "dataset": self.dataset, "fingerprint": self.fingerprint,
-                "resize": self.resize, "crop_box": bool(self.crop_box)}
+                "resize": self.resize, "crop_box": bool(self.crop_box), "decode": self.decode}
 
 
 def _config_from_v1(d: dict) -> dict:

@@ -98,3 +98,12 @@ def ray_cluster():
              logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def report_workspace(tmp_path_factory, mini, mobilenet_onnx):
+    """Two real head runs on the `mini` photos (one with calibration files), a CNN run folder, and the report
+    built from them (see reportfixtures.py)."""
+    from reportfixtures import build_report_workspace
+
+    return build_report_workspace(tmp_path_factory.mktemp("report-ws"), mini, mobilenet_onnx)

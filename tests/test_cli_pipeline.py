@@ -118,7 +118,7 @@ def test_every_command_has_help_with_its_summary_and_options():
 
     group = typer.main.get_command(app)
     commands = dict(_commands(group))
-    assert {("extract",), ("fit-head",), ("data", "summary"), ("sensitivity",), ("train-cnn",)} <= set(commands)
+    assert {("extract",), ("fit-head",), ("data", "summary"), ("sensitivity",), ("train-cnn",), ("quantize",)} <= set(commands)
     for path, cmd in commands.items():
         res = runner.invoke(app, [*path, "--help"], terminal_width=200)
         assert res.exit_code == 0, path

@@ -170,7 +170,7 @@ def test_zca_memory_check_names_largest_size(monkeypatch, photo_blobs):
         P.check_zca_memory(128, 2000)
     assert "\n" not in str(e.value)
     x, _ = photos_at(photo_blobs, 128)
-    with pytest.raises(FeatkitError, match=rf"largest size that fits is \d+ px"):
+    with pytest.raises(FeatkitError, match=r"largest size that fits is \d+ px"):
         P.fit_zca(x)
     P.check_zca_memory(32, 2000)  # 32 px fits in 2 GiB
 

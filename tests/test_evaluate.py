@@ -90,7 +90,8 @@ def run(caches, tmp_path_factory):
 def test_fit_head_writes_a_complete_run(run, caches):
     names = {p.name for p in run.path.iterdir()}
     assert {"config.json", "classes.json", "model.joblib", "head.json", "test_predictions.npz", "metrics.json",
-            "per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv"} <= names
+            "per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv", "reliability.csv",
+            "reliability.png"} <= names
     cfg, meta = run.config, read_meta(caches.plain)
     assert (cfg.kind, cfg.name, cfg.backbone, cfg.size, cfg.dataset, cfg.augment) == (
         "head", "logreg", meta.backbone, meta.size, meta.dataset, False)
@@ -98,7 +99,8 @@ def test_fit_head_writes_a_complete_run(run, caches):
     assert cfg.fingerprint == meta.fingerprint and cfg.cache == str(caches.plain.resolve())
     assert run.classes == meta.classes
     m = run.metrics
-    assert (m.extra["n_train"], m.extra["n_valid"], m.extra["n_test"], m.n) == (192, 48, 80, 80)
+    # the chosen C is refitted on train + valid: 192 + 48 rows
+    assert (m.extra["n_train"], m.extra["n_train_photos"], m.extra["n_valid"], m.extra["n_test"], m.n) == (240, 192, 48, 80, 80)
     assert m.extract_seconds == meta.seconds and m.fit_seconds > 0
     assert m.top1 > 2.0 / CLASSES and m.top5 >= m.top1
     pred = run.load_predictions()

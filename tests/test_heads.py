@@ -8,17 +8,23 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cachefixtures import CLASSES, one_blas_thread
 from featkit.cache import read_cache
+from featkit.calibration import apply_temperature
 from featkit.errors import FeatkitError
+from featkit.fileio import read_json, write_json
 from featkit.heads import HEADS, NotFittedError, get_head, load_head
+from featkit.heads.gbm import LightGBMHead
 
 # small settings so the whole contract runs in seconds on 2 CPU cores
 FAST = {
     "logreg": {"C": 1.0, "max_iter": 500},
     "lightgbm": {"n_estimators": 60, "early_stopping_rounds": 10, "pca": 32, "num_threads": 1},
-    "softmax": {"hidden": 64, "dropout": 0.3, "epochs": 15, "batch_size": 32, "patience": 3},
+    "softmax": {"hidden": 64, "dropout": 0.3, "epochs": 15, "batch_size": 32, "patience": 3, "lr": 1e-3},
+    "knn": {"k": 5},
 }
 
 
@@ -34,8 +40,8 @@ def splits(caches):
     return fs.subset("train"), fs.subset("valid"), fs.subset("test")
 
 
-def test_registry_names_the_three_heads():
-    assert set(HEADS) == {"softmax", "logreg", "lightgbm"} == set(FAST)
+def test_registry_names_the_four_heads():
+    assert set(HEADS) == {"softmax", "logreg", "lightgbm", "knn"} == set(FAST)
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
@@ -58,7 +64,7 @@ def test_head_contract(name, splits, tmp_path):
     chance = 1.0 / CLASSES
     assert (head.predict(train.features) == train.labels).mean() > 0.6
     assert (head.predict(valid.features) == valid.labels).mean() >= 2 * chance
-    if name != "logreg":
+    if name in ("softmax", "lightgbm"):
         assert head.history_ and {"loss", "val_loss"} <= set(head.history_[0])
 
     path = head.save(tmp_path / "saved")
@@ -80,6 +86,8 @@ def test_class_absent_from_training_still_gets_a_column(name, splits):
     assert probs.shape == (len(test), CLASSES)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert probs[:, absent].max() < 0.1
+    if name == "knn":  # smoothed votes: never exactly 0, and the same small share for every row
+        assert np.all(probs[:, absent] > 0) and np.ptp(probs[:, absent]) == 0
     if name == "logreg":
         assert np.all(probs[:, absent] == 0)
 
@@ -109,8 +117,10 @@ def test_fit_checks_its_input(splits):
     with pytest.raises(FeatkitError, match="n_classes=3"):
         get_head("logreg").fit(train.features, train.labels, n_classes=3)
     head = get_head("logreg").fit(train.features, train.labels)
-    with pytest.raises(FeatkitError, match="fitted on 1280"):
+    with pytest.raises(FeatkitError, match="X has 10 features, but LogRegHead is expecting 1280 features"):
         head.predict_proba(train.features[:, :10])
+    with pytest.raises(FeatkitError, match="Input X contains NaN"):
+        head.predict_proba(np.full((2, 1280), np.nan))
 
 
 def test_logreg_lightgbm_scoring_and_reports_never_import_tensorflow(caches, tmp_path):
@@ -134,3 +144,97 @@ assert not bad, bad
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOADED []" in out.stdout
+
+
+# ---- scikit-learn estimators -------------------------------------------------------------------------
+
+# Every scikit-learn estimator check passes on logreg, lightgbm and knn: none is listed as expected to fail.
+# One check does not run: check_array_api_input is skipped by scikit-learn itself unless SCIPY_ARRAY_API=1 is set;
+# the heads turn any input into a float32 NumPy array (LightGBM and the saved models need NumPy), so array-API
+# inputs (CuPy, torch) are converted, not kept on their device.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+@parametrize_with_checks(
+    [get_head("logreg"), get_head("lightgbm", n_estimators=20, num_threads=1), get_head("knn", k=3)],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    with one_blas_thread():
+        check(estimator)
+
+
+def test_heads_clone_and_set_params_like_scikit_learn():
+    head = get_head("lightgbm", learning_rate=0.02, pca=16)
+    twin = clone(head)
+    assert type(twin) is LightGBMHead and twin is not head and twin.get_params() == head.get_params()
+    assert twin.set_params(num_leaves=7) is twin and twin.num_leaves == 7 and head.num_leaves == 31
+    assert repr(get_head("logreg", C=0.5)) == "LogRegHead(C=0.5)"
+
+
+def test_any_labels_without_n_classes_like_scikit_learn(splits):
+    train, valid, test = splits
+    names = np.array(["apple pie", "baby back ribs", "baklava", "beef carpaccio", "beef tartare", "beet salad",
+                      "beignets", "bibimbap"])
+    head = get_head("logreg").fit(train.features, names[train.labels])
+    assert list(head.classes_) == sorted(names)
+    assert (head.predict(test.features) == names[test.labels]).mean() > 2 / CLASSES
+
+
+# ---- temperature ---------------------------------------------------------------------------------------
+
+def test_save_load_keeps_the_temperature(splits, tmp_path):
+    train, valid, test = splits
+    head = get_head("logreg").fit(train.features, train.labels, n_classes=CLASSES)
+    raw = head.predict_proba(test.features)
+    head.temperature_ = 2.5
+    calibrated = head.predict_proba(test.features)
+    np.testing.assert_allclose(calibrated, apply_temperature(raw, 2.5), rtol=1e-6)
+    assert not np.allclose(calibrated, raw)
+    head.save(tmp_path)
+    assert read_json(tmp_path / "head.json")["temperature"] == 2.5
+    again = load_head(tmp_path)
+    assert again.temperature_ == 2.5
+    assert np.array_equal(again.predict_proba(test.features), calibrated)
+    assert np.array_equal(again.predict_proba(test.features, calibrated=False), raw)
+
+
+def test_head_saved_before_temperatures_loads_with_t_1(splits, tmp_path):
+    train, _, test = splits
+    head = get_head("logreg").fit(train.features, train.labels, n_classes=CLASSES)
+    head.save(tmp_path)
+    info = read_json(tmp_path / "head.json")
+    del info["temperature"], info["classes"]  # what an earlier featkit wrote
+    write_json(tmp_path / "head.json", info)
+    again = load_head(tmp_path)
+    assert again.temperature_ == 1.0 and list(again.classes_) == list(range(CLASSES))
+    assert np.array_equal(again.predict_proba(test.features), head.predict_proba(test.features))
+
+
+# ---- knn ------------------------------------------------------------------------------------------------
+
+def _at(degrees, scale=1.0):
+    a = np.radians(np.asarray(degrees, float))
+    return np.stack([np.cos(a), np.sin(a)], axis=1) * scale
+
+
+def test_knn_neighbours_and_probabilities_by_hand():
+    # class 0 at 0, 10 and 20 degrees; class 1 at 40 (far out: length 10; cosine ignores it), 90 and 100 degrees
+    X = np.concatenate([_at([0, 10, 20]), _at([40], scale=10.0), _at([90, 100])])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    head = get_head("knn", k=3, tau=0, smoothing=0.5).fit(X, y, n_classes=3)
+    # a query at 35 degrees: nearest 40 (5 deg), 20 (15), 10 (25), 0 (35), 90 (55), 100 (65)
+    idx, sims = head.neighbours(_at([35]), 6)
+    assert idx.tolist() == [[3, 2, 1, 0, 4, 5]]
+    np.testing.assert_allclose(sims, np.cos(np.radians([[5, 15, 25, 35, 55, 65]])), rtol=1e-3)  # float16 rows
+    # k=3, plain votes: class 0: 2, class 1: 1, class 2: 0 -> (votes + 0.5) / (3 + 0.5 * 3)
+    np.testing.assert_allclose(head.predict_proba(_at([35])), [[2.5 / 4.5, 1.5 / 4.5, 0.5 / 4.5]], rtol=1e-6)
+    k1 = get_head("knn", k=1, tau=0, smoothing=0.5).fit(X, y, n_classes=3)
+    np.testing.assert_allclose(k1.predict_proba(_at([35], scale=7.0)), [[0.5 / 2.5, 1.5 / 2.5, 0.5 / 2.5]], rtol=1e-6)
+    assert k1.predict(_at([35])).tolist() == [1] and head.predict(_at([35])).tolist() == [0]
+    # similarity-weighted: weight exp((cos - 1) / tau) per neighbour, floor = smoothing * mean weight
+    w = np.exp((np.cos(np.radians([5, 15, 25])) - 1) / 0.1)
+    floor = 0.5 * w.mean()
+    expected = np.array([w[1] + w[2] + floor, w[0] + floor, floor]) / (w.sum() + 3 * floor)
+    weighted = get_head("knn", k=3, tau=0.1, smoothing=0.5).fit(X, y, n_classes=3)
+    np.testing.assert_allclose(weighted.predict_proba(_at([35]))[0], expected, rtol=1e-3)

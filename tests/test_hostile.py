@@ -476,7 +476,7 @@ def test_extract_says_how_many_photos_it_left_out_and_where(ws, photos, tmp_path
     bad = sorted(ds.rglob("*.jpg"))[3]
     bad.write_bytes(bad.read_bytes()[:300])
     r = ok(fk(capsys, *extract_args(ws, ds, tmp_path / "cache")))
-    assert "1 unreadable photo left out" in r.out and "scan.csv" in r.out and "featkit data check" in r.out
+    assert "1 unreadable photo left out" in r.err and "scan.csv" in r.err and "featkit data check" in r.err
 
 
 def test_second_identical_extract_waits_for_the_first(ws, tmp_path, capsys):

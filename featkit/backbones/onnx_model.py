@@ -70,16 +70,37 @@ def providers() -> list[str]:
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
 
-def open_session(path: Path):
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def session_settings() -> dict[str, Any]:
+    """onnxruntime session settings for this machine, recorded in the cache meta (`onnxruntime_session`).
+
+    One intra-op thread per core this process may use (ORT's own default counts physical cores of the whole
+    machine, which oversubscribes a container limited to fewer); all graph optimisations (constant folding,
+    fusions, and for int8 models the QDQ -> integer-kernel fusions); sequential execution (a CNN is a chain of
+    operators: the parallel executor only adds scheduling overhead). FEATKIT_ONNX_THREADS overrides the thread
+    count: one Ray actor among several on a node must not spin on every core.
+    """
+    threads = int(os.environ.get("FEATKIT_ONNX_THREADS") or available_cores())
+    return {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
+            "graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL"}
+
+
+def open_session(path: Path, settings: dict[str, Any] | None = None):
     import onnxruntime as ort
 
+    settings = settings or session_settings()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
-    # intra-op threads: ORT's default (all cores) unless FEATKIT_ONNX_THREADS says otherwise (one Ray actor
-    # among several on a node must not spin on every core)
-    threads = os.environ.get("FEATKIT_ONNX_THREADS")
-    if threads:
-        opts.intra_op_num_threads = int(threads)
+    opts.intra_op_num_threads = settings["intra_op_num_threads"]
+    opts.inter_op_num_threads = settings["inter_op_num_threads"]
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
+    opts.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers())
     except Exception as e:  # onnxruntime raises its own exception types
@@ -119,7 +140,10 @@ class OnnxBackbone(Backbone):
         self.name = str(meta.get("name") or path.stem)
         self.pooling = "avg"
         self.weights = file_identity(self.path)
-        self._sess = sess = open_session(self.path)
+        self.precision = str(meta.get("precision") or "float32")
+        self.quantization = meta.get("quantization") if self.precision != "float32" else None
+        self.session_settings = session_settings()
+        self._sess = sess = open_session(self.path, self.session_settings)
 
         # input
         inputs = {i.name: i for i in sess.get_inputs()}
@@ -205,7 +229,8 @@ class OnnxBackbone(Backbone):
             dim = self._run(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1]
         self.feature_dim = int(dim)
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
+    def feed(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's input for a batch of uint8 RGB photos (layout, dtype, normalisation as the contract says)."""
         x = chunk
         if self._layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
@@ -217,7 +242,10 @@ class OnnxBackbone(Backbone):
                 x /= self._std.reshape(shape) if self._std.ndim else self._std
         else:
             x = np.ascontiguousarray(x)  # no copy for a contiguous NHWC uint8 batch
-        out = self._sess.run([self._out_name], {self._in_name: x})[0]
+        return {self._in_name: x}
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        out = self._sess.run([self._out_name], self.feed(chunk))[0]
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     @property
@@ -235,11 +263,16 @@ class OnnxBackbone(Backbone):
 
         from .. import __version__
 
+        extra = {"input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size}
+        if self.precision != "float32":
+            q = self.quantization or {}
+            extra["precision"] = self.precision
+            extra["quantization"] = {k: q.get(k) for k in ("method", "source_model", "calibration_photos",
+                                                           "calibration_size")}
         return BackboneSpec(
             kind="onnx", name=self.name, size=self.size, pooling=self.pooling, weights=dict(self.weights),
             preprocessing=self.preprocessing, feature_dim=self.feature_dim, options=self.options,
-            versions={"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
-            extra={"input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size})
+            versions={"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__}, extra=extra)
 
 
 def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:

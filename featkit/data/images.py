@@ -53,6 +53,11 @@ def check_resize(resize: str, option: str = "--resize") -> str:
     return resize
 
 
+DECODE_MODES = ("draft", "full")  # draft: big JPEGs decoded at 1/2, 1/4 or 1/8 scale (DCT scaling), still >= size
+JPEG_SCALES = (8, 4, 2)
+_SWAPPED = (5, 6, 7, 8)  # EXIF orientations that turn the photo by 90 degrees
+
+
 class ImageDecodeError(Exception):
     """A photo that cannot be decoded; the message says why."""
 
@@ -74,28 +79,57 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, P, CMYK, YCbCr, 1, F
 
 
+def draft_scale(width: int, height: int, size: int) -> int:
+    """The largest JPEG scale 1/s (s in 8, 4, 2, else 1) that keeps a width x height region at least size x size."""
+    return next((s for s in JPEG_SCALES if min(width, height) >= s * size), 1)
+
+
+def _clip_box(box: Sequence[int], width: int, height: int) -> tuple[int, int, int, int] | None:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+    return (x1, y1, x2, y2) if x2 - x1 >= 2 and y2 - y1 >= 2 else None  # under 2 px: the whole photo
+
+
 def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | None = None) -> Image.Image:
-    """Decode bytes to an upright RGB PIL image, cropped to `box` (x1, y1, x2, y2) if given."""
+    """Decode bytes to an upright RGB PIL image, cropped to `box` (x1, y1, x2, y2, full-size upright pixels).
+
+    draft_size: a JPEG whose photo (or box) is at least twice that on both sides is decoded at the smallest
+    DCT scale that keeps it at least draft_size; the box is scaled with it (its size rounded up, so the crop stays
+    at least draft_size). `img.info["draft_scale"]` says which scale was used (1: full size).
+    """
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > _limits["max_pixels"]:
             raise ImageDecodeError(f"{w:,} x {h:,} pixels, over the limit of {_limits['max_pixels']:,} pixels per "
                                    "photo (--max-pixels): not decoded")
-        if draft_size and img.format == "JPEG" and box is None:
-            img.draft("RGB", (draft_size, draft_size))  # DCT scaling: decode big JPEGs at >= 2x the target
+        region = None
+        if box is not None:
+            w, h = img.size
+            if img.getexif().get(0x0112) in _SWAPPED:  # the box is in upright pixels
+                w, h = h, w
+            region = _clip_box(box, w, h)
+        scale = 1
+        if draft_size and img.format == "JPEG":
+            rw, rh = (region[2] - region[0], region[3] - region[1]) if region else img.size
+            scale = draft_scale(rw, rh, draft_size)
+            # asking for (w // s, h // s) makes Pillow decode at exactly 1/s
+            if scale > 1 and img.draft("RGB", (img.width // scale, img.height // scale)) is None:
+                scale = 1  # Pillow could not draft this file: full size
         ImageOps.exif_transpose(img, in_place=True)  # loads the pixels; no copy when upright already
         img = _to_rgb(img)
     except ImageDecodeError:
         raise
     except Exception as e:  # PIL raises many kinds: OSError, SyntaxError, ValueError, DecompressionBombError
         raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-    if box is not None:
-        x1, y1, x2, y2 = (int(v) for v in box)
-        x1, y1 = max(0, x1), max(0, y1)
-        x2, y2 = min(img.width, x2), min(img.height, y2)
-        if x2 - x1 >= 2 and y2 - y1 >= 2:
-            img = img.crop((x1, y1, x2, y2))
+    if region is not None:
+        x1, y1, x2, y2 = region
+        if scale == 1:
+            img = img.crop(region)
+        else:  # the box in drafted pixels to the sub-pixel, so it is not shifted against a full-size crop
+            img = img.resize((-(-(x2 - x1) // scale), -(-(y2 - y1) // scale)), Image.BILINEAR,
+                             box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale))
+    img.info["draft_scale"] = scale
     return img
 
 
@@ -118,9 +152,15 @@ def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.nd
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, size: int, resize: str = "stretch", box: Sequence[int] | None = None) -> np.ndarray:
-    """Bytes -> uint8 array (size, size, 3), RGB. Raises ImageDecodeError for unreadable data."""
-    return resize_square(open_image(data, box=box, draft_size=2 * size), size, resize)
+def decode_image(data: bytes, size: int, resize: str = "stretch", box: Sequence[int] | None = None,
+                 decode: str = "draft") -> np.ndarray:
+    """Bytes -> uint8 array (size, size, 3), RGB. Raises ImageDecodeError for unreadable data.
+
+    decode: "draft" (default) decodes big JPEGs at a reduced scale that is still at least `size`; "full" never.
+    """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode should be one of {DECODE_MODES}. Received decode={decode!r}")
+    return resize_square(open_image(data, box=box, draft_size=size if decode == "draft" else None), size, resize)
 
 
 def default_threads() -> int:
@@ -158,9 +198,10 @@ def load_images(
     transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
     pool: ThreadPoolExecutor | None = None,
     out: np.ndarray | None = None,
+    decode: str = "draft",
 ) -> tuple[np.ndarray, list[ImageFailure]]:
-    """The one loader: read `paths` through `read`, decode, EXIF, optional box, square resize, then
-    `transform(i, photo)` (e.g. a seeded perturbation), in parallel threads.
+    """The one loader: read `paths` through `read`, decode (`decode`: see `decode_image`), EXIF, optional box,
+    square resize, then `transform(i, photo)` (e.g. a seeded perturbation), in parallel threads.
 
     Returns (uint8 array (N, size, size, 3) (written into `out` when given), failures sorted by index). A failed
     photo's row is all zeros; callers decide whether to skip it or stop, but always report it.
@@ -171,7 +212,7 @@ def load_images(
 
     def work(i: int) -> None:
         try:
-            img = decode_image(read_photo(read, paths[i]), size, resize, None if boxes is None else boxes[i])
+            img = decode_image(read_photo(read, paths[i]), size, resize, None if boxes is None else boxes[i], decode)
         except ImageDecodeError as e:
             out[i] = 0
             failures.append(ImageFailure(i, str(paths[i]), str(e)))

@@ -18,19 +18,27 @@ import numpy as np
 
 from ..errors import DamagedFileError, FeatkitError
 from ..fileio import read_json
-from .base import HEAD_JSON, Head, NotFittedError
+from .base import HEAD_JSON, Head, HeadInputError, NotFittedError
 from .gbm import LightGBMHead
+from .knn import KNNHead
 from .logreg import LogRegHead
 from .softmax import SoftmaxHead
 
-HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead}
+HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead,
+                                "knn": KNNHead}
 
-__all__ = ["HEADS", "Head", "NotFittedError", "get_head", "load_head", "head_params"]
+__all__ = ["HEADS", "Head", "HeadInputError", "NotFittedError", "get_head", "load_head", "head_params",
+           "coerce_param", "search_grid"]
 
 
 def head_params(name: str) -> dict[str, Any]:
     """The parameters a head takes, with their defaults."""
     return _head_class(name).param_defaults()
+
+
+def search_grid(name: str) -> dict[str, list]:
+    """The values a head's default search tries on the validation split."""
+    return dict(_head_class(name).search_grid)
 
 
 def get_head(name: str, **params: Any) -> Head:
@@ -42,7 +50,7 @@ def get_head(name: str, **params: Any) -> Head:
         k = unknown[0]
         hint = _suggest(k, defaults)
         raise FeatkitError(f"{name} head has no parameter {k!r}.{hint} Its parameters: {', '.join(defaults)}.")
-    head = cls(**{k: _coerce(name, k, v, defaults[k]) for k, v in params.items()})
+    head = cls(**{k: coerce_param(name, k, v) for k, v in params.items()})
     head.validate_params()
     return head
 
@@ -59,7 +67,9 @@ def _suggest(name: str, choices) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
+def coerce_param(head: str, key: str, value: Any) -> Any:
+    """A command-line string converted to the type of the parameter's default (other values as given)."""
+    default = _head_class(head).param_defaults()[key]
     if not isinstance(value, str) or isinstance(default, str):
         return value
     try:
@@ -79,7 +89,8 @@ def _coerce(head: str, key: str, value: Any, default: Any) -> Any:
 
 
 def load_head(directory: str | Path) -> Head:
-    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one."""
+    """A fitted head saved by ``Head.save(directory)``; it predicts identically to the saved one. Heads saved
+    before temperatures and label classes were recorded load with T = 1 and classes 0..n_classes-1."""
     directory = Path(directory)
     f = directory / HEAD_JSON
     redo = "re-run `featkit fit-head` to make the run again"
@@ -101,9 +112,10 @@ def load_head(directory: str | Path) -> Head:
     if not model.exists():
         raise FeatkitError(f"{model} is missing: the run did not finish; {redo}.")
     head.n_classes_ = int(info["n_classes"])
-    head.classes_ = np.arange(head.n_classes_)
+    head.classes_ = np.asarray(info["classes"]) if "classes" in info else np.arange(head.n_classes_)
     head.n_features_in_ = int(info["n_features"])
     head.history_ = list(info.get("history", []))
+    head.temperature_ = float(info.get("temperature", 1.0))
     for k, v in info.get("fitted", {}).items():
         setattr(head, k, v)
     try:

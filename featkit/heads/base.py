@@ -1,10 +1,13 @@
-"""The head contract shared by every head (scikit-learn estimator style).
+"""The head contract shared by every head: real scikit-learn classifiers (``clone``, ``get_params`` /
+``set_params``, scikit-learn's estimator checks), plus what featkit needs on top.
 
 - ``__init__`` stores parameters only; ``params`` returns them as a dict (what config.json records).
 - ``fit(X, y, X_val=None, y_val=None, n_classes=None)`` returns self; what is learned ends in ``_``:
-  ``classes_`` (the column order of ``predict_proba``: always 0..n_classes-1, also for classes that have no
-  training rows), ``n_features_in_``, ``history_`` (list of dicts, one per epoch / boosting round; may be empty).
-- ``predict_proba(X)`` -> (N, n_classes) float32, rows sum to 1; ``predict(X)`` -> argmax (lowest index on ties).
+  ``classes_`` (the column order of ``predict_proba``: with ``n_classes`` always 0..n_classes-1, also for
+  classes that have no training rows), ``n_features_in_``, ``history_`` (list of dicts, one per epoch / boosting
+  round; may be empty), ``temperature_`` (1.0 until a caller calibrates the head on held-out predictions).
+- ``predict_proba(X)`` -> (N, n_classes) float32, rows sum to 1, temperature applied;
+  ``predict(X)`` -> classes_[argmax] (lowest index on ties).
 - ``save(dir)`` writes the model file plus ``head.json``; ``featkit.heads.load_head(dir)`` reads them back.
 """
 
@@ -12,24 +15,36 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
 
 from .. import __version__
+from ..calibration import apply_temperature
 from ..errors import FeatkitError
 from ..fileio import write_json
 
 HEAD_JSON = "head.json"
 
 
-class NotFittedError(FeatkitError, ValueError):
+class NotFittedError(FeatkitError, SklearnNotFittedError):
     """predict / save called on a head that has not been fitted."""
 
 
-class Head:
+class HeadInputError(FeatkitError, ValueError, TypeError):
+    """Features or labels a head cannot take (shape, NaN, labels, column count); one line saying which. Both a
+    ValueError and a TypeError, since scikit-learn's validation raises either."""
+
+
+class Head(ClassifierMixin, BaseEstimator):
     name: ClassVar[str] = ""
     model_file: ClassVar[str] = ""
+    # the small default search over the head's main settings, scored on the validation split
+    search_grid: ClassVar[dict[str, list]] = {}
 
     # ---- parameters ---------------------------------------------------------------------------------
     @classmethod
@@ -39,43 +54,33 @@ class Head:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.param_defaults()}
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:  # scikit-learn spelling
-        return self.params
+        return self.get_params(deep=False)
 
     def validate_params(self) -> None:
         """Raise FeatkitError naming the parameter, the allowed values and what was received."""
 
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.params.items() if v != self.param_defaults()[k]}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
     # ---- fitting ------------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None, n_classes: int | None = None) -> "Head":
+        """Fit on (X, y); (X_val, y_val) only steer early stopping where the head has it.
+
+        With `n_classes`, labels are class indices and `classes_` is 0..n_classes-1 (a class without training
+        rows still gets its column); without it, `classes_` is the sorted labels seen in y and y_val (any
+        labels, as in scikit-learn)."""
         self.validate_params()
-        X, y = _check_Xy(X, y, "training")
-        if len(y) == 0:
-            raise FeatkitError("no training rows: the cache's train split is empty.")
+        X, y = _validated(self, X, y, "training", reset=True)
         if (X_val is None) != (y_val is None):
-            raise ValueError("give both X_val and y_val, or neither.")
+            raise HeadInputError("give both X_val and y_val, or neither.")
+        if X_val is not None and np.shape(X_val)[:1] == (0,):
+            X_val = y_val = None  # an empty validation split: fit without early stopping
         if X_val is not None:
-            X_val, y_val = _check_Xy(X_val, y_val, "validation")
-            if X_val.shape[1] != X.shape[1]:
-                raise FeatkitError(f"validation features have {X_val.shape[1]} columns, training features {X.shape[1]}.")
-            if len(y_val) == 0:
-                X_val = y_val = None
-        top = int(max(y.max(), -1 if y_val is None else y_val.max())) + 1
-        if n_classes is None:
-            n_classes = top
-        elif top > n_classes:
-            raise FeatkitError(f"labels go up to {top - 1}, but n_classes={n_classes}: give the full class count.")
-        if y.min() < 0 or (y_val is not None and y_val.min() < 0):
-            raise FeatkitError("labels must be class indices >= 0.")
-        self.n_classes_ = int(n_classes)
-        self.classes_ = np.arange(self.n_classes_)
-        self.n_features_in_ = int(X.shape[1])
+            X_val, y_val = _validated(self, X_val, y_val, "validation", reset=False)
+        self.classes_ = _classes(y, y_val, n_classes)
+        self.n_classes_ = len(self.classes_)
+        y = _encode(self.classes_, y, "training")
+        if y_val is not None:
+            y_val = _encode(self.classes_, y_val, "validation")
         self.history_: list[dict] = []
+        self.temperature_ = 1.0
         self._fit(X, y, X_val, y_val)
         self.fitted_ = True
         return self
@@ -83,26 +88,52 @@ class Head:
     def _fit(self, X, y, X_val, y_val) -> None:
         raise NotImplementedError
 
+    def refit_params(self) -> dict[str, Any]:
+        """Parameter changes for refitting these settings without a validation split (e.g. the number of
+        epochs or boosting rounds early stopping chose)."""
+        return {}
+
+    def refit(self, X, y, n_classes: int | None = None) -> "Head":
+        """A new head with this one's settings (and refit_params) fitted on (X, y), e.g. train + valid rows;
+        it keeps this head's temperature."""
+        head = clone(self).set_params(**self.refit_params())
+        head.fit(X, y, n_classes=n_classes)
+        head.temperature_ = float(getattr(self, "temperature_", 1.0))
+        return head
+
+    @classmethod
+    def fit_candidates(cls, candidates: list[dict[str, Any]], X, y, X_val, y_val,
+                       n_classes: int | None = None) -> Iterator[tuple[int, "Head", np.ndarray | None]]:
+        """(index, head fitted on (X, y), its uncalibrated probabilities on X_val or None) for each parameter set
+        of a search, in any order. Heads override this where candidates can share work (warm starts, one
+        neighbour search)."""
+        for i, params in enumerate(candidates):
+            yield i, cls(**params).fit(X, y, X_val, y_val, n_classes=n_classes), None
+
     # ---- prediction ---------------------------------------------------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "fitted_", False))
+
     def _check_fitted(self) -> None:
-        if not getattr(self, "fitted_", False):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"This {type(self).__name__} ({self.name!r} head) is not fitted yet. Call fit first.")
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X, calibrated: bool = True) -> np.ndarray:
+        """(N, n_classes) float32, column j = classes_[j]; with `calibrated`, the fitted temperature applied."""
         self._check_fitted()
-        X = _check_X(X)
-        if X.shape[1] != self.n_features_in_:
-            raise FeatkitError(f"features have {X.shape[1]} columns, but this head was fitted on {self.n_features_in_}: "
-                               "use a cache from the same backbone.")
-        if len(X) == 0:
+        if isinstance(X, np.ndarray) and X.ndim == 2 and len(X) == 0 and X.shape[1] == self.n_features_in_:
             return np.zeros((0, self.n_classes_), np.float32)
-        return np.ascontiguousarray(self._predict_proba(X), dtype=np.float32)
+        X = _validated(self, X, None, "prediction", reset=False)
+        probs = np.ascontiguousarray(self._predict_proba(X), dtype=np.float32)
+        temperature = float(getattr(self, "temperature_", 1.0))
+        return apply_temperature(probs, temperature) if calibrated else probs
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def predict(self, X) -> np.ndarray:
-        return np.argmax(self.predict_proba(X), axis=1)
+        probs = self.predict_proba(X)
+        return self.classes_[np.argmax(probs, axis=1)]
 
     # ---- persistence --------------------------------------------------------------------------------
     def fitted_state(self) -> dict[str, Any]:
@@ -118,6 +149,7 @@ class Head:
         write_json(directory / HEAD_JSON, {
             "head": self.name, "params": self.params, "model_file": self.model_file,
             "n_classes": self.n_classes_, "n_features": self.n_features_in_, "history": self.history_,
+            "classes": self.classes_.tolist(), "temperature": float(self.temperature_),
             "fitted": self.fitted_state(), "featkit_version": __version__,
         })
         return path
@@ -129,22 +161,49 @@ class Head:
         raise NotImplementedError
 
 
-def _check_X(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise FeatkitError(f"features should be a 2-D array (rows, feature_dim). Received shape {X.shape}.")
-    return X
+def _validated(head: Head, X, y, what: str, reset: bool):
+    """scikit-learn's input validation (2-D, finite, dense, numeric, column count) with one-line errors;
+    features become float32. Returns X, or (X, y) with y 1-D."""
+    if y is None and what != "prediction":
+        raise HeadInputError(f"{type(head).__name__} requires y to be passed, but the target y is None.")
+    try:
+        if y is None:
+            return validate_data(head, X, reset=reset, dtype=np.float32)
+        X, y = validate_data(head, X, y, reset=reset, dtype=np.float32)
+        check_classification_targets(y)
+    except (ValueError, TypeError) as e:
+        raise HeadInputError(f"{what} data: {e}") from None
+    return X, y
 
 
-def _check_Xy(X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_X(X)
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise FeatkitError(f"{what} labels should be 1-D with one label per row: {len(X)} rows, labels shape {y.shape}.")
-    if len(y) and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.mod(y, 1) == 0):
-            raise FeatkitError(f"{what} labels should be integer class indices. Received dtype {y.dtype}.")
-    return X, y.astype(np.int64)
+def _classes(y: np.ndarray, y_val: np.ndarray | None, n_classes: int | None) -> np.ndarray:
+    seen = y if y_val is None else np.concatenate([y, y_val])
+    if n_classes is None:
+        return np.unique(seen)
+    if not np.issubdtype(seen.dtype, np.number) or np.any(np.mod(seen, 1) != 0) or seen.min() < 0:
+        raise HeadInputError("labels must be class indices >= 0 when n_classes is given.")
+    if seen.max() >= n_classes:
+        raise HeadInputError(f"labels go up to {int(seen.max())}, but n_classes={n_classes}: give the full class count.")
+    return np.arange(int(n_classes))
+
+
+def _encode(classes: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
+    """Labels -> column indices of classes_ (int64)."""
+    idx = np.searchsorted(classes, y)
+    idx = np.clip(idx, 0, len(classes) - 1)
+    if np.any(classes[idx] != y):
+        raise HeadInputError(f"{what} labels hold values that are not among the classes.")
+    return idx.astype(np.int64)
+
+
+def varying_keys(candidates: list[dict[str, Any]]) -> set[str]:
+    """The parameters whose value differs between the candidates of a search."""
+    return {k for c in candidates for k, v in c.items() if v != candidates[0][k]}
+
+
+def two_classes(head: str, y: np.ndarray) -> None:
+    if len(np.unique(y)) < 2:
+        raise HeadInputError(f"{head} head: the training rows hold only one class; it needs at least two.")
 
 
 def one_of(head: str, param: str, value: Any, allowed: tuple) -> None:

@@ -1,4 +1,8 @@
-"""lightgbm: LightGBM multiclass boosting, optional seeded PCA first, early stopping on the validation split."""
+"""lightgbm: LightGBM multiclass boosting on seeded PCA components, early stopping on the validation split.
+
+The defaults are the settings that stay stable on a hundred classes (a small learning rate, half the features
+and 80 % of the rows per tree); the refit on train + valid runs the number of rounds early stopping chose.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .base import Head, positive
+from .base import Head, positive, two_classes
 
 
 class LightGBMHead(Head):
     name = "lightgbm"
     model_file = "model.joblib"
 
-    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.1, n_estimators: int = 500,
-                 early_stopping_rounds: int = 20, pca: int = 0, min_child_samples: int = 20,
-                 feature_fraction: float = 1.0, num_threads: int = 0, deterministic: bool = True, seed: int = 0):
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 2000,
+                 early_stopping_rounds: int = 20, pca: int = 128, min_child_samples: int = 20,
+                 feature_fraction: float = 0.5, bagging_fraction: float = 0.8, max_bin: int = 255,
+                 num_threads: int = 0, deterministic: bool = True, seed: int = 0):
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
@@ -24,6 +29,8 @@ class LightGBMHead(Head):
         self.pca = pca
         self.min_child_samples = min_child_samples
         self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.max_bin = max_bin
         self.num_threads = num_threads
         self.deterministic = deterministic
         self.seed = seed
@@ -36,6 +43,8 @@ class LightGBMHead(Head):
         positive(self.name, "pca", self.pca or 0, integer=True, zero_ok=True)
         positive(self.name, "min_child_samples", self.min_child_samples, integer=True)
         positive(self.name, "feature_fraction", self.feature_fraction)
+        positive(self.name, "bagging_fraction", self.bagging_fraction)
+        positive(self.name, "max_bin", self.max_bin, integer=True)
         positive(self.name, "num_threads", self.num_threads, integer=True, zero_ok=True)
 
     def _lgb_params(self) -> dict:
@@ -44,6 +53,8 @@ class LightGBMHead(Head):
             "metric": ["multi_logloss", "multi_error"],
             "num_leaves": int(self.num_leaves), "learning_rate": float(self.learning_rate),
             "min_data_in_leaf": int(self.min_child_samples), "feature_fraction": float(self.feature_fraction),
+            "bagging_fraction": float(self.bagging_fraction), "bagging_freq": int(self.bagging_fraction < 1),
+            "max_bin": int(self.max_bin),
             "num_threads": int(self.num_threads), "seed": int(self.seed), "deterministic": bool(self.deterministic),
             "force_row_wise": True, "verbosity": -1,
         }
@@ -51,6 +62,7 @@ class LightGBMHead(Head):
     def _fit(self, X, y, X_val, y_val) -> None:
         import lightgbm as lgb
 
+        two_classes(self.name, y)
         self.pca_ = None
         if self.pca:
             from sklearn.decomposition import PCA
@@ -85,6 +97,9 @@ class LightGBMHead(Head):
 
     def fitted_state(self) -> dict:
         return {"best_iteration_": self.best_iteration_}
+
+    def refit_params(self) -> dict:
+        return {"n_estimators": int(self.best_iteration_), "early_stopping_rounds": 0}
 
     def _save_model(self, path: Path) -> Path:
         import joblib

@@ -29,8 +29,10 @@ class SoftmaxHead(Head):
     name = "softmax"
     model_file = "model.keras"
 
-    def __init__(self, hidden: int = 1024, dropout: float = 0.5, optimizer: str = "rmsprop", lr: float = 1e-3,
-                 epochs: int = 30, batch_size: int = 64, patience: int = 5, seed: int = 0):
+    search_grid = {"hidden": [0, 1024], "lr": [1e-4, 3e-4]}
+
+    def __init__(self, hidden: int = 1024, dropout: float = 0.5, optimizer: str = "rmsprop", lr: float = 1e-4,
+                 epochs: int = 30, batch_size: int = 128, patience: int = 5, seed: int = 0):
         self.hidden = hidden
         self.dropout = dropout
         self.optimizer = optimizer
@@ -106,6 +108,9 @@ class SoftmaxHead(Head):
 
     def fitted_state(self) -> dict:
         return {"best_epoch_": self.best_epoch_}
+
+    def refit_params(self) -> dict:
+        return {"epochs": int(self.best_epoch_)}
 
     def _save_model(self, path: Path) -> Path:
         with atomic_path(path) as tmp:

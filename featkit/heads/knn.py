@@ -1,0 +1,94 @@
+"""knn: k nearest training rows by cosine similarity (features L2-normalised), probabilities from their votes.
+
+Each neighbour votes for its class with weight exp((cos - 1) / tau) (tau = 0: every vote counts 1), so the
+closest neighbours count most. Every class also gets `smoothing` times an average neighbour's vote, so no class
+gets exactly 0 and the log loss stays finite: with tau = 0, p = (votes + smoothing) / (k + smoothing * classes).
+The search tries several k on one neighbour search of the validation rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_path
+from .base import Head, positive, varying_keys
+
+CHUNK = 1024  # query rows per similarity block: 1,024 x 43,000 float32 similarities = 176 MB
+
+
+class KNNHead(Head):
+    name = "knn"
+    model_file = "model.npz"
+    search_grid = {"k": [10, 20, 40, 80, 160, 320]}
+
+    def __init__(self, k: int = 160, tau: float = 0.03, smoothing: float = 0.3):
+        self.k = k
+        self.tau = tau
+        self.smoothing = smoothing
+
+    def validate_params(self) -> None:
+        positive(self.name, "k", self.k, integer=True)
+        positive(self.name, "tau", self.tau, zero_ok=True)
+        positive(self.name, "smoothing", self.smoothing)
+
+    def _fit(self, X, y, X_val, y_val) -> None:
+        # float16 halves memory and the saved file; unit vectors lose nothing that changes a neighbour ranking
+        self.train_ = _normalise(X).astype(np.float16)
+        self.labels_ = y.astype(np.int32)
+
+    def neighbours(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, cosine similarities), both (N, k): the k most similar training rows of each row, most
+        similar first (ties: lower training index first)."""
+        self._check_fitted()
+        k = min(int(k), len(self.labels_))
+        train = self.train_.astype(np.float32)
+        idx, sims = np.empty((len(X), k), np.int64), np.empty((len(X), k), np.float32)
+        for start in range(0, len(X), CHUNK):
+            sim = _normalise(np.asarray(X[start:start + CHUNK], np.float32)) @ train.T
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
+            rows = np.arange(len(sim))[:, None]
+            top = top[rows, np.lexsort((top, -sim[rows, top]), axis=1)]
+            idx[start:start + CHUNK], sims[start:start + CHUNK] = top, sim[rows, top]
+        return idx, sims
+
+    def vote_proba(self, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:
+        """Smoothed, similarity-weighted vote shares of each row's neighbours (all columns given are used)."""
+        n, k = neighbours.shape
+        weights = np.ones((n, k)) if not self.tau else np.exp((similarities.astype(np.float64) - 1.0) / float(self.tau))
+        votes = np.zeros((n, self.n_classes_), np.float64)
+        np.add.at(votes, (np.repeat(np.arange(n), k), self.labels_[neighbours].ravel()), weights.ravel())
+        floor = float(self.smoothing) * weights.mean(axis=1, keepdims=True)
+        return (votes + floor) / (weights.sum(axis=1, keepdims=True) + floor * self.n_classes_)
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.vote_proba(*self.neighbours(X, self.k))
+
+    @classmethod
+    def fit_candidates(cls, candidates, X, y, X_val, y_val, n_classes=None):
+        """Candidates that differ only in k share one neighbour search of the validation rows."""
+        if not varying_keys(candidates) <= {"k"} or X_val is None:
+            yield from super().fit_candidates(candidates, X, y, X_val, y_val, n_classes)
+            return
+        base = cls(**candidates[0]).fit(X, y, X_val, y_val, n_classes=n_classes)
+        nearest, sims = base.neighbours(np.asarray(X_val, np.float32), max(c["k"] for c in candidates))
+        for i, params in enumerate(candidates):
+            head = cls(**params)
+            head.__dict__.update({k: v for k, v in base.__dict__.items() if k.endswith("_")})
+            k = params["k"]
+            yield i, head, head.vote_proba(nearest[:, :k], sims[:, :k]).astype(np.float32)
+
+    def _save_model(self, path: Path) -> Path:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, train=self.train_, labels=self.labels_)
+        return path
+
+    def _load_model(self, path: Path) -> None:
+        with np.load(path) as z:
+            self.train_, self.labels_ = z["train"], z["labels"]
+
+
+def _normalise(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)

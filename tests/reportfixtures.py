@@ -1,0 +1,144 @@
+"""A small REAL report for the HTML report tests: the `mini` photos (4 Food-101 classes x 20) extracted with the
+real MobileNetV2 ONNX graph at 64 px, a logreg head and a LightGBM head fitted through the command line (two runs
+with different scores, the LightGBM one with a history), the robustness table of the logreg run, calibration
+files for the logreg run (the contract of issue 15: metrics.json `ece`, `brier`, `calibration`, and
+reliability.csv), and a CNN run folder without photo-level results. Then `featkit report`.
+
+Also: finding Chromium and its driver for the browser tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from featkit.cli import app
+from featkit.runs import Run, new_run
+
+SPLIT = "50/10/40"  # 32 test photos: enough mistakes and confused pairs to show
+RELIABILITY_BINS = 10
+TEMPERATURE = 1.7
+
+
+@dataclass
+class ReportWorkspace:
+    root: Path
+    reports: Path
+    cache: Path
+    data: Path
+    logreg: str  # run ids
+    lightgbm: str
+    cnn: str
+
+    def run(self, run_id: str) -> Path:
+        return self.reports / "runs" / run_id
+
+
+def fk(*args) -> dict | str:
+    res = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout) if "--json" in args else res.stdout
+
+
+def build_report_workspace(root: Path, mini: Path, onnx: Path) -> ReportWorkspace:
+    reports, cache = root / "reports", root / "cache"
+    common = ["--cache", cache, "--split", SPLIT]
+    fk("extract", "--data", mini, "--backbone", onnx, "--size", 64, "--sensitivity", "--quiet", *common)
+    fit = ["fit-head", "--data", mini, "--backbone", onnx, "--size", 64, "--reports", reports, "--json", *common]
+    logreg = fk(*fit, "--head", "logreg")["run"]
+    lightgbm = fk(*fit, "--head", "lightgbm", "-p", "n_estimators=15", "-p", "num_threads=1")["run"]
+    fk("sensitivity", logreg, "--reports", reports, "--json")
+    write_calibration(Run(reports / "runs" / logreg))
+    cnn = new_run("cnn-basic", reports)
+    cnn.write_json("config.json", {"kind": "cnn", "name": "basic", "preset": "basic", "model": "custom",
+                                   "backbone": None, "size": 64, "augment": False, "epochs": 2, "seed": 0})
+    cnn.write_json("classes.json", [{"index": i, "id": str(i), "name": str(i)} for i in range(4)])
+    (cnn.path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
+                                          "1,1.39,0.25,1.38,0.25,1.5\n2,1.35,0.31,1.37,0.28,1.4\n")
+    cnn.write_json("metrics.json", {"top1": 0.25, "top5": 1.0, "fit_seconds": 2.9, "study_top1": None})
+    fk("report", "--reports", reports, "--quiet")
+    return ReportWorkspace(root, reports, cache, mini, logreg, lightgbm, cnn.id)
+
+
+def _calibration_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, list[dict]]:
+    """(log loss, Brier, ECE) and the reliability bins of top-1 confidence, as the calibration helper writes."""
+    from featkit.metrics import log_loss
+
+    onehot = np.eye(probs.shape[1])[labels]
+    conf, correct = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    bins, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+        bins.append({"bin_lower": lo, "bin_upper": hi, "confidence": conf[m].mean() if m.any() else 0.0,
+                     "accuracy": correct[m].mean() if m.any() else 0.0, "count": int(m.sum())})
+    return {"log_loss": log_loss(probs, labels), "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
+            "ece": float(ece)}, bins
+
+
+def write_calibration(run: Run, temperature: float = TEMPERATURE) -> dict:
+    """Temperature-scale the run's real test probabilities and write the calibration contract's files."""
+    import pandas as pd
+
+    pred = run.load_predictions()
+    probs, labels = pred["probs"].astype(np.float64), pred["labels"].astype(np.int64)
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    scaled = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    before, _ = _calibration_metrics(probs, labels)
+    after, bins = _calibration_metrics(scaled, labels)
+    metrics = {**run.read_json("metrics.json"), "ece": after["ece"], "brier": after["brier"],
+               "calibration": {"temperature": temperature, "before": before, "after": after}}
+    run.write_json("metrics.json", metrics)
+    pd.DataFrame(bins).to_csv(run.path / "reliability.csv", index=False)
+    return metrics
+
+
+def copy_workspace(ws: ReportWorkspace, dest: Path) -> ReportWorkspace:
+    """A private copy of the reports and the photos (for tests that damage them); runs point at the copied photos."""
+    shutil.copytree(ws.reports, dest / "reports")
+    shutil.copytree(ws.data, dest / "photos")
+    for run_id in (ws.logreg, ws.lightgbm):
+        f = dest / "reports" / "runs" / run_id / "config.json"
+        cfg = json.loads(f.read_text())
+        cfg["data"] = str(dest / "photos")
+        f.write_text(json.dumps(cfg))
+    return ReportWorkspace(dest, dest / "reports", ws.cache, dest / "photos", ws.logreg, ws.lightgbm, ws.cnn)
+
+
+def find_chromium() -> tuple[str | None, str | None, str]:
+    """(browser, driver, why not) for Selenium: Debian's chromium and chromium-driver."""
+    if importlib.util.find_spec("selenium") is None:
+        return None, None, "selenium is not installed: pip install -e '.[dev]'"
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        return browser, driver, ("no Chromium browser and driver found: `apt-get install -y chromium chromium-driver` "
+                                 "as root (.ci/run does)")
+    return browser, driver, ""
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1280,900")
+
+
+def start_chromium(browser: str, driver: str, profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
