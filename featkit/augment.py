@@ -40,8 +40,15 @@ SENSITIVITY_VIEWS = (
 )
 
 
-def augment_view(rotation: float = 90.0, shift: float = 0.2, horizontal_flip: bool = True,
-                 vertical_flip: bool = True) -> Perturbation:
+# The study's training augmentation, kept fixed for its whole project: ImageDataGenerator(rotation_range=90,
+# width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment` and the CNN presets both use it.
+STUDY_AUGMENTATION = Perturbation("augment", rotation=90.0, width_shift=0.2, height_shift=0.2,
+                                  horizontal_flip=True, vertical_flip=True)
+
+
+def augment_view(rotation: float = STUDY_AUGMENTATION.rotation, shift: float = STUDY_AUGMENTATION.width_shift,
+                 horizontal_flip: bool = STUDY_AUGMENTATION.horizontal_flip,
+                 vertical_flip: bool = STUDY_AUGMENTATION.vertical_flip) -> Perturbation:
     return Perturbation("augment", rotation, shift, shift, horizontal_flip, vertical_flip)
 
 

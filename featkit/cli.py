@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from .augment import STUDY_AUGMENTATION
 from .errors import FeatkitError
 
 app = typer.Typer(
@@ -147,9 +148,9 @@ def extract_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Photos per forward pass (default: chosen by the backbone)."),
     float32: bool = typer.Option(False, "--float32", help="Store float32 features instead of float16."),
     augment: int = typer.Option(0, "--augment", help="Also cache N randomly augmented copies of each training photo."),
-    rotation: float = typer.Option(90.0, "--rotation", help="Augmentation: rotation range in degrees."),
-    shift: float = typer.Option(0.2, "--shift", help="Augmentation: width and height shift range (fraction)."),
-    flips: bool = typer.Option(True, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
+    rotation: float = typer.Option(STUDY_AUGMENTATION.rotation, "--rotation", help="Augmentation: rotation range in degrees."),
+    shift: float = typer.Option(STUDY_AUGMENTATION.width_shift, "--shift", help="Augmentation: width and height shift range (fraction)."),
+    flips: bool = typer.Option(STUDY_AUGMENTATION.horizontal_flip, "--flips/--no-flips", help="Augmentation: random horizontal and vertical flips."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
@@ -413,33 +414,26 @@ def train_cnn_cmd(
     """Train a custom CNN of the study or a frozen-backbone transfer model end to end; writes a run folder that
     `evaluate`, `report` and `predict` use exactly like a head run."""
     if list_:
-        from .cnn.presets import list_presets
+        from .cnn.presets import format_preset_list, list_presets
 
-        rows = list_presets()
-        if json_out:
-            return _print_json(rows)
-        pct = lambda v: "" if v is None else f"{v:.2f}%"  # noqa: E731
-        typer.echo(f"{'preset':<28}{'model':<22}{'size':>5} {'filters':<18}{'drop':>5} {'aug':<4}{'std':<4}{'ep':>3}  study top-1 / top-5")
-        for r in rows:
-            typer.echo(f"{r['name']:<28}{r['model']:<22}{r['size']:>5} {r['filters']:<18}{r['dropout']:>5} "
-                       f"{'yes' if r['augment'] else '-':<4}{'yes' if r['standardize'] else '-':<4}{r['epochs']:>3}  "
-                       f"{pct(r['study_top1'])} / {pct(r['study_top5'])}")
-        return
+        return _print_json(list_presets()) if json_out else typer.echo(format_preset_list())
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
-    from .cnn.runner import train_on_dataset
+    from .cnn.series import train_preset
 
     options = {"model": model, "backbone": backbone, "weights": weights, "size": size, "blocks": blocks,
                "filters": filters, "kernel": kernel, "dropout": dropout, "augment": augment, "standardize": standardize,
                "zca": zca, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                "patience": patience, "fine_tune_from": fine_tune_from}
-    run = train_on_dataset(preset, data, options, per_class, resume, split, seed, cache, reports, quiet or json_out)
+    run, _ = train_preset(preset, data, options, per_class=per_class, resume=resume, split=split, seed=seed,
+                          cache=cache, reports=reports, quiet=quiet or json_out)
     _print_run(run, json_out)
 
 
 @app.command("series")
 def series_cmd(
-    presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), or 'all'."),
+    presets: list[str] = typer.Argument(..., help="Presets to run in order (see `featkit train-cnn --list`), 'study' "
+                                        "(the study's 18 rows in its order) or 'all'."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every preset's epochs (e.g. 1 for a quick pass)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Transfer presets: imagenet, none or PATH (custom CNNs ignore it)."),
@@ -449,29 +443,21 @@ def series_cmd(
 ):
     """Run several CNN presets one after another, then regenerate reports/results.md.
 
-    A preset that fails is reported and the series goes on; the exit code is 1 if any failed.
+    Resumable: a preset whose finished run with the same data and options exists is skipped, an interrupted one
+    continues from its last epoch. A preset that fails is reported and the series goes on; the exit code is 1 if
+    any failed. `featkit series study --data PATH --epochs 1 --per-class 10` is a quick pass over the whole study.
     """
-    from .cnn.presets import PRESETS, get_preset
-    from .cnn.runner import train_on_dataset
+    from .cnn.series import run_series, series_names
     from .report import build_report
 
-    names = list(PRESETS) if presets == ["all"] else presets
-    for name in names:
-        get_preset(name)  # an unknown name stops here, before hours of training
-    done, failed = [], []
-    for name in names:
-        overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
-        try:
-            run = train_on_dataset(name, data, overrides, per_class, None, split, seed, cache, reports, quiet or json_out)
-        except FeatkitError as e:
-            failed.append({"preset": name, "error": str(e)})
-            sys.stderr.write(f"error: preset {name} failed: {e}\n")
-            continue
-        m = run.metrics
-        done.append({"preset": name, "run": run.id, "top1": m.top1, "top5": m.top5,
-                     "fit_seconds": m.fit_seconds, "seconds_per_epoch": m.get("seconds_per_epoch")})
+    def show(r: dict) -> None:
         if not json_out:
-            typer.echo(f"{name:<28} top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  {m.get('seconds_per_epoch') or 0:.1f} s/epoch  {run.id}")
+            typer.echo(f"{r['preset']:<30} top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+                       f"{r.get('seconds_per_epoch') or 0:.1f} s/epoch  {r['run']}" + ("  (done before)" if r["skipped"] else ""))
+
+    done, failed = run_series(series_names(presets), data, epochs=epochs, weights=weights, per_class=per_class,
+                              split=split, seed=seed, cache=cache, reports=reports, quiet=quiet or json_out,
+                              on_result=show)
     paths = build_report(reports)
     if json_out:
         _print_json({"runs": done, "failed": failed, "report": str(paths["results_md"])})

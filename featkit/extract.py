@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .augment import SENSITIVITY_VIEWS, Perturbation, augment_view, photo_rng
+from .augment import SENSITIVITY_VIEWS, STUDY_AUGMENTATION, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
 from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
@@ -57,9 +57,9 @@ class ExtractOptions:
     batch_size: int | None = None
     dtype: str = "float16"
     augment: int = 0
-    rotation: float = 90.0
-    shift: float = 0.2
-    flips: bool = True
+    rotation: float = STUDY_AUGMENTATION.rotation
+    shift: float = STUDY_AUGMENTATION.width_shift
+    flips: bool = STUDY_AUGMENTATION.horizontal_flip
     sensitivity: bool = False
     plain: bool = True
     shard: tuple[int, int] | None = None

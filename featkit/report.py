@@ -64,6 +64,10 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True,
              "seconds are wall-clock (extract: building the feature cache; fit: training the head or network). "
              "The same with photos, per-run pages and sortable columns: [index.html](index.html).", ""]
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
+    from .cnn.study import study_section
+
+    section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
+    lines += [section, ""] if section else []
     lines += ["## Incomplete runs", ""]
     if incomplete:
         lines += [f"- `{i['folder']}`: {i['reason']}" for i in incomplete]

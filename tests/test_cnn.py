@@ -12,7 +12,7 @@ from conftest import read_food_photos  # noqa: E402
 from featkit.cnn import preprocess as P  # noqa: E402
 from featkit.cnn import train as T  # noqa: E402
 from featkit.cnn.models import backbone_layer, build_transfer_model, learning_rate  # noqa: E402
-from featkit.cnn.presets import PRESETS, get_preset, list_presets  # noqa: E402
+from featkit.cnn.presets import get_preset  # noqa: E402
 from featkit.cnn.train import predict_images, train_cnn  # noqa: E402
 from featkit.data.images import decode_image  # noqa: E402
 from featkit.errors import FeatkitError  # noqa: E402
@@ -37,56 +37,16 @@ def photos_at(photo_blobs, size: int):
     return _DECODED[size], labels
 
 
-def splits(x, y):
-    """2 photos per class to train, 1 to validate, 1 to test (rows are class-major, 4 per class)."""
-    i = np.arange(len(x)) % 4
-    return x[i < 2], y[i < 2], x[i == 2], y[i == 2], x[i == 3], y[i == 3]
-
-
 # ---------------------------------------------------------------------------------------------------- presets
+# (every preset against the study digest, each model's build, a few trained: tests/test_cnn_study.py)
 
-def test_presets_table():
-    rows = list_presets()
-    names = [r["name"] for r in rows]
-    for name in ["basic", "benchmark-64", "benchmark-128", "benchmark-256", "aug-3", "aug-3-drop0.5",
-                 "aug-3-drop0.3-10ep", "aug-4-drop0.3", "aug-4-drop0.3-wide", "std-aug-3", "std-aug-3-drop",
-                 "std-aug-4", "std-aug-4x64", "std-aug-4x128", "std-aug-4x128-drop0.3", "std-aug-5x128-drop0.3-20ep",
-                 "vgg16-transfer-48", "vgg16-transfer-128"]:
-        assert name in names
-    known = {r["name"]: (r["study_top1"], r["study_top5"]) for r in rows if r["study_top1"] is not None}
-    assert known == {"vgg16-transfer-128": (21.73, 49.00)}
-    assert PRESETS["basic"].filters == (16,) and PRESETS["basic"].size == 64
-    assert PRESETS["aug-4-drop0.3"].filters == (32, 64, 64, 128) and PRESETS["aug-4-drop0.3"].dropout == 0.3
-    assert PRESETS["std-aug-5x128-drop0.3-20ep"].filters == (128,) * 5 and PRESETS["std-aug-5x128-drop0.3-20ep"].epochs == 20
-    assert PRESETS["aug-3-drop0.3-10ep"].epochs == 10
-    assert all(p.kernel == 2 for p in PRESETS.values() if p.model == "custom")
+def test_preset_overrides():
     assert get_preset("std-aug-3", zca=True, epochs=None).zca is True
     assert get_preset("basic", filters=(8, 8)).blocks == 2
     with pytest.raises(FeatkitError, match="no CNN preset"):
         get_preset("nope")
     with pytest.raises(FeatkitError, match="unknown preset field"):
         get_preset("basic", colour="red")
-
-
-# --------------------------------------------------------------------------------------- every preset, 1 epoch
-
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_runs_one_epoch(name, photo_blobs, tmp_path):
-    cfg = get_preset(name, epochs=1, batch_size=5, weights="none" if PRESETS[name].model == "transfer" else None)
-    x, y = photos_at(photo_blobs, cfg.size)  # the preset's own image size
-    run = train_cnn(cfg, *splits(x, y), CLASSES, tmp_path / "run", quiet=True,
-                    extra_config={"dataset": "test-dataset"}, test_ids=[f"p{i}" for i in range(5)])
-    cfgj, metrics = run.config, run.metrics
-    assert cfgj.kind == "cnn" and cfgj.name == name and cfgj.size == cfg.size
-    assert cfgj.backbone_name == ("vgg16" if cfg.model == "transfer" else "")
-    assert cfgj.augment == cfg.augment and cfgj.dataset == "test-dataset"
-    assert metrics.extra["epochs_run"] == 1 and metrics.n == 5
-    pred = run.load_predictions()
-    assert pred["probs"].shape == (5, 5) and list(pred["image_ids"]) == [f"p{i}" for i in range(5)]
-    assert np.allclose(pred["probs"].sum(axis=1), 1.0, atol=1e-4)
-    for f in ("model.keras", "history.csv", "classes.json", "checkpoints/best.keras", "checkpoints/last.keras"):
-        assert (run.path / f).exists(), f
-    assert not list(run.path.rglob(".*.tmp-*"))  # atomic_path's temporary names
 
 
 # ---------------------------------------------------------------------------------------------- standardisation
@@ -105,7 +65,7 @@ def test_standardisation_uses_training_stats_for_every_split(food_photos_64, tmp
     x_tr, y_tr = x[tr], y[tr]
     x_te = np.clip(x[~tr].astype(np.int16) + 60, 0, 255).astype(np.uint8)  # val/test shifted: different statistics
     y_te = y[~tr]
-    cfg = get_preset("std-aug-3", epochs=1, batch_size=8)
+    cfg = get_preset("std-aug-3", size=64, epochs=1, batch_size=8)
     run = train_cnn(cfg, x_tr, y_tr, x_te[:10], y_te[:10], x_te, y_te, CLASSES, tmp_path / "run", quiet=True)
     mean, std = P.channel_stats(x_tr)
     np.testing.assert_allclose(run.config.extra["standardize_mean"], mean)
@@ -257,7 +217,7 @@ def test_transfer_real_weights_base_stays_in_inference_mode(keras_notop_weights,
 def test_same_seed_same_first_epoch_loss(food_photos_64, tmp_path):
     x, y = food_photos_64
     data = (x[::2], y[::2], x[1::4], y[1::4], x[3::4], y[3::4])
-    cfg = get_preset("aug-3-drop0.5", epochs=1, batch_size=10)  # augmentation and dropout draw random numbers
+    cfg = get_preset("aug-3-drop0.5", size=64, epochs=1, batch_size=10)  # augmentation and dropout draw random numbers
     losses = []
     for i, seed in enumerate((0, 0, 1)):
         run = train_cnn(cfg, *data, CLASSES, tmp_path / f"r{i}", seed=seed, quiet=True)

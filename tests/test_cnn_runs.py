@@ -16,11 +16,12 @@ pytestmark = pytest.mark.slow  # builds and trains a Keras model
 
 @pytest.fixture(scope="module")
 def cnn_run(mini, tmp_path_factory):
-    from featkit.cnn.runner import train_on_dataset
+    from featkit.cnn.series import train_preset
 
     root = tmp_path_factory.mktemp("cnn-run")
-    return train_on_dataset("basic", mini, {"epochs": 1, "size": 32}, cache=root / "cache", reports=root / "reports",
-                            quiet=True)
+    run, _ = train_preset("basic", mini, {"epochs": 1, "size": 32}, cache=root / "cache", reports=root / "reports",
+                          quiet=True)
+    return run
 
 
 def test_a_cnn_run_has_the_files_of_a_head_run(cnn_run):

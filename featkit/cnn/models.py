@@ -56,8 +56,8 @@ def _head(x, n_classes: int):
 
 def build_custom_cnn(cfg: Preset, n_classes: int, *, mean: np.ndarray | None = None, std: np.ndarray | None = None,
                      zca: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> keras.Model:
-    """The study's CNN: [augment] -> rescale 1/255 | standardise -> [ZCA] -> N x (Conv2D(k, same, relu) + MaxPool 2
-    + [Dropout]) -> GlobalAveragePooling -> Dense softmax. `mean`/`std` are needed when cfg.standardize,
+    """The study's CNN: [augment] -> rescale 1/255 | standardise -> [ZCA] -> N x (Conv2D(k, same, relu) -> [Dropout]
+    -> MaxPool 2) -> GlobalAveragePooling -> Dense softmax. `mean`/`std` are needed when cfg.standardize,
     `zca` = (pixel mean, W) when cfg.zca."""
     if cfg.model != "custom":
         raise FeatkitError(f"preset {cfg.name} is a {cfg.model} model, not a custom CNN")
@@ -78,9 +78,9 @@ def build_custom_cnn(cfg: Preset, n_classes: int, *, mean: np.ndarray | None = N
         x = zca_layer(x)
     for i, f in enumerate(cfg.filters, 1):
         x = keras.layers.Conv2D(f, cfg.kernel, padding="same", activation="relu", name=f"conv{i}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
-        if cfg.dropout:
+        if cfg.dropout:  # where the study put it: after the convolution, before its pooling
             x = keras.layers.Dropout(cfg.dropout, seed=seed + 10 + i, name=f"drop{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, _head(x, n_classes), name=f"cnn_{cfg.name}")
     if zca_layer is not None:

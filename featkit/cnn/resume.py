@@ -11,8 +11,9 @@ from ..errors import FeatkitError
 from ..runs import Run
 from .presets import Preset
 
-# may differ on resume: train a finished run for longer, change early stopping; notes and study figures are labels
-MAY_CHANGE = ("epochs", "patience", "note", "study_top1", "study_top5")
+# may differ on resume: train a finished run for longer, change early stopping; the note and the study_* fields
+# (what the study reported for that row) are labels, not settings
+MAY_CHANGE = ("epochs", "patience", "note")
 # what train-cnn records beside the preset that shapes training
 DATA_KEYS = ("fingerprint", "dataset", "per_class", "resize", "seed")
 
@@ -32,7 +33,7 @@ def check_resume(run: Run, cfg: Preset, extra: Mapping[str, Any], seed: int) -> 
     if config.name != cfg.name:
         diffs.append(f"preset {config.name!r} (now {cfg.name!r})")
     for key, value in _plain(cfg.to_dict()).items():
-        if key in MAY_CHANGE or key == "name":
+        if key in MAY_CHANGE or key == "name" or key.startswith("study_"):
             continue
         if key in config.params and config.params[key] != value:
             diffs.append(f"{key} {config.params[key]!r} (now {value!r})")

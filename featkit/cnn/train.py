@@ -208,7 +208,7 @@ def _check_split(name: str, x: np.ndarray, y: np.ndarray, size: int, n_classes: 
 
 def _fingerprint(cfg: Preset, n_classes: int, seed: int, extra: dict) -> dict:
     """What must match for a resume; epochs and patience may change (train a finished run for longer)."""
-    preset = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "patience", "note")}
+    preset = {k: v for k, v in cfg.training_settings().items() if k not in ("epochs", "patience")}
     return {"preset": preset, "n_classes": n_classes, "seed": seed, "dataset": extra.get("dataset")}
 
 
