@@ -20,7 +20,7 @@ CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 def test_resumed_run_equals_uninterrupted_run(food_photos_64, tmp_path, monkeypatch):
     x, y = food_photos_64
     data = (x[::2], y[::2], x[1::4], y[1::4], x[3::4], y[3::4])
-    cfg = get_preset("aug-3-drop0.5", epochs=3, batch_size=8)  # shuffling, augmentation and dropout all random
+    cfg = get_preset("aug-3-drop0.5", epochs=3, batch_size=8, size=64)  # shuffling, augmentation, dropout: random
     whole = train_cnn(cfg, *data, CLASSES, tmp_path / "whole", seed=3, quiet=True)
 
     original = T._CheckpointLog.on_epoch_end
