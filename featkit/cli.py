@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog="Exit codes: 0 done; 1 a failed run or bad data (one 'error:' line naming the file or option); "
+    "2 a usage error (unknown option, wrong type); 130 interrupted (run the same command again to resume).",
 )
 data_app = typer.Typer(help="Inspect a dataset: layout, classes, splits, duplicates, unreadable photos.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -26,8 +28,27 @@ CacheOpt = typer.Option("cache", "--cache", envvar="FEATKIT_CACHE", help="Folder
 ReportsOpt = typer.Option("reports", "--reports", envvar="FEATKIT_REPORTS", help="Folder for run folders and reports.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress display.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
-SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages for datasets without an official split.")
+SplitOpt = typer.Option("70/20/10", "--split", help="train/valid/test percentages (summing to 100) for datasets without an official split.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the split (and of everything random downstream).")
+RescanOpt = typer.Option(False, "--rescan", help="Decode every photo again instead of trusting the cached scan "
+                         "(e.g. after replacing photos in place); manifests are rebuilt if anything changed.")
+MaxPixelsOpt = typer.Option(None, "--max-pixels", envvar="FEATKIT_MAX_PIXELS", help="Largest photo decoded, in "
+                            "pixels (default 64,000,000); larger ones are reported unreadable, larger files not read.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"featkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print featkit's version and exit.")) -> None:
+    """featkit: image-classification experiments on foldered photo collections. Extract backbone features once,
+    then fit heads, evaluate, test robustness and report in minutes."""
 DecodeOpt = typer.Option("draft", "--decode", help="draft: decode JPEGs at least twice the target size at a reduced scale "
                          "(1/2, 1/4, 1/8) that is still at least the target, which is much faster; full: always decode at full size.")
 
@@ -44,16 +65,25 @@ def _print_run(run, json_out: bool) -> None:
     typer.echo(f"{run.id}: top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  fit {m.fit_seconds or 0:.1f} s  -> {run.path}")
 
 
-def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool):
+def _prepare(data: Path, cache: Path, split: str, seed: int, quiet: bool, rescan: bool = False,
+             reports: Optional[Path] = None):
     from .data import SplitConfig, prepare
 
-    return prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet)
+    return prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet, rescan=rescan,
+                   exclude=(reports or Path("reports"),))
+
+
+def _limits(max_pixels: Optional[int]) -> None:
+    from .data.images import set_max_pixels
+
+    set_max_pixels(max_pixels)
 
 
 @data_app.command("summary")
 def data_summary(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    rescan: bool = RescanOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
     """Layout, classes with names, photos per class, split sizes, duplicates, unreadable files, image sizes.
 
@@ -61,18 +91,21 @@ def data_summary(
     """
     from .data.summary import format_summary, summarize
 
-    s = summarize(_prepare(path, cache, split, seed, quiet))
+    _limits(max_pixels)
+    s = summarize(_prepare(path, cache, split, seed, quiet, rescan))
     _print_json(s) if json_out else typer.echo(format_summary(s))
 
 
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="Dataset folder, .zip or .tar(.gz)."),
-    cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
-    """Decode every photo and list those that fail. Exits 1 when any photo is unreadable."""
+    """Decode every photo afresh (never trusting the cached scan) and list those that fail. Exits 1 when any photo
+    is unreadable."""
     from .data import check_dataset
 
+    _limits(max_pixels)
     result = check_dataset(path, cache, quiet=quiet)
     bad = result["unreadable"]
     if json_out:
@@ -129,6 +162,7 @@ def extract_cmd(
     precision: str = typer.Option("float32", "--precision", help="ONNX backbones: float32 as given, or int8: quantise it once "
                                   "into cache/models/ (calibrated on training photos, see `featkit quantize`) and extract with that."),
     split: str = SplitOpt, seed: int = SeedOpt, cache: Path = CacheOpt, json_out: bool = JsonOpt, quiet: bool = QuietOpt,
+    rescan: bool = RescanOpt, max_pixels: Optional[int] = MaxPixelsOpt,
 ):
     """Run a pretrained backbone over every photo once and cache pooled features to HDF5 under cache/.
 
@@ -145,8 +179,9 @@ def extract_cmd(
                           augment=augment, rotation=rotation, shift=shift, flips=flips, sensitivity=sensitivity,
                           tta=tuple(tta), shard=parse_shard(shard), seed=seed, threads=threads, decode=decode,
                           precision=precision)
+    _limits(max_pixels)
     results = extract_features(data, opts, cache, SplitConfig.parse(split, seed), engine=engine, address=address,
-                               workers=workers, quiet=quiet, command=shlex.join(["featkit", *sys.argv[1:]]))
+                               workers=workers, quiet=quiet, rescan=rescan, command=shlex.join(["featkit", *sys.argv[1:]]))
     if json_out:
         return _print_json([r.__dict__ for r in results])
     for r in results:
@@ -498,15 +533,43 @@ def series_cmd(
         raise typer.Exit(1)
 
 
-def main() -> None:
+INTERRUPTED = "interrupted: run the same command again to resume where it stopped."
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """The `featkit` entry point: exit 0 on success, 1 for a failed run or bad data (one `error:` line),
+    2 for a usage error (as click does), 130 when interrupted (Ctrl-C)."""
+    import signal
+
+    interrupted = []
+
+    def on_sigint(signum, frame):  # typer turns KeyboardInterrupt into a silent exit 130: note it to say so
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    code: int | str | None = 0
     try:
-        app()
+        app(args=argv, prog_name="featkit")
+    except SystemExit as e:  # click's own exits: 0, 2 for usage errors, typer.Exit codes; 130 for Ctrl-C
+        code = e.code
+        if code == 130:
+            interrupted.append(signal.SIGINT)
     except FeatkitError as e:
         sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
+        code = 1
     except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted: run the same command again to resume where it stopped.\n")
-        sys.exit(130)
+        interrupted.append(signal.SIGINT)
+    except MemoryError:
+        sys.stderr.write("error: out of memory: use a smaller --size, --batch-size or --per-class, or free memory.\n")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        sys.stderr.write(f"\n{INTERRUPTED}\n")
+        code = 130
+    sys.stdout.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

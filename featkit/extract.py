@@ -13,6 +13,9 @@ temporary name and renamed, so a file at the final path is always complete.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import shutil
 import sys
 import time
@@ -26,15 +29,21 @@ import numpy as np
 from . import __version__
 from .augment import SENSITIVITY_VIEWS, STUDY_AUGMENTATION, TTA_VIEWS, Mirror, Perturbation, augment_view, photo_rng
 from .backbones import BackboneSpec, resolve
-from .cache import read_cache, read_meta, write_cache
+from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
-from .data.images import DECODE_MODES, default_threads, load_images
-from .errors import FeatkitError
-from .fileio import atomic_path, read_json, write_json
+from .data.images import DECODE_MODES, check_resize, default_threads, load_images
+from .errors import DamagedFileError, FeatkitError
+from .fileio import atomic_path, load_npz, read_json, write_json
+from .locks import exclusive
+from .resources import available_memory_bytes
 from .progress import Progress
 from .schema import CacheMeta, check_comparable
 
 CHUNK = 1024
+MAX_SIZE = 4096  # no backbone is run above this; memory is checked below it
+# bytes per input pixel a forward pass may hold at its peak, an upper estimate: VGG16's first two convolutions keep
+# 2 x 64 float32 channels per input pixel (512 B), plus the float32 input and the decoded uint8 batches
+BYTES_PER_PIXEL = 576
 PRECISIONS = ("float32", "int8")
 
 
@@ -62,6 +71,19 @@ class ExtractOptions:
     precision: str = "float32"
 
     def __post_init__(self):
+        check_resize(self.resize)
+        if self.pooling not in ("avg", "max"):
+            raise FeatkitError(f"--pooling {self.pooling!r} should be avg or max.")
+        if self.size is not None and not 8 <= self.size <= MAX_SIZE:
+            raise FeatkitError(f"--size {self.size} should be from 8 to {MAX_SIZE} pixels, e.g. 128 or 224.")
+        if self.threads is not None and self.threads < 1:
+            raise FeatkitError(f"--threads {self.threads} should be 1 or more decoding threads (leave it out for all cores).")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise FeatkitError(f"--batch-size {self.batch_size} should be 1 or more photos per forward pass.")
+        if not (math.isfinite(self.rotation) and 0 <= self.rotation <= 360):
+            raise FeatkitError(f"--rotation {self.rotation} should be a number of degrees from 0 to 360.")
+        if not (math.isfinite(self.shift) and 0 <= self.shift < 1):
+            raise FeatkitError(f"--shift {self.shift} should be a fraction of the side from 0 to below 1, e.g. 0.2.")
         if self.decode not in DECODE_MODES:
             raise FeatkitError(f"--decode should be one of {', '.join(DECODE_MODES)}; got {self.decode!r}.")
         if self.precision not in PRECISIONS:
@@ -232,30 +254,38 @@ def extract(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache
     _say_if_dataset_changed(prep, out_dir, log)
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
+    check_memory(spec.size, opts)
     for job in jobs:
         target = shard_path(job.path, opts.shard)
-        done = cached_result(prep, opts, job, spec)
-        if done is not None:
-            results.append(done)
-            continue
-        if target.exists():
-            log(f"{target} was made from a different dataset, manifest or options: extracting it again")
-            target.unlink()
-        if backbone is None:
-            backbone = _build_backbone(opts, spec)
-        want = _job_identity(prep, spec, opts, job)
-        results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log, on_progress))
+        with exclusive(out_dir / f".{target.stem}.lock", str(target), log):  # a second identical command waits
+            done = cached_result(prep, opts, job, spec, log)
+            if done is not None:
+                results.append(done)
+                continue
+            if target.exists():
+                log(f"{target} was made from a different dataset, manifest or options: extracting it again")
+                target.unlink()
+            if backbone is None:
+                backbone = _build_backbone(opts, spec)
+            want = _job_identity(prep, spec, opts, job)
+            results.append(_run_view(prep, opts, job, want, backbone, target, quiet, log, on_progress,
+                                     rebuild_command(prep, opts, spec)))
     return results
 
 
-def cached_result(prep: Prepared, opts: ExtractOptions, job: ViewJob,
-                  spec: BackboneSpec | None = None) -> ViewResult | None:
-    """The result of a view (or of its shard `opts.shard`) whose file is complete and was made with these
-    options; None when it must be extracted."""
+def cached_result(prep: Prepared, opts: ExtractOptions, job: ViewJob, spec: BackboneSpec | None = None,
+                  log: Callable[[str], None] | None = None) -> ViewResult | None:
+    """The result of a view (or of its shard `opts.shard`) whose file is whole (checksum verified) and was made
+    with these options; None when it must be extracted (a damaged file is named through `log` and removed)."""
     target = shard_path(job.path, opts.shard)
     if not target.exists():
         return None
-    meta = read_meta(target)
+    try:
+        meta = verify_cache(target)
+    except DamagedFileError as e:
+        (log or (lambda msg: None))(f"{e}: extracting it again")
+        target.unlink()
+        return None
     if meta.identity != _job_identity(prep, spec or resolve_backbone(opts), opts, job):
         return None
     return ViewResult(job.name, str(target), "up to date", meta.photos, meta.seconds, meta.photos_per_second,
@@ -268,6 +298,35 @@ def photos_to_extract(job: ViewJob, shard: tuple[int, int] | None) -> int:
     partial = _partial_dir(job)
     return sum(min(n, (k + 1) * CHUNK) - k * CHUNK for k in _chunk_ids(n, shard)
                if not _chunk_file(partial, k).exists())
+
+
+def check_memory(size: int, opts: ExtractOptions) -> None:
+    """Refuse a --size whose batches would not fit in memory, before anything is allocated."""
+    batch = opts.batch_size or 32  # the smallest batch a backbone picks by itself (Keras on a CPU)
+    need = BYTES_PER_PIXEL * batch * size * size
+    avail = available_memory_bytes()
+    if need > avail:
+        fits = int(math.sqrt(avail / (BYTES_PER_PIXEL * batch)))
+        raise FeatkitError(f"--size {size} needs about {need / 2**30:,.1f} GiB per batch of {batch} but "
+                           f"{avail / 2**30:.1f} GiB is available: use --size {fits} or smaller"
+                           + (" or a smaller --batch-size." if batch > 1 else "."))
+
+
+def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) -> str:
+    """The `featkit extract` command that makes this cache again (named when a cache file is found damaged)."""
+    parts = ["featkit extract", f"--data {prep.dataset.source.origin}", f"--backbone {opts.backbone}",
+             f"--size {spec.size}"]
+    defaults = ExtractOptions()
+    for flag, name in (("--weights", "weights"), ("--pooling", "pooling"), ("--resize", "resize"),
+                       ("--augment", "augment"), ("--rotation", "rotation"), ("--shift", "shift")):
+        if getattr(opts, name) != getattr(defaults, name):
+            parts.append(f"{flag} {getattr(opts, name)}")
+    parts += [flag for flag, on in (("--crop-box", opts.crop_box), ("--float32", opts.dtype == "float32"),
+                                    ("--no-flips", not opts.flips), ("--sensitivity", opts.sensitivity)) if on]
+    if prep.split.key != "70-20-10-s0":
+        parts.append(f"--split {'/'.join(f'{f * 100:g}' for f in (prep.split.train, prep.split.valid, prep.split.test))}"
+                     f" --seed {prep.split.seed}")
+    return " ".join(parts)
 
 
 def _say_if_dataset_changed(prep: Prepared, out_dir: Path, log) -> None:
@@ -298,17 +357,26 @@ def shard_path(path: Path, shard: tuple[int, int] | None) -> Path:
     return path if shard is None else path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}.h5")
 
 
+def _read_or(path: Path, default):
+    """A small JSON state file of the .partial folder, or `default` when it is missing or damaged."""
+    try:
+        return read_json(path) if path.exists() else default
+    except DamagedFileError:
+        return default
+
+
 def _partial_dir(job: ViewJob) -> Path:
     return job.path.with_name(job.path.stem + ".partial")
 
 
 def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, target: Path,
-              quiet: bool, log, on_progress: Callable[[int], None] | None = None) -> ViewResult:
+              quiet: bool, log, on_progress: Callable[[int], None] | None = None, rebuild: str = "") -> ViewResult:
     partial = _partial_dir(job)
     state_file = partial / "identity.json"
-    # shards of one view may run at once and share this folder: only a recorded different identity clears it
-    if partial.exists() and state_file.exists() and read_json(state_file) != identity:
-        log(f"{partial} holds chunks of a different extraction: starting that view afresh")
+    # shards of one view may run at once and share this folder: only a recorded different (or damaged) identity
+    # clears it
+    if partial.exists() and state_file.exists() and _read_or(state_file, None) != identity:
+        log(f"{partial} holds chunks of a different extraction (or a damaged identity.json): starting that view afresh")
         shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, exist_ok=True)
     if not state_file.exists():
@@ -316,7 +384,8 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
 
     n = len(job.rows)
     mine = _chunk_ids(n, opts.shard)
-    todo = [k for k in mine if not _chunk_file(partial, k).exists()]
+    bound = _identity_digest(identity)
+    todo = [k for k in mine if not _chunk_usable(partial, k, bound, n, log)]
     status = "resumed" if len(todo) < len(mine) else "extracted"
     if status == "resumed":
         log(f"{job.name}: resuming, {len(mine) - len(todo)} of {len(mine)} chunks already done")
@@ -341,33 +410,74 @@ def _run_view(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
             if on_progress is not None:
                 on_progress(len(rows))
             if j + 1 == len(work) or work[j + 1][0] != k:
-                _save_chunk(partial, k, np.concatenate(feats), fails)
+                _save_chunk(partial, k, np.concatenate(feats), fails, bound)
                 feats, fails = [], []
     seconds = time.perf_counter() - started
     seconds_file = partial / ("seconds.json" if opts.shard is None else "seconds-shard-{}-of-{}.json".format(*opts.shard))
-    prior = read_json(seconds_file) if seconds_file.exists() else 0.0
+    prior = _read_or(seconds_file, 0.0)
+    prior = float(prior) if isinstance(prior, (int, float)) else 0.0
     write_json(seconds_file, prior + seconds)
-    return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log)
+    return _assemble(prep, opts, job, identity, backbone, partial, mine, target, status, prior + seconds, log,
+                     bound, rebuild)
 
 
-def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]]) -> None:
+def _identity_digest(identity: dict) -> str:
+    """Binds a chunk to its extraction: a chunk copied in from another run's .partial/ carries another digest."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]], bound: str) -> None:
+    arrays = {"features": features, "failed_rows": np.array([i for i, _ in failures], np.int64),
+              "failed_msgs": np.array([m for _, m in failures], dtype=str)}
     with atomic_path(_chunk_file(partial, k)) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, features=features, failed_rows=np.array([i for i, _ in failures], np.int64),
-                     failed_msgs=np.array([m for _, m in failures], dtype=str))
+            np.savez(fh, **arrays, chunk=np.array(k), identity=np.array(bound),
+                     checksum=np.array(array_digest({**arrays, "chunk": np.array(k), "identity": np.array(bound)})))
+
+
+def load_chunk(partial: Path, k: int, bound: str, n: int) -> dict[str, np.ndarray]:
+    """Chunk k of a .partial folder, verified: whole (its checksum), of this extraction (identity digest), of this
+    position (chunk index) and with one row per photo it covers; DamagedFileError otherwise."""
+    path = _chunk_file(partial, k)
+    arrays = load_npz(path, ("features", "failed_rows", "failed_msgs", "chunk", "identity", "checksum"),
+                      fix="featkit extract recomputes it")
+    expected = min(n, (k + 1) * CHUNK) - k * CHUNK
+    body = {name: arrays[name] for name in ("features", "failed_rows", "failed_msgs", "chunk", "identity")}
+    if str(arrays["checksum"]) != array_digest(body):
+        why = "its contents do not match its checksum"
+    elif str(arrays["identity"]) != bound or int(arrays["chunk"]) != k:
+        why = "it belongs to another extraction or position (copied from another run?)"
+    elif len(arrays["features"]) + len(arrays["failed_rows"]) != expected:
+        why = f"{len(arrays['features'])} rows + {len(arrays['failed_rows'])} failures for {expected} photos"
+    else:
+        return arrays
+    raise DamagedFileError(path, f"{path} is refused: {why}")
+
+
+def _chunk_usable(partial: Path, k: int, bound: str, n: int, log) -> bool:
+    if not _chunk_file(partial, k).exists():
+        return False
+    try:
+        load_chunk(partial, k, bound, n)
+        return True
+    except DamagedFileError as e:
+        log(f"{e}: extracting that chunk again")
+        _chunk_file(partial, k).unlink()
+        return False
 
 
 def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict, backbone, partial: Path,
-              chunks: list[int], target: Path, status: str, seconds: float, log) -> ViewResult:
+              chunks: list[int], target: Path, status: str, seconds: float, log, bound: str = "",
+              rebuild: str = "") -> ViewResult:
     parts, keep, failures = [], [], []
     n = len(job.rows)
     for k in chunks:
-        with np.load(_chunk_file(partial, k)) as z:
-            parts.append(z["features"])
-            idx = np.arange(k * CHUNK, min(n, (k + 1) * CHUNK))
-            ok = ~np.isin(idx, z["failed_rows"])
-            keep.append(idx[ok])
-            failures += [{"path": msg.split(": ", 1)[0], "error": msg} for msg in z["failed_msgs"].tolist()]
+        z = load_chunk(partial, k, bound or _identity_digest(identity), n)
+        parts.append(z["features"])
+        idx = np.arange(k * CHUNK, min(n, (k + 1) * CHUNK))
+        ok = ~np.isin(idx, z["failed_rows"])
+        keep.append(idx[ok])
+        failures += [{"path": msg.split(": ", 1)[0], "error": msg} for msg in z["failed_msgs"].tolist()]
     feats = np.concatenate(parts) if parts else np.zeros((0, backbone.feature_dim), opts.dtype)
     idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     all_idx = np.concatenate([np.arange(k * CHUNK, min(n, (k + 1) * CHUNK)) for k in chunks]) if chunks else idx
@@ -383,7 +493,7 @@ def _assemble(prep: Prepared, opts: ExtractOptions, job: ViewJob, identity: dict
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), failures=failures,
         shard=list(opts.shard) if opts.shard else None, final_name=job.path.name, identity=identity,
         featkit_version=__version__,
-        extra={"data": str(prep.dataset.source.path),
+        extra={"data": str(prep.dataset.source.path), "rebuild": rebuild,
                "onnxruntime_session": getattr(backbone, "session_settings", None)})
     write_cache(target, feats, m["label"].to_numpy()[rows], m["split"].to_numpy()[rows],
                 m["image_id"].to_numpy()[rows], meta, copy=job.copies[idx] if job.name.startswith("augment") else None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.images import load_images
+from .data.images import RESIZE_MODES, load_images
 from .data.layouts import is_image, natural_key
 from .errors import FeatkitError
 from .runs import DEFAULT_REPORTS, Run, load_run, load_run_head
@@ -45,6 +45,8 @@ def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
 def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str | Path = DEFAULT_REPORTS,
             batch_size: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise FeatkitError(f"--top {top} should be 1 or more classes to show per photo.")
     run = load_run(run_ref, reports)
     cfg, classes = run.config, run.classes
     if top < 1:
@@ -52,6 +54,9 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
     if cfg.kind == "ensemble" or (cfg.backbone is not None and cfg.backbone.kind == "combined"):
         raise FeatkitError(f"run {run.id} combines several caches or runs; predict works with a run fitted on one "
                            "cache (or a CNN run): pick one of its member runs.")
+    if isinstance(cfg.size, bool) or not isinstance(cfg.size, int) or cfg.size < 1 or cfg.resize not in RESIZE_MODES:
+        raise FeatkitError(f"{run.path / 'config.json'} is damaged (size {cfg.size!r}, resize {cfg.resize!r}): "
+                           "re-run the command that made the run.")
     files = expand_photos(photos)
     results, failures = [], []
     for start in range(0, len(files), batch_size):
@@ -64,6 +69,7 @@ def predict(run_ref: str | Path, photos: list[Path], top: int = 5, reports: str 
         if not ok:
             continue
         probs = _probabilities(run, images[ok])
+        run.check_n_classes(probs.shape[1], "the model")
         k = min(top, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         for i, p, idx in zip(ok, probs, order):

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import FeatkitError
 from .fileio import write_text
+from .outputs import output_dir
 from .plots import history_x, keep_span, new_figure, percent_axis, save_png
 from .runs import DEFAULT_REPORTS, Run, list_runs, runs_dir
 from .schema import RunConfig, RunMetrics
@@ -36,7 +37,7 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     from .cnn.study import study_comparison, study_section
     from .html_report import build_html_report
 
-    reports = Path(reports)
+    reports = output_dir(reports, "--reports")
     rows, incomplete = collect_runs(reports)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}

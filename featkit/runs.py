@@ -24,14 +24,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import FeatkitError
-from .fileio import atomic_path, read_json, write_json
+from .errors import DamagedFileError, FeatkitError
+from .fileio import atomic_path, load_npz, read_json, write_json
 from .metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy, score
+from .outputs import output_dir
 from .schema import RunConfig, RunMetrics
 from .tables import write_csv
 
 DEFAULT_REPORTS = Path("reports")
 SCORE_FILES = ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv")
+REDO = "re-run the command that made the run (or delete the run folder)"
 
 
 def runs_dir(reports: str | Path = DEFAULT_REPORTS) -> Path:
@@ -49,11 +51,11 @@ class Run:
     def write_json(self, name: str, obj: Any) -> None:
         write_json(self.path / name, obj)
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, kind: type | None = None) -> Any:
         f = self.path / name
         if not f.exists():
             raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
-        return read_json(f)
+        return read_json(f, kind, fix=REDO)
 
     @property
     def config(self) -> RunConfig:
@@ -64,14 +66,22 @@ class Run:
 
     @property
     def classes(self) -> list[dict]:
-        classes = self.read_json("classes.json")
-        if not isinstance(classes, list) or not all(isinstance(c, dict) for c in classes):
-            raise FeatkitError(f"{self.path / 'classes.json'} is not a class list: re-run the command that made the run.")
+        classes = self.read_json("classes.json", list)
+        if not classes or not all(isinstance(c, dict) and "id" in c and "name" in c for c in classes):
+            raise DamagedFileError(self.path / "classes.json", f"{self.path / 'classes.json'} is damaged (expected a "
+                                   f"list of {{\"index\", \"id\", \"name\"}} objects): {REDO}.")
         return classes
 
     @property
     def metrics(self) -> RunMetrics:
         return RunMetrics.from_dict(self.read_json("metrics.json"), where=str(self.path / "metrics.json"))
+
+    def check_n_classes(self, n: int, what: str) -> None:
+        """Refuse a model or predictions whose class count differs from classes.json (a file from another run)."""
+        m = len(self.classes)
+        if n != m:
+            raise FeatkitError(f"{what} in run {self.id} gives {n} classes but {self.path / 'classes.json'} lists {m}: "
+                               f"a file of another run was put in {self.path}; {REDO}.")
 
     def save_predictions(self, probs: np.ndarray, labels: np.ndarray, image_ids, name: str = "test") -> None:
         with atomic_path(self.path / f"{name}_predictions.npz") as tmp:
@@ -83,8 +93,16 @@ class Run:
         f = self.path / f"{name}_predictions.npz"
         if not f.exists():
             raise FeatkitError(f"{f} is missing: the run did not finish; re-run the command that made it.")
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        pred = load_npz(f, ("probs", "labels", "image_ids"), fix=REDO)
+        probs, labels = pred["probs"], pred["labels"]
+        if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs) or len(pred["image_ids"]) != len(probs) \
+                or not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(probs.dtype, np.floating):
+            raise DamagedFileError(f, f"{f} is damaged (probs {probs.dtype} {probs.shape}, labels {labels.dtype} "
+                                      f"{labels.shape}): {REDO}.")
+        self.check_n_classes(probs.shape[1], f.name)
+        if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+            raise DamagedFileError(f, f"{f} is damaged (labels outside 0..{probs.shape[1] - 1}): {REDO}.")
+        return pred
 
     @property
     def complete(self) -> bool:
@@ -99,7 +117,9 @@ def load_run_head(run: Run | str | Path, reports: str | Path = DEFAULT_REPORTS):
     kind = run.config.kind
     if kind != "head":
         raise FeatkitError(f"run {run.id} is a {kind!r} run, not a head run: it has no fitted head to load.")
-    return load_head(run.path)
+    head = load_head(run.path)
+    run.check_n_classes(head.n_classes_, "the fitted head")
+    return head
 
 
 def _slug(text: str) -> str:
@@ -109,6 +129,7 @@ def _slug(text: str) -> str:
 def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs") -> Run:
     """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique); `under` names another
     folder of reports/ (e.g. "sweeps")."""
+    output_dir(reports, "--reports")
     base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)

@@ -80,7 +80,7 @@ class RunPhotos:
             f = self.dir / INDEX_NAME
             try:
                 self._index = read_json(f) if f.exists() else {}
-            except (OSError, ValueError):
+            except (OSError, ValueError, FeatkitError):
                 self._index = {}  # a damaged index only costs re-making the thumbnails
             if not isinstance(self._index, dict):
                 self._index = {}

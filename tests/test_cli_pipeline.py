@@ -100,7 +100,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     ]
     for args in cases:
         p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
-        assert p.returncode == 2, (args, p.stderr)
+        assert p.returncode == 1, (args, p.stderr)  # FeatkitError; 2 is for usage errors
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, (args, p.stderr)
 

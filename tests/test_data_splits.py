@@ -230,13 +230,14 @@ def test_split_config_parse():
     c = SplitConfig.parse("70/20/10", seed=4)
     assert (c.train, c.valid, c.test, c.seed) == pytest.approx((0.7, 0.2, 0.1, 4))
     assert SplitConfig.parse("0.7/0.2/0.1") == SplitConfig.parse(" 70 / 20 / 10 ")
-    assert SplitConfig.parse("7/2/1").key == SplitConfig().key == "70-20-10-s0"
+    assert SplitConfig.parse("0.7/0.2/0.1").key == SplitConfig().key == "70-20-10-s0"
     assert SplitConfig.parse("80/0/20").key == "80-0-20-s0"
     assert SplitConfig.parse("70.4/19.6/10").key != SplitConfig().key  # no reuse of another split's manifest
 
 
 @pytest.mark.parametrize("text", ["70/20", "70/20/10/0", "a/b/c", "", "70-20-10", "-10/60/50", "0/50/50",
-                                  "nan/20/10", "inf/20/10", "0/0/0"])
+                                  "nan/20/10", "inf/20/10", "0/0/0",
+                                  "50/50/50", "7/2/1"])  # parts that do not sum to 100 (or 1) are never rescaled
 def test_bad_split_values_are_one_line_errors(text):
     with pytest.raises(FeatkitError) as e:
         SplitConfig.parse(text)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from featkit.data.images import ImageDecodeError, decode_image, load_images, open_image, resize_square
+from featkit.errors import FeatkitError
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -134,7 +135,7 @@ def test_resize_pad_has_black_bars():
 
 
 def test_bad_resize_mode():
-    with pytest.raises(ValueError, match="resize should be one of"):
+    with pytest.raises(FeatkitError, match="should be one of"):
         resize_square(_bands(), 16, "squash")
 
 

@@ -34,7 +34,33 @@ def read_contract(path: Path) -> dict[str, Any]:
         raise FeatkitError(f"{meta_path} is not valid JSON ({e}): fix or remove it.") from None
     if not isinstance(meta, dict):
         raise FeatkitError(f"{meta_path} should hold a JSON object describing {path.name}.")
+    for key, ok, want in _CONTRACT_TYPES:
+        if meta.get(key) is not None and not ok(meta[key]):
+            raise FeatkitError(f"{meta_path}: {key} is {meta[key]!r}, expected {want}: fix it or remove the file.")
     return meta
+
+
+def contract_size(meta: dict[str, Any]) -> int | None:
+    """The native input size a contract gives (input_size: N or [N, N]), or None."""
+    v = meta.get("input_size")
+    return v[0] if isinstance(v, list) else v
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+_CONTRACT_TYPES = (
+    ("name", lambda v: isinstance(v, str), "a string"),
+    ("input_name", lambda v: isinstance(v, str), "a string"),
+    ("output_name", lambda v: isinstance(v, str), "a string"),
+    ("input_layout", lambda v: v in ("NHWC", "NCHW"), "NHWC or NCHW"),
+    ("input_dtype", lambda v: v in ("uint8", "float32", "float"), "uint8 or float32"),
+    ("input_size", lambda v: _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(map(_pos_int, v))
+                                             and v[0] == v[1]), "a size N or [N, N] (N > 0)"),
+    ("dynamic_size", lambda v: isinstance(v, bool), "true or false"),
+    ("feature_size", _pos_int, "a whole number > 0"),
+)
 
 
 def providers() -> list[str]:

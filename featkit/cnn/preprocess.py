@@ -11,7 +11,6 @@ All three layers compute in float32 even under a mixed-precision policy.
 
 from __future__ import annotations
 
-import os
 
 from .._tf import tf_keras
 
@@ -21,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from ..errors import FeatkitError
+from ..resources import available_memory_bytes
 
 STD_EPSILON = 1e-6  # as ImageDataGenerator: (x - mean) / (std + 1e-6)
 ZCA_MATRICES = 3     # d x d float32 matrices alive at the peak of fit_zca + putting W in the model
@@ -45,21 +45,6 @@ def channel_stats(x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndar
         b = np.asarray(x[i:i + chunk], dtype=np.float64).reshape(-1, c) - mean
         ss += (b * b).sum(axis=0)
     return mean, np.sqrt(ss / n)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo, else free physical pages from sysconf."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 8 * 1024 ** 3
 
 
 def zca_bytes(size: int, n_samples: int, channels: int = 3) -> int:

@@ -14,6 +14,7 @@ of featkit, and the preset's `note` says which and why.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,8 @@ class Preset:
             raise FeatkitError(f"preset {self.name}: model should be one of {MODELS}, not {self.model!r}")
         if self.optimizer not in OPTIMIZERS:
             raise FeatkitError(f"preset {self.name}: optimizer should be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.model == "custom" and self.blocks < 1:
+            raise FeatkitError(f"--blocks {self.blocks} should be 1 or more conv+pool blocks (preset {self.name}).")
         if self.model == "custom" and len(self.filters) != self.blocks:
             raise FeatkitError(f"preset {self.name}: {self.blocks} blocks but {len(self.filters)} filter counts {self.filters}")
         if self.model == "transfer" and not self.backbone:
@@ -81,6 +84,17 @@ class Preset:
             raise FeatkitError(f"preset {self.name}: dropout should be in [0, 1), not {self.dropout}")
         if self.size < 8 or self.epochs < 1 or self.batch_size < 1:
             raise FeatkitError(f"preset {self.name}: size >= 8, epochs >= 1 and batch_size >= 1 are needed")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise FeatkitError(f"--lr {self.lr} should be a learning rate > 0, e.g. 0.001 (preset {self.name}).")
+        if self.model == "custom" and self.size >> self.blocks < 1:
+            raise FeatkitError(f"--blocks {self.blocks} at --size {self.size}: each block halves the image, so at most "
+                               f"{self.size.bit_length() - 1} blocks fit; use fewer blocks or a larger --size.")
+        if self.model == "custom" and (self.kernel < 1 or self.kernel > self.size):
+            raise FeatkitError(f"--kernel {self.kernel} should be from 1 to the image size {self.size} (the study used 2).")
+        if self.model == "custom" and min(self.filters) < 1:
+            raise FeatkitError(f"--filters {','.join(map(str, self.filters))}: every block needs 1 or more filters.")
+        if not all(math.isfinite(v) and v >= 0 for v in (self.rotation, self.shift)) or self.shift >= 1:
+            raise FeatkitError(f"preset {self.name}: rotation should be >= 0 degrees and shift in [0, 1).")
 
     def replace(self, **changes: Any) -> "Preset":
         """A copy with some fields changed (validated); `filters` also sets `blocks`."""

@@ -17,6 +17,7 @@ from ..errors import FeatkitError
 from ..runs import Run, new_run, runs_dir
 from ..schema import RunConfig
 from .presets import PRESETS, STUDY_ORDER, Preset, preset_with_options
+from .resume import check_resume
 
 DATASET_NAMES = {"food101": "Food-101", "uec": "UECFOOD"}
 
@@ -89,17 +90,18 @@ def train_preset(preset: str, data: str | Path, overrides: dict[str, Any] | None
     overrides = dict(overrides or {})
     resize = overrides.pop("resize", None) or "stretch"
     cfg = preset_with_options(preset, overrides)
-    prep = prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet)
+    prep = prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet, exclude=(reports,))
     identity = {"preset": cfg.name, "dataset": prep.key, "fingerprint": prep.fingerprint, "resize": resize,
                 "per_class": per_class, "manifest": str(prep.manifest_path), "seed": seed}
+    rows = subset_rows(prep, per_class)
     if resume is not None:
         run = resume if isinstance(resume, Run) else load_run(resume, reports)
+        check_resume(run, cfg, identity, seed)
     else:
         finished, unfinished = find_runs(cfg, identity, reports) if skip_finished else (None, None)
         if finished is not None:
             return finished, False
         run = unfinished or new_run(f"cnn-{cfg.name}", reports)
-    rows = subset_rows(prep, per_class)
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import __version__
-from ..errors import FeatkitError
+from ..errors import DamagedFileError, FeatkitError
 from ..fileio import atomic_path, read_json, to_json, write_json, write_text
 from ..runs import Run, finish
 from ..schema import BackboneSpec, RunConfig
@@ -77,16 +77,29 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training photos in `epoch` (0-based): derived from (seed, epoch) alone, so a run resumed
+    at epoch k sees exactly the batches an uninterrupted run sees."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, epochs: range | None = None) -> tf.data.Dataset:
     """Batches of (uint8 photos, one-hot labels) gathered from `x` (an array or a memmap: never copied whole into the
-    graph), reshuffled each epoch with a fixed seed, prefetched."""
+    graph), reshuffled each epoch with a fixed seed, prefetched. With `epochs` (a range of 0-based epochs), the
+    batches of those epochs one after another, each epoch in `epoch_order` (fit with steps_per_epoch)."""
     n = len(x)
     shape = (None, *x.shape[1:])
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if epochs is not None:
+        ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(
+            lambda e: tf.data.Dataset.from_tensor_slices(
+                tf.numpy_function(lambda ep: epoch_order(n, seed, int(ep)).astype(np.int64), [e], tf.int64,
+                                  stateful=False)).batch(batch_size))
+    else:
+        ds = tf.data.Dataset.range(n)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
 
     if y is None:
         def gather_x(idx):
@@ -123,6 +136,22 @@ def _device_setup(quiet: bool) -> Iterator[tf.distribute.Strategy]:
         yield strategy
     finally:
         keras.mixed_precision.set_dtype_policy(old)
+
+
+class _EpochSeeds(keras.callbacks.Callback):
+    """Sets every random layer's seed state (augmentation, dropout) from (seed, epoch) when an epoch begins: Keras
+    does not save those states in a checkpoint, so a resumed run would otherwise replay epoch 1's randomness."""
+
+    STEP = 1 << 24  # room for that many random draws per layer per epoch
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for i, v in enumerate(states):
+            v.assign(np.asarray([self.seed + 7919 * i, epoch * self.STEP], dtype=v.dtype))
 
 
 class _CheckpointLog(keras.callbacks.Callback):
@@ -209,7 +238,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     fingerprint = _fingerprint(cfg, n_classes, seed, extra_config)
     state: dict[str, Any] | None = None
     if resume and (ck / "state.json").exists() and (ck / "last.keras").exists():
-        state = read_json(ck / "state.json")
+        state = read_json(ck / "state.json", dict, fix=f"delete {ck} to train this run again from its start")
         if state.get("fingerprint") != read_json_roundtrip(fingerprint):
             raise FeatkitError(f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
                                f"or resume=False (--no-resume) to start this one again from scratch.")
@@ -238,7 +267,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         t_prep = time.perf_counter()
         with strategy.scope():
             if state is not None:
-                model = keras.models.load_model(ck / "last.keras")
+                model = load_keras_model(ck / "last.keras", f"delete {ck} to train this run again from its start")
                 rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state["epoch"]]
                 prev = run.config.extra if (run.path / "config.json").exists() else {}
                 for k in ("standardize_mean", "standardize_std", "zca_info"):
@@ -269,18 +298,18 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         run.write_config(config.replace(extra={**config.extra, **facts}))
 
         batch = cfg.batch_size * strategy.num_replicas_in_sync
-        train_ds = make_dataset(x_train, y_train, n_classes, batch, shuffle=True, seed=seed)
-        val_ds = make_dataset(x_val, y_val, n_classes, batch)
         start = int(state["epoch"])
+        train_ds = make_dataset(x_train, y_train, n_classes, batch, seed=seed, epochs=range(start, cfg.epochs))
+        val_ds = make_dataset(x_val, y_val, n_classes, batch)
         if start < cfg.epochs and not state.get("stopped_early"):
             cb = _CheckpointLog(run, rows, state, cfg.epochs, cfg.patience, quiet)
             model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start, verbose=0, shuffle=False,
-                      callbacks=[cb])
+                      steps_per_epoch=-(-len(x_train) // batch), callbacks=[_EpochSeeds(seed), cb])
         del model
 
         # the best epoch's model predicts the test split
         _copy_atomic(ck / "best.keras", run.path / "model.keras")
-        best = keras.models.load_model(run.path / "model.keras")
+        best = load_keras_model(run.path / "model.keras", f"delete {ck} to train this run again from its start")
         t0 = time.perf_counter()
         probs = best.predict(make_dataset(x_test, None, n_classes, batch), verbose=0).astype(np.float32)
         predict_seconds = time.perf_counter() - t0
@@ -302,6 +331,14 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     return run
 
 
+def load_keras_model(path: Path, fix: str) -> keras.Model:
+    """keras.models.load_model, with a truncated or garbage file named in one line (and what to do)."""
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # zipfile, h5py, JSON and Keras' own errors, depending on where the file is cut
+        raise DamagedFileError(path, f"{path} is damaged ({type(e).__name__}): {fix}.") from None
+
+
 def read_json_roundtrip(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples -> lists, ...), so fingerprints compare equal after a reload."""
     return json.loads(to_json(obj))
@@ -321,7 +358,7 @@ def load_cnn_model(run: Run | str | Path) -> keras.Model:
     key = (str(path.resolve()), path.stat().st_mtime)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = keras.models.load_model(path)
+        _MODEL_CACHE[key] = load_keras_model(path, "re-run train-cnn to make the run again")
     return _MODEL_CACHE[key]
 
 

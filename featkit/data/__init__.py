@@ -57,18 +57,23 @@ def dataset_dir(ds: Dataset, fingerprint: str, cache_dir: str | Path) -> Path:
 
 
 def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfig | None = None,
-            quiet: bool = False) -> Prepared:
-    """Detect the layout, scan every photo once, and write (or reuse) the split manifest."""
+            quiet: bool = False, rescan: bool = False, exclude: tuple[str | Path, ...] = ()) -> Prepared:
+    """Detect the layout, scan every photo once, and write (or reuse) the split manifest.
+
+    `rescan`: decode every photo again even if a scan of the same files is cached; the manifests are rebuilt when
+    what the scan found changed. `exclude`: more featkit output folders (--reports) never read as photos.
+    """
     split = split or SplitConfig()
-    source = open_source(path, cache_dir)
+    source = open_source(path, cache_dir, exclude=exclude)
     ds = detect(source)
     fp = source.fingerprint()
     d = dataset_dir(ds, fp, cache_dir)
-    scan = scan_dataset(ds, d, quiet=quiet)
+    scan = scan_dataset(ds, d, quiet=quiet, rescan=rescan)
     stem = f"manifest-v{MANIFEST_FORMAT}-{split.key}"
     manifest_path, warnings_path = d / f"{stem}.csv", d / f"{stem}.warnings.json"
     if manifest_path.exists() and warnings_path.exists():
-        manifest, warnings = read_manifest(manifest_path), read_json(warnings_path)
+        manifest = read_manifest(manifest_path, ds, scan)
+        warnings = read_json(warnings_path, list, fix="delete it and run the command again (featkit writes it anew)")
     else:
         manifest, warnings = make_manifest(ds, scan, split)
         write_json(warnings_path, warnings)
@@ -77,11 +82,12 @@ def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfi
 
 
 def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool = False) -> dict:
-    """Decode every photo of the dataset (through the cached scan) and list those that fail:
-    {"path", "photos", "unreadable": [{"path" (inside the dataset), "file" (as the user finds it), "error"}]}."""
-    source = open_source(path, cache_dir)
+    """Decode every photo of the dataset afresh (never trusting the cached scan, which it then updates) and list
+    those that fail: {"path", "photos", "unreadable": [{"path" (inside the dataset), "file" (as the user finds it),
+    "error"}]}."""
+    source = open_source(path, cache_dir, exclude=(Path("reports"),))
     ds = detect(source)
-    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet)
+    scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet, rescan=True)
     bad = scan[scan["error"] != ""]
     return {"path": str(path), "photos": len(scan),
             "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error}

@@ -22,6 +22,8 @@ from .images import ImageDecodeError, decode_image, default_threads
 def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
     """Manifest rows to use: all, or the first `per_class` of each class in each split (manifest order)."""
     m = prep.manifest
+    if per_class is not None and (isinstance(per_class, bool) or per_class < 1):
+        raise FeatkitError(f"--per-class {per_class} should be 1 or more photos per class (leave it out for all).")
     if not per_class:
         return np.arange(len(m))
     keep = m.groupby(["split", "label"], sort=False).cumcount().to_numpy() < per_class

@@ -18,7 +18,41 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..errors import FeatkitError
+
 RESIZE_MODES = ("stretch", "crop", "pad")
+# A photo's pixel count is checked from its header before decoding: two 13,000 x 13,000 PNGs of 164 KB each would
+# otherwise take 3.4 GB. 64 megapixels holds every camera photo up to 9,000 x 7,000; `--max-pixels` changes it.
+DEFAULT_MAX_PIXELS = 64_000_000
+_env = os.environ.get("FEATKIT_MAX_PIXELS", "")
+_limits = {"max_pixels": int(_env) if _env.isdigit() and int(_env) > 0 else DEFAULT_MAX_PIXELS}
+
+
+def set_max_pixels(n: int | None) -> None:
+    """The largest photo (width x height) featkit decodes, for this process; None keeps the current limit."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise FeatkitError(f"--max-pixels {n!r} should be a whole number of pixels >= 1, e.g. {DEFAULT_MAX_PIXELS}.")
+    _limits["max_pixels"] = n
+
+
+def max_pixels() -> int:
+    return _limits["max_pixels"]
+
+
+def max_file_bytes() -> int:
+    """The largest photo file read (4 bytes a pixel: an uncompressed RGBA bitmap at --max-pixels); larger files
+    (and zip members) are refused before they are read."""
+    return 4 * max(_limits["max_pixels"], 16_000_000)
+
+
+def check_resize(resize: str, option: str = "--resize") -> str:
+    if resize not in RESIZE_MODES:
+        raise FeatkitError(f"{option} {resize!r} should be one of {', '.join(RESIZE_MODES)}.")
+    return resize
+
+
 DECODE_MODES = ("draft", "full")  # draft: big JPEGs decoded at 1/2, 1/4 or 1/8 scale (DCT scaling), still >= size
 JPEG_SCALES = (8, 4, 2)
 _SWAPPED = (5, 6, 7, 8)  # EXIF orientations that turn the photo by 90 degrees
@@ -65,6 +99,10 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
     """
     try:
         img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > _limits["max_pixels"]:
+            raise ImageDecodeError(f"{w:,} x {h:,} pixels, over the limit of {_limits['max_pixels']:,} pixels per "
+                                   "photo (--max-pixels): not decoded")
         region = None
         if box is not None:
             w, h = img.size
@@ -80,6 +118,8 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
                 scale = 1  # Pillow could not draft this file: full size
         ImageOps.exif_transpose(img, in_place=True)  # loads the pixels; no copy when upright already
         img = _to_rgb(img)
+    except ImageDecodeError:
+        raise
     except Exception as e:  # PIL raises many kinds: OSError, SyntaxError, ValueError, DecompressionBombError
         raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
     if region is not None:
@@ -94,8 +134,7 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
 
 
 def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.ndarray:
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize should be one of {RESIZE_MODES}. Received resize={resize!r}")
+    check_resize(resize, "resize")
     w, h = img.size
     if resize == "crop":
         s = min(w, h)

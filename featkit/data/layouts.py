@@ -126,6 +126,11 @@ def detect(source: Source) -> Dataset:
         if layout:
             ds = _PARSERS[layout](source, tree, root)
             ds.ignored.extend((f, "hidden or operating-system file, not a photo") for f in junk)
+            skipped = list(getattr(source, "skipped", []))
+            ds.ignored.extend(skipped)
+            if skipped:
+                ds.warnings.append(f"{len(skipped)} entries not read (first: {skipped[0][0]}: {skipped[0][1]}); "
+                                   "`featkit data summary --json` lists them under ignored_files")
             return ds
         subs = tree.subdirs(root)
         if len(subs) == 1 and not any(is_image(f) for f in tree.dir_files.get(root, ())):
@@ -310,6 +315,7 @@ def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str],
     """Items of the class folders `class_dirs` under `d`; image ids are <id_prefix><class>/<name without extension>."""
     for c in class_dirs:
         cd = tree.join(d, c)
+        _refuse_nested(tree, ds, cd)
         photos = []
         for f in tree.files_under(cd):
             if is_image(f):
@@ -322,6 +328,18 @@ def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str],
             ds.items.append(Item(f, index[c], f"{id_prefix}{c}/{f[len(cd) + 1:] if key in clash else key}", split))
         if not photos:
             ds.warnings.append(f"class folder {ds.source.display(cd)} has no photos: ignored")
+
+
+def _refuse_nested(tree: _Tree, ds: Dataset, class_dir: str) -> None:
+    """A class folder whose sub-folders hold photos is either a dataset one level down (`top/ds/a`, `top/ds/b`
+    beside `top/extras/`) or nested classes: merging them into one class in silence would be wrong either way."""
+    nested = [s for s in tree.subdirs(class_dir) if any(is_image(f) for f in tree.files_under(tree.join(class_dir, s)))]
+    if nested:
+        shown = ", ".join(nested[:4]) + (", ..." if len(nested) > 4 else "")
+        raise FeatkitError(
+            f"{ds.source.display(class_dir)} holds sub-folders of photos ({shown}): featkit reads one folder of photos "
+            f"per class and will not merge them into one class; if those are the classes, give "
+            f"{ds.source.display(class_dir)} as the dataset, else move the photos up or the other folders out.")
 
 
 def _loose_files(tree: _Tree, ds: Dataset, d: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import DamagedFileError
 from ..fileio import atomic_path
 from ..progress import Progress
 from .images import ImageDecodeError, default_threads, open_image
@@ -37,16 +38,26 @@ def _scan_one(ds: Dataset, path: str) -> tuple:
     return (path, sha1, h.hexdigest(), img.width, img.height, "")
 
 
-def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False) -> pd.DataFrame:
+def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False, rescan: bool = False) -> pd.DataFrame:
+    """The scan of every photo, cached in scan.csv. `rescan` decodes every photo again; if what it finds differs
+    from the cached scan (a photo replaced in place with the same size and times), the manifests and decoded
+    arrays made from the old scan are removed, so every later command rebuilds them from the new one."""
     out = dataset_dir / "scan.csv"
     paths = sorted({it.path for it in ds.items})
-    old = None
+    old, damaged = None, False
     if out.exists():
-        old = pd.read_csv(out, dtype={"path": str, "sha1": str, "pixel_hash": str, "error": str}, keep_default_na=False)
+        try:
+            old = _read_scan(out)
+        except DamagedFileError:
+            if not rescan:
+                raise
+            damaged = True
+    if old is not None:
         missing = sorted(set(paths) - set(old["path"]))
-        if not missing:
+        if not missing and not rescan:
             return old
-        paths = missing  # same files, but a newer featkit takes more of them as photos: scan only those
+        if not rescan:
+            paths = missing  # same files, but a newer featkit takes more of them as photos: scan only those
     rows: list[tuple] = []
     with Progress(len(paths), "scan", quiet=quiet) as bar, ThreadPoolExecutor(default_threads()) as pool:
         chunk = 512
@@ -55,8 +66,30 @@ def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False) -> pd.Data
             rows.extend(pool.map(lambda p: _scan_one(ds, p), part))
             bar.update(len(part))
     df = pd.DataFrame(rows, columns=SCAN_COLUMNS)
-    if old is not None:
+    if old is not None and not rescan:
         df = pd.concat([old, df], ignore_index=True).sort_values("path", kind="stable").reset_index(drop=True)
+    if damaged or (rescan and old is not None and not _same_scan(old, df)):
+        for derived in [*dataset_dir.glob("manifest-*"), *dataset_dir.glob("decoded-*")]:
+            derived.unlink()
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False, lineterminator="\n")
+    return df
+
+
+def _same_scan(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    cols = ["path", "sha1", "pixel_hash", "error"]
+    a = a[cols].astype(str).sort_values("path").reset_index(drop=True)
+    b = b[cols].astype(str).sort_values("path").reset_index(drop=True)
+    return a.equals(b)
+
+
+def _read_scan(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={"path": str, "sha1": str, "pixel_hash": str, "error": str}, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DamagedFileError(path, f"{path} is damaged ({type(e).__name__}): delete it, or run `featkit data check` "
+                                     "(which scans again).") from None
+    if list(df.columns) != SCAN_COLUMNS:
+        raise DamagedFileError(path, f"{path} is damaged (columns {list(df.columns)[:6]}): delete it, or run "
+                                     "`featkit data check` (which scans again).")
     return df

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import FeatkitError
+from ..errors import DamagedFileError, FeatkitError
 from .layouts import Dataset
 
 SPLITS = ("train", "valid", "test")
@@ -50,6 +50,9 @@ class SplitConfig:
         except ValueError:
             raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10.") from None
         total = sum(parts)
+        if abs(total - 100) > 1e-6 and abs(total - 1) > 1e-9:
+            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test summing to 100 (e.g. "
+                               f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}.")
         # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
         return cls(*(round(p / total, 12) for p in parts), seed=seed)
 
@@ -195,6 +198,43 @@ def write_manifest(frame: pd.DataFrame, path) -> None:
         frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
-def read_manifest(path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"class_id": str, "image_id": str, "group": str, "sha1": str, "pixel_hash": str,
-                                    "split": str}, keep_default_na=False)
+def read_manifest(path, ds: Dataset | None = None, scan: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A manifest featkit wrote, checked: a garbage, empty, truncated or edited file (a missing column, a label
+    out of range or not matching its class, an unknown split, a photo not in the dataset, or not exactly the
+    readable photos of the scan) is refused in one line."""
+    fix = "delete it and run the command again: featkit writes it anew from the scan"
+    try:
+        frame = pd.read_csv(path, dtype={"class_id": str, "image_id": str, "group": str, "sha1": str,
+                                         "pixel_hash": str, "split": str}, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DamagedFileError(path, f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}): {fix}.") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing or frame.empty:
+        what = f"no column {', '.join(missing)}" if missing else "no rows"
+        raise DamagedFileError(path, f"{path} is damaged ({what}): {fix}.")
+    problem = None
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    if labels.isna().any() or (labels % 1 != 0).any():
+        problem = "a label that is not a whole number"
+    elif not frame["split"].isin(SPLITS).all():
+        problem = f"a split other than {'/'.join(SPLITS)}: {sorted(set(frame['split']) - set(SPLITS))[0]!r}"
+    elif ds is not None:
+        ids = [c.id for c in ds.classes]
+        bad = (labels < 0) | (labels >= len(ids))
+        if bad.any():
+            problem = f"label {int(labels[bad].iloc[0])} for {len(ids)} classes"
+        elif (frame["class_id"].to_numpy() != np.asarray(ids, dtype=object)[labels.astype(int).to_numpy()]).any():
+            problem = "a label that does not match its class_id"
+        else:
+            known = {it.path for it in ds.items}
+            stray = [p for p in frame["path"] if p not in known]
+            if stray:
+                problem = f"photo {stray[0]} that is not in the dataset"
+            elif scan is not None:
+                readable = known & set(scan.loc[scan["error"] == "", "path"])
+                if len(frame) != len(readable) or set(frame["path"]) != readable:
+                    problem = f"{len(frame)} rows for the {len(readable)} readable photos of the scan"
+    if problem:
+        raise DamagedFileError(path, f"{path} is damaged or was edited ({problem}): {fix}.")
+    frame["label"] = labels.astype(np.int64)
+    return frame

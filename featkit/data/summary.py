@@ -123,3 +123,10 @@ def format_summary(s: dict[str, Any], limit: int = 10) -> str:
         if len(s["warnings"]) > limit:
             out.append(f"    ... {len(s['warnings']) - limit} more (--json lists all)")
     return "\n".join(out)
+
+
+def unreadable_note(prep: Prepared, data) -> str:
+    """How many photos the scan found unreadable (left out of every split) and where they are listed; "" if none."""
+    n = int((prep.scan["error"] != "").sum())
+    return (f"{n} unreadable photo{'s' if n != 1 else ''} left out of every split: listed in {prep.dir / 'scan.csv'} "
+            f"(column error) and by `featkit data check {data}`") if n else ""

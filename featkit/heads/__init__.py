@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatkitError
+from ..errors import DamagedFileError, FeatkitError
 from ..fileio import read_json
 from .base import HEAD_JSON, Head, HeadInputError, NotFittedError
 from .gbm import LightGBMHead
@@ -93,16 +93,24 @@ def load_head(directory: str | Path) -> Head:
     before temperatures and label classes were recorded load with T = 1 and classes 0..n_classes-1."""
     directory = Path(directory)
     f = directory / HEAD_JSON
+    redo = "re-run `featkit fit-head` to make the run again"
     if not f.exists():
-        raise FeatkitError(f"{f} is missing: {directory} holds no saved head (re-run `featkit fit-head`).")
-    info = read_json(f)
+        raise FeatkitError(f"{f} is missing: {directory} holds no saved head ({redo}).")
+    info = read_json(f, dict, fix=redo)
+    if not isinstance(info.get("params"), dict) or not isinstance(info.get("model_file"), str) \
+            or not isinstance(info.get("n_classes"), int) or not isinstance(info.get("n_features"), int):
+        raise DamagedFileError(f, f"{f} is damaged (params, model_file, n_classes or n_features missing or of the "
+                                  f"wrong type): {redo}.")
     if info.get("head") not in HEADS:
         raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
                            f"(known: {', '.join(HEADS)}).")
-    head = HEADS[info["head"]](**info["params"])
+    try:
+        head = HEADS[info["head"]](**info["params"])
+    except TypeError as e:
+        raise DamagedFileError(f, f"{f} is damaged ({e}): {redo}.") from None
     model = directory / info["model_file"]
     if not model.exists():
-        raise FeatkitError(f"{model} is missing: the run did not finish; re-run `featkit fit-head`.")
+        raise FeatkitError(f"{model} is missing: the run did not finish; {redo}.")
     head.n_classes_ = int(info["n_classes"])
     head.classes_ = np.asarray(info["classes"]) if "classes" in info else np.arange(head.n_classes_)
     head.n_features_in_ = int(info["n_features"])
@@ -110,6 +118,9 @@ def load_head(directory: str | Path) -> Head:
     head.temperature_ = float(info.get("temperature", 1.0))
     for k, v in info.get("fitted", {}).items():
         setattr(head, k, v)
-    head._load_model(model)
+    try:
+        head._load_model(model)
+    except Exception as e:  # joblib, pickle, Keras and h5py each raise their own kinds on a truncated file
+        raise DamagedFileError(model, f"{model} is damaged ({type(e).__name__}): {redo}.") from None
     head.fitted_ = True
     return head
