@@ -27,13 +27,16 @@ def cnn_run(mini, tmp_path_factory):
 def test_a_cnn_run_has_the_files_of_a_head_run(cnn_run):
     names = {p.name for p in cnn_run.path.iterdir()}
     assert {"config.json", "classes.json", "test_predictions.npz", "metrics.json", "history.csv", "per_class.csv",
-            "confusion.csv", "confusion.png", "confused_pairs.csv", "model.keras"} <= names
+            "confusion.csv", "confusion.png", "confused_pairs.csv", "model.keras", "reliability.csv",
+            "reliability.png"} <= names
     m, pred = cnn_run.metrics, cnn_run.load_predictions()
     probs, labels = pred["probs"], pred["labels"]
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)
     assert m.log_loss == pytest.approx(float(-np.log(p_true).mean()), rel=1e-6)
     assert m.macro_f1 is not None and m.n == len(labels) == m.extra["n_test"]
     assert pd.read_csv(cnn_run.path / "per_class.csv")["n"].sum() == len(labels)
+    cal = m.get("calibration")
+    assert cal["temperature"] == m.get("temperature") > 0 and cal["after"]["log_loss"] == pytest.approx(m.log_loss)
     cfg = json.loads((cnn_run.path / "config.json").read_text())
     assert (cfg["kind"], cfg["name"], cfg["size"], cfg["params"]["blocks"]) == ("cnn", "basic", 32, 1)
 
@@ -76,3 +79,20 @@ def test_the_perturbed_photos_are_those_extract_caches(cnn_run):
     expected = topk_accuracy(predict_images(cnn_run, photos), pred["labels"], (1,))[1]
     df = sensitivity(cnn_run)
     assert df.loc[df["view"] == view.name, "top1"].item() == round(expected, 4)
+
+
+def test_predict_images_gives_the_saved_calibrated_probabilities(cnn_run):
+    """The run's temperature is applied to new photos exactly as to the test photos it saved."""
+    from featkit.cnn.train import predict_images
+    from featkit.data.images import decode_image
+    from featkit.data.source import open_source
+    from featkit.data.splits import read_manifest
+
+    cfg, pred = cnn_run.config, cnn_run.load_predictions()
+    m = read_manifest(cfg.manifest)
+    ids = m["image_id"].astype(str).to_numpy()
+    source = open_source(cfg.data)
+    photos = np.stack([decode_image(source.read(m["path"][int(np.flatnonzero(ids == str(i))[0])]), 32)
+                       for i in pred["image_ids"]])
+    np.testing.assert_allclose(predict_images(cnn_run, photos), pred["probs"], rtol=1e-4, atol=1e-5)
+    assert cnn_run.metrics.get("temperature") != 1.0  # a real fit, not the identity

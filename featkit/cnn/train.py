@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import __version__
+from ..calibration import apply_temperature, calibration_report, fit_temperature
 from ..errors import DamagedFileError, FeatkitError
 from ..fileio import atomic_path, read_json, to_json, write_json, write_text
 from ..runs import Run, finish
@@ -311,10 +312,15 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         _copy_atomic(ck / "best.keras", run.path / "model.keras")
         best = load_keras_model(run.path / "model.keras", f"delete {ck} to train this run again from its start")
         t0 = time.perf_counter()
-        probs = best.predict(make_dataset(x_test, None, n_classes, batch), verbose=0).astype(np.float32)
+        raw = best.predict(make_dataset(x_test, None, n_classes, batch), verbose=0).astype(np.float32)
         predict_seconds = time.perf_counter() - t0
+        # a temperature fitted on the validation photos calibrates the probabilities the run saves and predicts
+        valid_raw = best.predict(make_dataset(x_val, None, n_classes, batch), verbose=0).astype(np.float32)
+        temperature = fit_temperature(valid_raw, np.asarray(y_val, np.int64))
 
     labels = np.asarray(y_test, np.int64)
+    probs = apply_temperature(raw, temperature)
+    calibration = calibration_report(raw, probs, labels, temperature, run.path, title=run.id)
     ids = [str(i) for i in range(len(labels))] if test_ids is None else [str(i) for i in test_ids]
     fit_seconds = float(sum(r.get("seconds", 0.0) for r in rows))
     epochs_run = len(rows)
@@ -324,6 +330,8 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         "best_epoch": int(state.get("best_epoch", 0)), "best_val_loss": state.get("best_val_loss"),
         "stopped_early": bool(state.get("stopped_early")), "predict_seconds": round(predict_seconds, 3),
         "n_test": int(len(labels)), "study_top1": cfg.study_top1, "study_top5": cfg.study_top5,
+        "temperature": temperature, "brier": calibration["after"]["brier"], "ece": calibration["after"]["ece"],
+        "calibration": calibration,
     })
     if not quiet:
         print(f"train-cnn: test top-1 {100 * metrics.top1:.2f}%  top-5 {100 * metrics.top5:.2f}%  ({epochs_run} epochs, "
@@ -364,8 +372,11 @@ def load_cnn_model(run: Run | str | Path) -> keras.Model:
 
 def predict_images(run: Run | str | Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, C) float32 for uint8 photos (N, size, size, 3) decoded like training (same size and
-    resize mode): the saved model applies exactly the preprocessing training applied."""
+    resize mode): the saved model applies exactly the preprocessing training applied, then the run's temperature
+    (fitted on its validation photos; 1 for runs from before calibration)."""
+    run = run if isinstance(run, Run) else Run(Path(run))
     model = load_cnn_model(run)
+    temperature = float(run.metrics.get("temperature") or 1.0) if run.complete else 1.0
     size = model.input_shape[1]
     images = np.asarray(images)
     if images.ndim == 3:
@@ -375,4 +386,4 @@ def predict_images(run: Run | str | Path, images: np.ndarray, batch_size: int = 
                            f"decode them at {size} px.")
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
+    return apply_temperature(model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32), temperature)
