@@ -173,7 +173,7 @@ def test_heads_clone_and_set_params_like_scikit_learn():
 
 
 def test_any_labels_without_n_classes_like_scikit_learn(splits):
-    train, valid, test = splits
+    train, _, test = splits
     names = np.array(["apple pie", "baby back ribs", "baklava", "beef carpaccio", "beef tartare", "beet salad",
                       "beignets", "bibimbap"])
     head = get_head("logreg").fit(train.features, names[train.labels])
@@ -184,7 +184,7 @@ def test_any_labels_without_n_classes_like_scikit_learn(splits):
 # ---- temperature ---------------------------------------------------------------------------------------
 
 def test_save_load_keeps_the_temperature(splits, tmp_path):
-    train, valid, test = splits
+    train, _, test = splits
     head = get_head("logreg").fit(train.features, train.labels, n_classes=CLASSES)
     raw = head.predict_proba(test.features)
     head.temperature_ = 2.5

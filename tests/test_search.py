@@ -73,7 +73,10 @@ def test_knn_search_picks_k_by_hand():
     # with k=3 both are right (outlier, 20 and 30 degrees). At 75 degrees (class 1) every k is right.
     dv = np.array([22, 23, 75], float)
     yv = np.array([0, 0, 1])
-    at = lambda d: np.stack([np.cos(np.radians(d)), np.sin(np.radians(d))], 1)  # noqa: E731
+
+    def at(d):
+        return np.stack([np.cos(np.radians(d)), np.sin(np.radians(d))], 1)
+
     sel = select("knn", at(deg), y, at(dv), yv, n_classes=2, params={"k": "1,3", "tau": 0})
     assert [c.valid_top1 for c in sel.candidates] == pytest.approx([1 / 3, 1.0])
     assert sel.params["k"] == 3
@@ -92,7 +95,10 @@ def test_refit_uses_train_and_valid_rows_never_a_test_row(caches, tmp_path, monk
     monkeypatch.setattr(LogRegHead, "_fit", spy)
     run = fit_head(caches.plain, "logreg", {"C": "0.01,0.1"}, reports=tmp_path, quiet=True)
     assert [len(x) for x in seen] == [len(train), len(train), len(train) + len(valid)]
-    rows = lambda a: {r.tobytes() for r in np.asarray(a, np.float32)}  # noqa: E731
+
+    def rows(a):
+        return {r.tobytes() for r in np.asarray(a, np.float32)}
+
     assert rows(seen[-1]) == rows(train.features) | rows(valid.features)
     assert all(not (rows(x) & rows(test.features)) for x in seen)
     cfg, m = run.config.to_dict(), run.metrics.to_dict()
