@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,24 @@ def report_workspace(tmp_path_factory, mini, mobilenet_onnx):
     from reportfixtures import build_report_workspace
 
     return build_report_workspace(tmp_path_factory.mktemp("report-ws"), mini, mobilenet_onnx)
+
+
+@contextmanager
+def training_interrupted_after_first_epoch():
+    """In the block, train-cnn stops with KeyboardInterrupt right after epoch 1 is checkpointed (as if the machine
+    went away), and the block expects that interruption; training is normal again after it."""
+    from featkit.cnn import train as T
+
+    original = T._CheckpointLog.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    T._CheckpointLog.on_epoch_end = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        T._CheckpointLog.on_epoch_end = original

@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.slow  # every test here builds Keras models
 
-from conftest import read_food_photos  # noqa: E402
+from conftest import read_food_photos, training_interrupted_after_first_epoch  # noqa: E402
 from featkit.cnn import preprocess as P  # noqa: E402
 from featkit.cnn import train as T  # noqa: E402
 from featkit.cnn.models import backbone_layer, build_transfer_model, learning_rate  # noqa: E402
@@ -137,24 +137,15 @@ def test_zca_memory_check_names_largest_size(monkeypatch, photo_blobs):
 
 # -------------------------------------------------------------------------------------------------------- resume
 
-def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, monkeypatch, capsys):
+def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, capsys):
     x, y = food_photos_64
     data = (x[::2], y[::2], x[1::4], y[1::4], x[3::4], y[3::4])
     cfg = get_preset("basic", epochs=2, batch_size=10)
-    original = T._CheckpointLog.on_epoch_end
-
-    def interrupted(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt  # the machine goes away after epoch 1 was checkpointed
-
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with training_interrupted_after_first_epoch():
         train_cnn(cfg, *data, CLASSES, tmp_path / "run", quiet=True)
     state = read_json(tmp_path / "run" / "checkpoints" / "state.json")
     assert state["epoch"] == 1 and not (tmp_path / "run" / "metrics.json").exists()
     first = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", original)
 
     capsys.readouterr()
     run = train_cnn(cfg, *data, CLASSES, tmp_path / "run", quiet=False)

@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from featkit.cnn import train as T
+from conftest import training_interrupted_after_first_epoch
 from featkit.cnn.presets import get_preset
 from featkit.cnn.train import read_history, train_cnn
 from featkit.fileio import read_json
@@ -17,24 +17,15 @@ CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_uninterrupted_run(food_photos_64, tmp_path, monkeypatch):
+def test_resumed_run_equals_uninterrupted_run(food_photos_64, tmp_path):
     x, y = food_photos_64
     data = (x[::2], y[::2], x[1::4], y[1::4], x[3::4], y[3::4])
     cfg = get_preset("aug-3-drop0.5", epochs=3, batch_size=8, size=64)  # shuffling, augmentation, dropout: random
     whole = train_cnn(cfg, *data, CLASSES, tmp_path / "whole", seed=3, quiet=True)
 
-    original = T._CheckpointLog.on_epoch_end
-
-    def interrupted(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt  # the machine goes away once epoch 1 is checkpointed
-
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with training_interrupted_after_first_epoch():
         train_cnn(cfg, *data, CLASSES, tmp_path / "resumed", seed=3, quiet=True)
     assert read_json(tmp_path / "resumed" / "checkpoints" / "state.json")["epoch"] == 1
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", original)
     resumed = train_cnn(cfg, *data, CLASSES, tmp_path / "resumed", seed=3, quiet=True)
 
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")

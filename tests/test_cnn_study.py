@@ -201,9 +201,10 @@ def test_representative_presets_train_on_real_photos(name, tmp_path):
 # ----------------------------------------------------------------------------------------- series, resumable
 
 @pytest.mark.slow
-def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path, monkeypatch):
+def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path):
     pytest.importorskip("keras")
     from featkit.cnn import train as T
+    from conftest import training_interrupted_after_first_epoch
     from featkit.cnn.series import run_series
 
     common = ["--data", mini, "--per-class", 3, "--cache", tmp_path / "cache", "--reports", tmp_path / "reports"]
@@ -214,17 +215,9 @@ def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path, m
     assert len(list((tmp_path / "reports" / "runs").iterdir())) == 2
 
     # an interrupted 2-epoch run of basic: the series continues it at epoch 2 instead of starting again
-    original = T._CheckpointLog.on_epoch_end
-
-    def interrupted(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", interrupted)
     kw = dict(epochs=2, per_class=3, cache=tmp_path / "cache", reports=tmp_path / "reports", quiet=True)
-    with pytest.raises(KeyboardInterrupt):
+    with training_interrupted_after_first_epoch():
         run_series(["basic"], mini, **kw)
-    monkeypatch.setattr(T._CheckpointLog, "on_epoch_end", original)
     unfinished = [d for d in (tmp_path / "reports" / "runs").iterdir() if not (d / "metrics.json").exists()]
     assert len(unfinished) == 1
     done, failed = run_series(["basic"], mini, **kw)
