@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--sizes-of", action="append", default=[], metavar="BACKBONE=S1,S2",
                     help="other sizes for one backbone, e.g. mobilenet-v2=128,224")
     ap.add_argument("--combine", nargs="+", default=["backbones", "all"], help="cache sets (see featkit sweep --combine)")
+    ap.add_argument("--tta", choices=("both", "on"), default="both",
+                    help="where the mirrored view exists: candidates with and without it (both), or only with it")
     ap.add_argument("--no-tta-at", type=int, nargs="*", default=[], help="sizes without the mirrored view")
     args = ap.parse_args()
     wanted = {b: list(args.sizes) for b in BACKBONES}
@@ -117,7 +119,7 @@ def main() -> None:
     candidates = []
     for caches_set in cache_sets(list(caches.values()), args.combine):
         has_tta = all(Path(p).with_name("tta-flip.h5").exists() for p in caches_set)
-        candidates += grid(HEADS, [caches_set], [None, "flip"] if has_tta else [None])
+        candidates += grid(HEADS, [caches_set], ({"both": [None, "flip"], "on": ["flip"]}[args.tta] if has_tta else [None]))
     reports.mkdir(parents=True, exist_ok=True)
     cand_file = reports / "heads-best-candidates.json"
     cand_file.write_text(json.dumps([c.__dict__ for c in candidates], indent=1, default=list))
