@@ -31,7 +31,8 @@ from .augment import SENSITIVITY_VIEWS, STUDY_AUGMENTATION, TTA_VIEWS, Mirror, P
 from .backbones import BackboneSpec, resolve
 from .cache import array_digest, read_cache, verify_cache, write_cache
 from .data import Prepared
-from .data.images import DECODE_MODES, check_resize, default_threads, load_images
+from .data.arrays import load_rows
+from .data.images import DECODE_MODES, check_resize, default_threads
 from .errors import DamagedFileError, FeatkitError
 from .fileio import atomic_path, load_npz, read_json, write_json
 from .locks import exclusive
@@ -203,15 +204,7 @@ class _Decoder:
     """Decodes (and perturbs) photos of one view in parallel threads, through the one image loader."""
 
     def __init__(self, prep: Prepared, job: ViewJob, size: int, opts: ExtractOptions, pool: ThreadPoolExecutor):
-        m = prep.manifest
-        self.read, self.job, self.size, self.opts, self.pool = prep.read, job, size, opts, pool
-        self.paths = m["path"].to_numpy()
-        self.boxes = m[["x1", "y1", "x2", "y2"]].to_numpy() if opts.crop_box else None
-
-    def _box(self, row: int):
-        if self.boxes is None or self.boxes[row][0] in ("", None):
-            return None
-        return tuple(int(v) for v in self.boxes[row])
+        self.prep, self.job, self.size, self.opts, self.pool = prep, job, size, opts, pool
 
     def batch(self, indices: range) -> tuple[np.ndarray, list[tuple[int, str]]]:
         rows = [int(r) for r in self.job.rows[indices.start:indices.stop]]
@@ -220,18 +213,9 @@ class _Decoder:
         def perturb(i: int, img: np.ndarray) -> np.ndarray:
             return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
 
-        images, failures = load_images(self.read, [self.paths[r] for r in rows], self.size, self.opts.resize,
-                                       [self._box(r) for r in rows], perturb if job.perturbation else None, self.pool,
-                                       decode=self.opts.decode)
+        images, failures = load_rows(self.prep, rows, self.size, self.opts.resize, self.opts.crop_box,
+                                     self.opts.decode, perturb if job.perturbation else None, self.pool)
         return images, [(indices[f.index], str(f)) for f in failures]
-
-
-def decode_rows(prep: Prepared, rows: np.ndarray, size: int, opts: ExtractOptions) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """uint8 photos (len(rows), size, size, 3) of manifest `rows`, decoded exactly as the plain view decodes them;
-    failures [(index, message)] leave a row of zeros."""
-    job = ViewJob("plain", np.asarray(rows), np.zeros(len(rows), np.int64), None, Path("plain.h5"))
-    with ThreadPoolExecutor(opts.threads or default_threads()) as pool:
-        return _Decoder(prep, job, size, opts, pool).batch(range(len(rows)))
 
 
 def _chunk_ids(n: int, shard: tuple[int, int] | None) -> list[int]:

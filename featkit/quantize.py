@@ -3,7 +3,7 @@
 onnxruntime's `quantize_static` (QDQ format, per-channel int8 weights, uint8 activations, MinMax calibration)
 after its `quant_pre_process` (shape inference and graph optimisation). The calibration photos are a seeded
 sample of the TRAINING split of the manifest (never valid or test), decoded and preprocessed exactly as
-`featkit extract` feeds the model (`extract.decode_rows`, then the ONNX backbone's own `feed`).
+`featkit extract` feeds the model (`featkit.data.arrays.load_rows`, then the ONNX backbone's own `feed`).
 
 The int8 model is written with its JSON contract beside it (same stem): the source contract's fields, plus
 `precision`, the int8 file's `sha256`, and `quantization` (method and settings, the source model's path and
@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +27,8 @@ import numpy as np
 from .backbones.base import file_sha256
 from .data import Prepared
 from .errors import FeatkitError
-from .extract import ExtractOptions, decode_rows
+from .data.arrays import load_rows
+from .extract import ExtractOptions
 from .fileio import atomic_path, read_json, write_json
 from .progress import Progress
 
@@ -123,10 +124,10 @@ def quantize_onnx(source: str | Path, prep: Prepared, opts: ExtractOptions | Non
 
     rows = calibration_rows(prep, photos, opts.seed)
     log(f"quantising {source.name} to int8: {len(rows)} training photos at {model.size} px for calibration")
-    images, failures = decode_rows(prep, rows, model.size, replace(opts, size=model.size))
+    images, failures = load_rows(prep, rows, model.size, opts.resize, opts.crop_box, opts.decode)
     if failures:
-        log(f"{len(failures)} calibration photos could not be decoded and are skipped (first: {failures[0][1]})")
-        ok = np.setdiff1d(np.arange(len(rows)), [i for i, _ in failures])
+        log(f"{len(failures)} calibration photos could not be decoded and are skipped (first: {failures[0]})")
+        ok = np.setdiff1d(np.arange(len(rows)), [f.index for f in failures])
         rows, images = rows[ok], images[ok]
     if not len(rows):
         raise FeatkitError("no calibration photo could be decoded: run `featkit data check` on the dataset.")

@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
 from ..errors import FeatkitError
 from ..progress import Progress
 from . import Prepared
-from .images import ImageDecodeError, decode_image, default_threads
+from .images import ImageFailure, default_threads, load_images
 
 
 def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
@@ -28,6 +29,22 @@ def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
         return np.arange(len(m))
     keep = m.groupby(["split", "label"], sort=False).cumcount().to_numpy() < per_class
     return np.flatnonzero(keep)
+
+
+def load_rows(prep: Prepared, rows, size: int, resize: str = "stretch", crop_box: bool = False, decode: str = "draft",
+              transform: Callable[[int, np.ndarray], np.ndarray] | None = None, pool: ThreadPoolExecutor | None = None,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, list[ImageFailure]]:
+    """Photos of manifest `rows` through the one image loader (`featkit.data.images.load_images`), with their
+    bounding boxes when `crop_box` (UECFOOD). Failures are indexed by position in `rows`."""
+    m = prep.manifest
+    rows = [int(r) for r in rows]
+    paths = m["path"].to_numpy()
+    boxes = None
+    if crop_box:
+        table = m[["x1", "y1", "x2", "y2"]].to_numpy()
+        boxes = [None if table[r][0] in ("", None) else tuple(int(v) for v in table[r]) for r in rows]
+    return load_images(prep.read, [paths[r] for r in rows], size, resize, boxes, transform, pool, out=out,
+                       decode=decode)
 
 
 def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "stretch", crop_box: bool = False,
@@ -42,25 +59,15 @@ def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "s
     if free is not None and need > free:
         raise FeatkitError(f"decoded photos need {need / 2**30:.1f} GiB in {prep.dir} but only {free / 2**30:.1f} GiB "
                            "are free: use a smaller --size or --per-class, or free disk space.")
-    m = prep.manifest
-    paths = m["path"].to_numpy()
-    boxes = m[["x1", "y1", "x2", "y2"]].to_numpy()
     tmp = path.with_name(path.name + ".partial.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
-    failures: list[str] = []
-
-    def work(i: int) -> None:
-        r = int(rows[i])
-        box = tuple(int(v) for v in boxes[r]) if crop_box and boxes[r][0] not in ("", None) else None
-        try:
-            out[i] = decode_image(prep.read(paths[r]), size, resize, box)
-        except (ImageDecodeError, KeyError, OSError) as e:
-            failures.append(f"{paths[r]}: {e}")
-
+    failures: list[ImageFailure] = []
     with ThreadPoolExecutor(default_threads()) as pool, Progress(len(rows), "decode", quiet=quiet) as bar:
         for start in range(0, len(rows), 512):
-            list(pool.map(work, range(start, min(len(rows), start + 512))))
-            bar.update(min(len(rows), start + 512) - start)
+            stop = min(len(rows), start + 512)
+            _, failed = load_rows(prep, rows[start:stop], size, resize, crop_box, pool=pool, out=out[start:stop])
+            failures += failed
+            bar.update(stop - start)
     if failures:
         tmp.unlink()
         raise FeatkitError(f"{len(failures)} photos could not be decoded (first: {failures[0]}); "
