@@ -240,26 +240,17 @@ def _parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
-def _locate_all(features: list[Path], data: Optional[Path], backbones: list[str], sizes: list[int], weights: str,
-                pooling: str, resize: str, split: str, seed: int, cache: Path) -> list[Path]:
-    """The plain-view caches: given directly, or one per backbone x size extracted from --data."""
+def _plain_caches(features: list[Path], data: Optional[Path], backbones: list[str], sizes: list[int], weights: str,
+                  pooling: str, resize: str, split: str, seed: int, cache: Path) -> list[Path]:
+    """--features as given, or the plain-view caches extracted from --data with each --backbone x --size."""
     if features:
         return list(features)
-    return [_locate_features(None, data, b, s, weights, pooling, resize, split, seed, cache)
-            for b in backbones or ["vgg16"] for s in (sizes or [None])]
-
-
-def _locate_features(features: Optional[Path], data: Optional[Path], backbone: str, size: Optional[int], weights: str,
-                     pooling: str, resize: str, split: str, seed: int, cache: Path) -> Path:
-    """The plain-view cache: given directly, or found from the options `featkit extract` was run with."""
-    if features is not None:
-        return features
     if data is None:
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
-    from .extract import ExtractOptions, find_plain_cache
+    from .extract import find_plain_caches
 
-    opts = ExtractOptions(backbone=backbone, size=size, weights=weights, pooling=pooling, resize=resize)
-    return find_plain_cache(_prepare(data, cache, split, seed, True), opts, cache)
+    return find_plain_caches(_prepare(data, cache, split, seed, True), backbones or ["vgg16"], sizes, cache,
+                             weights=weights, pooling=pooling, resize=resize)
 
 
 @app.command("fit-head")
@@ -292,7 +283,7 @@ def fit_head_cmd(
             "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()) + f"\nsearched by default: {search_grid(head)}")
     from .fit import fit_head
 
-    paths = _locate_all(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
+    paths = _plain_caches(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
     path = paths[0]
     if augment and augment_cache is None:
         from .extract import augment_caches
@@ -345,7 +336,7 @@ def sweep_cmd(
     from .sweep import plan, sweep, table
     from .tables import markdown_table
 
-    pool = _locate_all(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
+    pool = _plain_caches(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
     candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
     result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
                    quiet=quiet or json_out, address=address)

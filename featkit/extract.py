@@ -156,6 +156,14 @@ def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path
     return path
 
 
+def find_plain_caches(prep: Prepared, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache",
+                      **options: Any) -> list[Path]:
+    """The plain-view cache of each backbone x size (None: the backbone's native size) extracted from `prep` with
+    `options` (other ExtractOptions fields), in that order."""
+    return [find_plain_cache(prep, ExtractOptions(backbone=b, size=s, **options), cache_dir)
+            for b in backbones for s in (sizes or [None])]
+
+
 def augment_caches(plain: Path) -> list[Path]:
     """The finished augmented views beside a plain-view cache, oldest name first."""
     return sorted(Path(plain).parent.glob("augment-*.h5"))
