@@ -83,10 +83,12 @@ def timed_extract(cmd: list[str], prep, cache: Path, **options) -> tuple[float, 
 
 
 def logreg(cache_path: str, reports: Path) -> tuple[float, float]:
+    """Test top-1/top-5 of one logreg (C = 0.001, the value `fit-head`'s search picks on these features; fitted on
+    train only): the same head on every pair of caches compared."""
     from featkit.fit import fit_head
 
-    m = fit_head(cache_path, head="logreg", reports=reports, quiet=True).metrics
-    return m["top1"], m["top5"]
+    m = fit_head(cache_path, head="logreg", params={"C": 0.001}, refit=False, reports=reports, quiet=True).metrics
+    return m.top1, m.top5
 
 
 def compare_int8(args, data: Path, cache: Path, prep, arr: np.ndarray, f32_whole_s: float, f32_cache: str,

@@ -86,8 +86,8 @@ def main() -> None:
             t0 = time.perf_counter()
             run = fit_head(plain, head=head, augment_cache=aug_path, reports=reports, quiet=True)
             wall = time.perf_counter() - t0
-            m, cfg = run.metrics, run.config
-            chosen = ", ".join(f"{k}={v}" for k, v in cfg["search"]["chosen"].items()) or "defaults"
+            m, cfg = run.metrics.to_dict(), run.config
+            chosen = ", ".join(f"{k}={v}" for k, v in cfg.extra["search"]["chosen"].items()) or "defaults"
             rows.append({"name": f"featkit {head}" + (f" +aug{args.augment}" if aug_path else ""), "rows": m["n_train"],
                          "top1": m["top1"], "top5": m["top5"], "log_loss": m["log_loss"], "ece": m["ece"],
                          "seconds": wall, "chosen": chosen, "T": m["calibration"]["temperature"],

@@ -55,7 +55,7 @@ def main() -> None:
         keep = np.isin(fs.row, rows)
         cache = cache.with_name(f"plain-per-class-{args.per_class}.h5")
         write_cache(cache, fs.features[keep], fs.labels[keep], fs.split[keep], fs.image_ids[keep],
-                    {**fs.meta, "view": f"plain-per-class-{args.per_class}"}, row=fs.row[keep])
+                    fs.meta.replace(view=f"plain-per-class-{args.per_class}"), row=fs.row[keep])
     t0 = time.perf_counter()
     head = fit_head(cache, "softmax", {"hidden": 1024, "dropout": 0.5}, reports=reports)
     head_s = time.perf_counter() - t0
@@ -74,7 +74,7 @@ def main() -> None:
                     test_ids=m["image_id"].to_numpy()[part["test"]])
     transfer_s = time.perf_counter() - t0
 
-    hm, tm = head.metrics, run.metrics
+    hm, tm = head.metrics.to_dict(), run.metrics.to_dict()
     print(f"\nMobileNetV2 (shared ImageNet weights) at {args.size} px, {len(part['train']):,} train / "
           f"{len(part['valid']):,} valid / {len(part['test']):,} test photos, {os.cpu_count()} cores")
     print(f"{'path':<44}{'top-1':>8}{'top-5':>8}{'wall s':>9}")
