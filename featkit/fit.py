@@ -16,7 +16,6 @@ import numpy as np
 
 from . import __version__
 from .cache import FeatureSet, check_same_features, read_cache
-from .calibration import calibration_report
 from .combine import average_tta, cache_paths, describe_cache, read_features, read_tta
 from .errors import FeatkitError
 from .heads import head_params
@@ -105,7 +104,6 @@ def fit_head(cache_path: str | Path | Sequence[str | Path], head: str = "logreg"
         return average_tta(head, fs, tta_view, calibrated=calibrated)
 
     raw, probs = predict(test, calibrated=False), predict(test)
-    calibration = calibration_report(raw, probs, test.labels, model.temperature_, run.path, title=run.id)
 
     extract_seconds = meta.seconds
     if aug_meta is not None and extract_seconds is not None and aug_meta.seconds is not None:
@@ -115,8 +113,7 @@ def fit_head(cache_path: str | Path | Sequence[str | Path], head: str = "logreg"
         "refit_seconds": round(fit_seconds - sel.seconds, 3) if refitted else 0.0, "extract_seconds": extract_seconds,
         "n_train": int(len(y) + (len(valid) if refitted else 0)), "n_train_photos": int(len(train)),
         "n_augmented": n_aug, "n_valid": int(len(valid)), "n_test": int(len(test)),
-        "n_candidates": len(sel.candidates), "temperature": model.temperature_,
-        "brier": calibration["after"]["brier"], "ece": calibration["after"]["ece"], "calibration": calibration,
+        "n_candidates": len(sel.candidates),
     }
     if has_valid:
         # the selected model before its refit never saw the valid photos: its valid scores are held out
@@ -125,9 +122,10 @@ def fit_head(cache_path: str | Path | Sequence[str | Path], head: str = "logreg"
         extra["valid_top1"], extra["valid_top5"] = topk_accuracy(valid_probs, valid.labels, (1, 5)).values()
     extra.update({k.rstrip("_"): v for k, v in sel.model.fitted_state().items() if k in ("best_epoch_", "best_iteration_", "n_iter_")})
 
-    metrics = finish(run, probs, test.labels, test.image_ids, history=model.history_, extra=extra)
+    metrics = finish(run, probs, test.labels, test.image_ids, history=model.history_, extra=extra,
+                     temperature=model.temperature_, raw_probs=raw)
     _say(quiet, f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f}, log loss "
-                f"{metrics.log_loss:.3f}, ECE {extra['ece']:.3f} (T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
+                f"{metrics.log_loss:.3f}, ECE {metrics.get('ece'):.3f} (T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
                 f" -> {run.path}")
     return run
 

@@ -181,10 +181,20 @@ def list_runs(reports: str | Path = DEFAULT_REPORTS) -> list[Run]:
 
 def finish(run: Run, probs: np.ndarray, labels: np.ndarray, image_ids: Sequence[str],
            history: Sequence[Mapping[str, Any]] | None = None, extra: Mapping[str, Any] | None = None,
-           ks: Iterable[int] = (1, 5)) -> RunMetrics:
+           ks: Iterable[int] = (1, 5), temperature: float | None = None,
+           raw_probs: np.ndarray | None = None) -> RunMetrics:
     """The one way a run ends, for head, CNN and ensemble runs alike: save the test predictions, the history
-    (when given), the scoring files, then metrics.json (scores + `extra`, e.g. fit_seconds), which marks the run
-    complete. config.json and classes.json must already be in the folder."""
+    (when given), the calibration report (with `temperature`: the probabilities before it, `raw_probs`, against
+    `probs` after it: reliability.csv/.png and metrics `temperature`, `brier`, `ece`, `calibration`), the scoring
+    files, then metrics.json (scores + `extra`, e.g. fit_seconds), which marks the run complete. config.json and
+    classes.json must already be in the folder."""
+    extra = dict(extra or {})
+    if temperature is not None:
+        from .calibration import calibration_report
+
+        before = probs if raw_probs is None else raw_probs
+        cal = calibration_report(before, probs, labels, temperature, run.path, title=run.id)
+        extra.update(temperature=temperature, brier=cal["after"]["brier"], ece=cal["after"]["ece"], calibration=cal)
     run.save_predictions(probs, labels, image_ids)
     if history:
         import pandas as pd

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import __version__
-from ..calibration import apply_temperature, calibration_report, fit_temperature
+from ..calibration import apply_temperature, fit_temperature
 from ..errors import DamagedFileError, FeatkitError
 from ..fileio import atomic_path, read_json, to_json, write_json, write_text
 from ..runs import Run, finish
@@ -320,7 +320,6 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
 
     labels = np.asarray(y_test, np.int64)
     probs = apply_temperature(raw, temperature)
-    calibration = calibration_report(raw, probs, labels, temperature, run.path, title=run.id)
     ids = [str(i) for i in range(len(labels))] if test_ids is None else [str(i) for i in test_ids]
     fit_seconds = float(sum(r.get("seconds", 0.0) for r in rows))
     epochs_run = len(rows)
@@ -330,9 +329,7 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         "best_epoch": int(state.get("best_epoch", 0)), "best_val_loss": state.get("best_val_loss"),
         "stopped_early": bool(state.get("stopped_early")), "predict_seconds": round(predict_seconds, 3),
         "n_test": int(len(labels)), "study_top1": cfg.study_top1, "study_top5": cfg.study_top5,
-        "temperature": temperature, "brier": calibration["after"]["brier"], "ece": calibration["after"]["ece"],
-        "calibration": calibration,
-    })
+    }, temperature=temperature, raw_probs=raw)
     if not quiet:
         print(f"train-cnn: test top-1 {100 * metrics.top1:.2f}%  top-5 {100 * metrics.top5:.2f}%  ({epochs_run} epochs, "
               f"{fit_seconds:.1f}s) -> {run.path}", file=sys.stderr)
