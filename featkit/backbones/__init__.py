@@ -37,7 +37,7 @@ def resolve(name_or_path: str, size: int | None = None, weights: str | None = "i
     import, no ONNX session): kind, name, size, pooling, weights (a file by its sha256), and, where the registry or
     the JSON contract says, preprocessing and feature size. Argument problems raise FeatkitError."""
     if _is_onnx(name_or_path):
-        from .onnx_model import read_contract
+        from .onnx_model import contract_size, read_contract
 
         path = Path(os.path.expanduser(str(name_or_path)))
         if not path.is_file():
@@ -45,9 +45,7 @@ def resolve(name_or_path: str, size: int | None = None, weights: str | None = "i
                                f"`featkit backbones`.")
         _check_onnx_weights(weights, path)
         contract = read_contract(path)
-        native = contract.get("input_size")
-        native = native[0] if isinstance(native, (list, tuple)) else native
-        size = size or native
+        size = size or contract_size(contract)
         if not size:
             raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
         return BackboneSpec(kind="onnx", name=str(contract.get("name") or path.stem), size=int(size), pooling=pooling,

@@ -43,7 +43,7 @@ def read_contract(path: Path) -> dict[str, Any]:
 def contract_size(meta: dict[str, Any]) -> int | None:
     """The native input size a contract gives (input_size: N or [N, N]), or None."""
     v = meta.get("input_size")
-    return v[0] if isinstance(v, list) else v
+    return v[0] if isinstance(v, (list, tuple)) else v
 
 
 def _pos_int(v: Any) -> bool:
@@ -173,8 +173,7 @@ class OnnxBackbone(Backbone):
             fixed_size = meta.get("input_size")
             hw = list(fixed_size) if isinstance(fixed_size, (list, tuple)) else [fixed_size, fixed_size]
             fixed = True
-        native = meta.get("input_size")
-        native = (native[0] if isinstance(native, (list, tuple)) else native) or (hw[0] if fixed else None)
+        native = contract_size(meta) or (hw[0] if fixed else None)
         if size is None:
             if native is None:
                 raise FeatkitError(f"{path} accepts any input size and says no native one: pass --size.")
