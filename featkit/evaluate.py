@@ -101,16 +101,15 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
     from .augment import SENSITIVITY_VIEWS, photo_rng
     from .cnn.train import predict_images
     from .data.images import load_images
-    from .data.source import open_source
-    from .data.splits import read_manifest
+    from .data import open_run_photos
 
     cfg = run.config
     manifest = Path(cfg.manifest or "")
     if not cfg.data or not manifest.is_file():
         raise FeatkitError(f"{run.path}/config.json names no dataset or no manifest that still exists "
                            f"({cfg.data}, {cfg.manifest}): retrain the run with `featkit train-cnn`.")
-    m = read_manifest(manifest)
-    read = open_source(cfg.data, manifest.parents[2]).read  # manifests live in <cache>/datasets/<dataset>/
+    source, m = open_run_photos(cfg.data, manifest)
+    read = source.read
     row_of = {str(i): r for r, i in enumerate(m["image_id"].astype(str))}
     missing = [i for i in image_ids if str(i) not in row_of]
     if missing:

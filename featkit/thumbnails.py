@@ -133,8 +133,7 @@ class RunPhotos:
             return True
         if self.unavailable:
             return False
-        from .data.source import open_source
-        from .data.splits import read_manifest
+        from .data import open_run_photos
 
         cfg = self._config()
         if cfg is None:
@@ -149,9 +148,7 @@ class RunPhotos:
             self.unavailable = f"the run's manifest {manifest} is gone (a relative path is read from the current folder)"
             return False
         try:
-            # a .tar dataset is unpacked under the cache folder that holds the manifest: <cache>/datasets/<name>/
-            source = open_source(data, Path(manifest).parents[2])
-            frame = read_manifest(manifest)
+            source, frame = open_run_photos(data, manifest)
         except FeatkitError as e:
             self.unavailable = f"the run's photos cannot be read: {_short(e)}"
             return False

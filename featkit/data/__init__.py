@@ -17,10 +17,10 @@ import pandas as pd
 from ..fileio import read_json, write_json
 from .layouts import Dataset, detect
 from .scan import scan_dataset
-from .source import open_source
+from .source import Source, open_source
 from .splits import MANIFEST_FORMAT, SplitConfig, make_manifest, read_manifest, write_manifest
 
-__all__ = ["Prepared", "prepare", "check_dataset", "dataset_dir", "SplitConfig", "Dataset"]
+__all__ = ["Prepared", "prepare", "open_run_photos", "check_dataset", "dataset_dir", "SplitConfig", "Dataset"]
 
 
 @dataclass
@@ -79,6 +79,13 @@ def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfi
         write_json(warnings_path, warnings)
         write_manifest(manifest, manifest_path)  # written last: its presence means both are complete
     return Prepared(ds, fp, d, scan, manifest, manifest_path, split, list(ds.warnings) + list(warnings))
+
+
+def open_run_photos(data: str | Path, manifest: str | Path) -> tuple[Source, pd.DataFrame]:
+    """(dataset source, split manifest) of the photos a run recorded, without scanning the dataset again. A .tar
+    dataset is unpacked under the cache folder that holds the manifest (<cache>/datasets/<name>/manifest...)."""
+    manifest = Path(manifest)
+    return open_source(data, manifest.parents[2]), read_manifest(manifest)
 
 
 def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool = False) -> dict:
