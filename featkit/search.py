@@ -6,8 +6,9 @@
 1. Candidates: the head's default grid (`Head.search_grid`), minus the settings fixed in `params`, plus the
    values listed in `params` ("0.01,0.03,0.1" or a list). Each is fitted on the training rows (early stopping on
    the validation rows where the head has it) and scored on the validation rows: top-1, ties broken by lower
-   log loss.
-2. A temperature is fitted on the chosen candidate's validation probabilities (held-out predictions).
+   log loss after temperature scaling (settings that leave the ranking alone, such as knn's smoothing, are
+   chosen by how well they calibrate).
+2. The temperature fitted on the chosen candidate's validation probabilities (held-out predictions) is kept.
 3. The chosen settings are refitted on train + valid rows (with the epochs / rounds early stopping chose) and
    keep that temperature. Test rows are never seen here.
 """
@@ -21,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .calibration import fit_temperature
+from .calibration import apply_temperature, fit_temperature
 from .errors import FeatkitError
 from .metrics import log_loss, topk_accuracy
 from .heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
@@ -33,7 +34,9 @@ METRIC = "valid_top1"
 class Candidate:
     params: dict[str, Any]  # the searched settings of this candidate
     valid_top1: float
-    valid_log_loss: float
+    valid_log_loss: float  # before temperature scaling
+    valid_log_loss_calibrated: float  # after its own temperature, fitted on these validation rows
+    temperature: float
     fit_seconds: float
     fitted: dict[str, Any] = field(default_factory=dict)  # e.g. best_epoch_, best_iteration_
 
@@ -60,6 +63,7 @@ class Selection:
         return {
             "metric": METRIC if scored else None, "grid": self.grid, "fixed": self.fixed,
             "candidates": [{"params": c.params, "valid_top1": c.valid_top1, "valid_log_loss": c.valid_log_loss,
+                            "valid_log_loss_calibrated": c.valid_log_loss_calibrated, "temperature": c.temperature,
                             "fit_seconds": round(c.fit_seconds, 3), **{k.rstrip("_"): v for k, v in c.fitted.items()}}
                            for c in self.candidates],
             "chosen": self.candidates[self.chosen].params, "chosen_index": self.chosen,
@@ -94,7 +98,8 @@ def candidate_grid(head: str, params: Mapping[str, Any] | None) -> tuple[dict[st
 
 def select(head: str, X, y, X_val=None, y_val=None, n_classes: int | None = None,
            params: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> Selection:
-    """Fit every candidate on (X, y), score it on (X_val, y_val), keep the best and fit its temperature.
+    """Fit every candidate on (X, y), score it on (X_val, y_val) (top-1, then log loss after its own
+    temperature), keep the best with its temperature.
 
     Without validation rows nothing can be scored: the default grid is skipped (the head's defaults are used,
     temperature 1) and listed values are an error."""
@@ -112,7 +117,7 @@ def select(head: str, X, y, X_val=None, y_val=None, n_classes: int | None = None
     candidates = [get_head(head, **fixed, **combo).params for combo in combos]  # coerced and validated
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
-    best = None  # (top1, -log_loss, -index), index, head, probs
+    best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
     last = time.perf_counter()
     if has_valid:
         X_val = np.asarray(X_val)
@@ -121,25 +126,28 @@ def select(head: str, X, y, X_val=None, y_val=None, n_classes: int | None = None
                                                       y_val if has_valid else None, n_classes):
         now = time.perf_counter()
         seconds, last = now - last, now
-        top1 = loss = float("nan")
+        top1 = loss = calibrated = float("nan")
+        temperature = 1.0
         if has_valid:
             if probs is None:
                 probs = model.predict_proba(X_val, calibrated=False)
             idx = np.searchsorted(model.classes_, y_val)
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
-            key = (top1, -loss, -i)
+            temperature = fit_temperature(probs, idx)
+            calibrated = log_loss(apply_temperature(probs, temperature), idx)
+            key = (top1, -calibrated, -i)
             if best is None or key > best[0]:
-                best = (key, i, model, probs)
+                best = (key, i, model, probs, temperature)
         elif best is None:
-            best = (None, i, model, None)
+            best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
-        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, seconds, facts)
+        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts)
         if log and len(candidates) > 1:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
-            log(f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({seconds:.1f} s)")
+            log(f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at T={temperature:.3g}) "
+                f"({seconds:.1f} s)")
         last = time.perf_counter()
-    _, chosen, model, probs = best
-    temperature = fit_temperature(probs, np.searchsorted(model.classes_, y_val)) if has_valid else 1.0
+    _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
     return Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)
 

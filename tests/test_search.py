@@ -27,7 +27,8 @@ def test_params_with_commas_are_searched_others_fixed():
     assert fixed == {"max_iter": 50, "solver": "saga"} and grid == {"C": [0.01, 0.03, 0.1]}
     assert candidate_grid("logreg", {}) == ({}, {"C": LogRegHead.search_grid["C"]})
     assert candidate_grid("logreg", {"C": "0.05"}) == ({"C": 0.05}, {})  # a fixed value replaces the default grid
-    assert candidate_grid("knn", {"k": [3, 3, 7]}) == ({}, {"k": [3, 7]})
+    # listed values replace that setting's default values; the head's other searched settings stay
+    assert candidate_grid("knn", {"k": [3, 3, 7], "tau": 0}) == ({"tau": 0.0}, {"k": [3, 7], "smoothing": [1.0, 2.0, 4.0]})
     with pytest.raises(FeatkitError, match="has no parameter 'c'.*Did you mean 'C'"):
         split_params("logreg", {"c": "0.1,1"})
 
@@ -77,9 +78,39 @@ def test_knn_search_picks_k_by_hand():
     def at(d):
         return np.stack([np.cos(np.radians(d)), np.sin(np.radians(d))], 1)
 
-    sel = select("knn", at(deg), y, at(dv), yv, n_classes=2, params={"k": "1,3", "tau": 0})
+    sel = select("knn", at(deg), y, at(dv), yv, n_classes=2, params={"k": "1,3", "tau": 0, "smoothing": 0.3})
     assert [c.valid_top1 for c in sel.candidates] == pytest.approx([1 / 3, 1.0])
     assert sel.params["k"] == 3
+
+
+def test_settings_that_keep_the_ranking_are_chosen_by_calibrated_log_loss():
+    from scipy.optimize import minimize_scalar
+
+    # knn's smoothing adds the same floor to every class: top-1 ties, so the log loss after each candidate's own
+    # temperature decides. By hand: counts of the k=15 nearest (cosine) training rows, p = (votes + s) / (k + s C).
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 1.0, (4, 6))
+    X, y = _blobs(rng, 60, centres, 6)
+    Xv, yv = _blobs(rng, 200, centres, 6)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    nearest = np.argsort(-(unit(Xv) @ unit(X).T), axis=1, kind="stable")[:, :15]
+    votes = np.stack([np.bincount(y[row], minlength=4) for row in nearest]).astype(float)
+    smoothings = [0.05, 0.5, 5.0, 50.0]
+    calibrated = []
+    for s in smoothings:
+        z = np.log((votes + s) / (15 + 4 * s))
+
+        def nll(log_t, z=z):
+            t = z / np.exp(log_t)
+            t = t - t.max(axis=1, keepdims=True)
+            return (np.log(np.exp(t).sum(axis=1)) - t[np.arange(len(yv)), yv]).mean()
+
+        calibrated.append(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20)), method="bounded").fun)
+    sel = select("knn", X, y, Xv, yv, n_classes=4, params={"k": 15, "tau": 0, "smoothing": smoothings})
+    assert len({c.valid_top1 for c in sel.candidates}) == 1
+    assert [c.valid_log_loss_calibrated for c in sel.candidates] == pytest.approx(calibrated, abs=1e-4)
+    assert sel.params["smoothing"] == smoothings[int(np.argmin(calibrated))]
+    assert sel.temperature == sel.candidates[sel.chosen].temperature
 
 
 def test_refit_uses_train_and_valid_rows_never_a_test_row(caches, tmp_path, monkeypatch):
@@ -122,12 +153,12 @@ def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):
 
 
 def test_fit_head_records_search_and_calibration(caches, tmp_path):
-    run = fit_head(caches.plain, "knn", {"k": "5,10,20"}, reports=tmp_path, quiet=True)
+    run = fit_head(caches.plain, "knn", {"k": "5,10,20", "tau": 0.05, "smoothing": 2}, reports=tmp_path, quiet=True)
     cfg, m = run.config.to_dict(), run.metrics.to_dict()
     search = cfg["search"]
     assert search["grid"] == {"k": [5, 10, 20]} and search["metric"] == "valid_top1"
     assert [c["params"] for c in search["candidates"]] == [{"k": k} for k in (5, 10, 20)]
-    best = max(search["candidates"], key=lambda c: (c["valid_top1"], -c["valid_log_loss"]))
+    best = max(search["candidates"], key=lambda c: (c["valid_top1"], -c["valid_log_loss_calibrated"]))
     assert search["chosen"] == best["params"] == {"k": cfg["params"]["k"]}
     cal = m["calibration"]
     assert set(cal) == {"temperature", "before", "after"}

@@ -3,7 +3,10 @@
 Each neighbour votes for its class with weight exp((cos - 1) / tau) (tau = 0: every vote counts 1), so the
 closest neighbours count most. Every class also gets `smoothing` times an average neighbour's vote, so no class
 gets exactly 0 and the log loss stays finite: with tau = 0, p = (votes + smoothing) / (k + smoothing * classes).
-The search tries several k on one neighbour search of the validation rows.
+The search tries k x tau x smoothing on one neighbour search of the validation rows. Smoothing never changes the
+ranking: the search picks it by the validation log loss after temperature scaling, and on the shared Food-101
+features a large floor sharpened by T < 1 calibrates far better than a small one (test ECE 0.016 at smoothing 4
+against 0.073 at 0.3, k=320, tau=0.05).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ CHUNK = 1024  # query rows per similarity block: 1,024 x 43,000 float32 similari
 class KNNHead(Head):
     name = "knn"
     model_file = "model.npz"
-    search_grid = {"k": [10, 20, 40, 80, 160, 320]}
+    search_grid = {"k": [10, 40, 160, 320, 640], "tau": [0.03, 0.05, 0.1], "smoothing": [1.0, 2.0, 4.0]}
 
-    def __init__(self, k: int = 160, tau: float = 0.03, smoothing: float = 0.3):
+    def __init__(self, k: int = 320, tau: float = 0.05, smoothing: float = 2.0):
         self.k = k
         self.tau = tau
         self.smoothing = smoothing
@@ -57,8 +60,8 @@ class KNNHead(Head):
         """Smoothed, similarity-weighted vote shares of each row's neighbours (all columns given are used)."""
         n, k = neighbours.shape
         weights = np.ones((n, k)) if not self.tau else np.exp((similarities.astype(np.float64) - 1.0) / float(self.tau))
-        votes = np.zeros((n, self.n_classes_), np.float64)
-        np.add.at(votes, (np.repeat(np.arange(n), k), self.labels_[neighbours].ravel()), weights.ravel())
+        cells = (np.arange(n)[:, None] * self.n_classes_ + self.labels_[neighbours]).ravel()
+        votes = np.bincount(cells, weights=weights.ravel(), minlength=n * self.n_classes_).reshape(n, self.n_classes_)
         floor = float(self.smoothing) * weights.mean(axis=1, keepdims=True)
         return (votes + floor) / (weights.sum(axis=1, keepdims=True) + floor * self.n_classes_)
 
@@ -67,8 +70,8 @@ class KNNHead(Head):
 
     @classmethod
     def fit_candidates(cls, candidates, X, y, X_val, y_val, n_classes=None):
-        """Candidates that differ only in k share one neighbour search of the validation rows."""
-        if not varying_keys(candidates) <= {"k"} or X_val is None:
+        """Candidates that differ only in k, tau and smoothing share one neighbour search of the validation rows."""
+        if not varying_keys(candidates) <= {"k", "tau", "smoothing"} or X_val is None:
             yield from super().fit_candidates(candidates, X, y, X_val, y_val, n_classes)
             return
         base = cls(**candidates[0]).fit(X, y, X_val, y_val, n_classes=n_classes)
