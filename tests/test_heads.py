@@ -173,7 +173,7 @@ def test_heads_clone_and_set_params_like_scikit_learn():
     head = get_head("lightgbm", learning_rate=0.02, pca=16)
     twin = clone(head)
     assert type(twin) is LightGBMHead and twin is not head and twin.get_params() == head.get_params()
-    assert twin.set_params(num_leaves=7) is twin and twin.num_leaves == 7 and head.num_leaves == 31
+    assert twin.set_params(num_leaves=15) is twin and twin.num_leaves == 15 and head.num_leaves == 7
     assert repr(get_head("logreg", C=0.5)) == "LogRegHead(C=0.5)"
 
 
@@ -243,3 +243,34 @@ def test_knn_neighbours_and_probabilities_by_hand():
     expected = np.array([w[1] + w[2] + floor, w[0] + floor, floor]) / (w.sum() + 3 * floor)
     weighted = get_head("knn", k=3, tau=0.1, smoothing=0.5).fit(X, y, n_classes=3)
     np.testing.assert_allclose(weighted.predict_proba(_at([35]))[0], expected, rtol=1e-3)
+
+
+def test_lightgbm_trees_see_the_discriminant_directions_of_the_training_rows(splits, tmp_path):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.decomposition import PCA
+
+    train, valid, test = splits
+    params = {"n_estimators": 30, "early_stopping_rounds": 0, "num_threads": 1}
+    head = get_head("lightgbm", **params).fit(train.features, train.labels, n_classes=CLASSES)
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(train.features.astype(np.float64), train.labels)
+    np.testing.assert_allclose(head._transform(test.features), lda.transform(test.features), rtol=1e-4, atol=1e-4)
+    assert head._transform(test.features).shape == (len(test), min(CLASSES - 1, train.features.shape[1]))
+
+    pca_head = get_head("lightgbm", reduce="pca", pca=8, **params).fit(train.features, train.labels, n_classes=CLASSES)
+    pca = PCA(n_components=8, random_state=0).fit(train.features)
+    np.testing.assert_allclose(pca_head._transform(test.features), pca.transform(test.features), rtol=1e-3, atol=1e-3)
+    with pytest.raises(FeatkitError, match="reduce should be one of 'lda', 'pca', 'none'. Received reduce='svd'"):
+        get_head("lightgbm", reduce="svd").fit(train.features, train.labels)
+
+    # a model saved before the LDA default (state key "pca") still loads, as the PCA head it was
+    import joblib
+
+    pca_head.save(tmp_path / "old")
+    state = joblib.load(tmp_path / "old" / "model.joblib")
+    joblib.dump({"booster": state["booster"], "pca": state["reducer"]}, tmp_path / "old" / "model.joblib")
+    head_json = read_json(tmp_path / "old" / "head.json")
+    head_json["params"] = {k: v for k, v in head_json["params"].items() if k not in ("reduce", "lambda_l2")}
+    write_json(tmp_path / "old" / "head.json", head_json)
+    old = load_head(tmp_path / "old")
+    assert old.reduce == "pca"
+    np.testing.assert_array_equal(old.predict_proba(test.features), pca_head.predict_proba(test.features))

@@ -1,7 +1,11 @@
-"""lightgbm: LightGBM multiclass boosting on seeded PCA components, early stopping on the validation split.
+"""lightgbm: LightGBM multiclass boosting on a few discriminant (or PCA) components, early stopping on the
+validation split.
 
-The defaults are the settings that stay stable on a hundred classes (a small learning rate, half the features
-and 80 % of the rows per tree); the refit on train + valid runs the number of rounds early stopping chose.
+Trees split one column at a time, so they need few, informative columns: by default the features are first
+projected on the linear discriminant directions of the training rows (shrinkage LDA, at most classes - 1
+components), which beat 128 PCA components by 1 to 2 points of top-1 on the shared Food-101 features at the same
+cost (`reduce="pca"` keeps the PCA). Small trees (7 leaves) with L2 leaf regularisation stay stable on a hundred
+classes; the refit on train + valid runs the number of rounds early stopping chose.
 One thread by default: LightGBM's OpenMP threads spin while they wait, and on cores shared with other work two
 threads ran ten times slower per round than one here (2.7 s against 30 s); `num_threads=0` uses every core.
 """
@@ -13,23 +17,27 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .base import Head, positive, two_classes
+from .base import Head, one_of, positive, two_classes
+
+REDUCERS = ("lda", "pca", "none")
 
 
 class LightGBMHead(Head):
     name = "lightgbm"
     model_file = "model.joblib"
 
-    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 2000,
-                 early_stopping_rounds: int = 20, pca: int = 128, min_child_samples: int = 20,
-                 feature_fraction: float = 0.5, bagging_fraction: float = 0.8, max_bin: int = 63,
-                 num_threads: int = 1, deterministic: bool = True, seed: int = 0):
+    def __init__(self, num_leaves: int = 7, learning_rate: float = 0.1, n_estimators: int = 2000,
+                 early_stopping_rounds: int = 20, reduce: str = "lda", pca: int = 128, min_child_samples: int = 50,
+                 lambda_l2: float = 1.0, feature_fraction: float = 0.5, bagging_fraction: float = 0.8,
+                 max_bin: int = 63, num_threads: int = 1, deterministic: bool = True, seed: int = 0):
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
         self.early_stopping_rounds = early_stopping_rounds
+        self.reduce = reduce
         self.pca = pca
         self.min_child_samples = min_child_samples
+        self.lambda_l2 = lambda_l2
         self.feature_fraction = feature_fraction
         self.bagging_fraction = bagging_fraction
         self.max_bin = max_bin
@@ -42,8 +50,10 @@ class LightGBMHead(Head):
         positive(self.name, "learning_rate", self.learning_rate)
         positive(self.name, "n_estimators", self.n_estimators, integer=True)
         positive(self.name, "early_stopping_rounds", self.early_stopping_rounds, integer=True, zero_ok=True)
+        one_of(self.name, "reduce", self.reduce, REDUCERS)
         positive(self.name, "pca", self.pca or 0, integer=True, zero_ok=True)
         positive(self.name, "min_child_samples", self.min_child_samples, integer=True)
+        positive(self.name, "lambda_l2", self.lambda_l2, zero_ok=True)
         positive(self.name, "feature_fraction", self.feature_fraction)
         positive(self.name, "bagging_fraction", self.bagging_fraction)
         positive(self.name, "max_bin", self.max_bin, integer=True)
@@ -54,7 +64,8 @@ class LightGBMHead(Head):
             "objective": "multiclass", "num_class": self.n_classes_,
             "metric": ["multi_logloss", "multi_error"],
             "num_leaves": int(self.num_leaves), "learning_rate": float(self.learning_rate),
-            "min_data_in_leaf": int(self.min_child_samples), "feature_fraction": float(self.feature_fraction),
+            "min_data_in_leaf": int(self.min_child_samples), "lambda_l2": float(self.lambda_l2),
+            "feature_fraction": float(self.feature_fraction),
             "bagging_fraction": float(self.bagging_fraction), "bagging_freq": int(self.bagging_fraction < 1),
             "max_bin": int(self.max_bin),
             "num_threads": int(self.num_threads), "seed": int(self.seed), "deterministic": bool(self.deterministic),
@@ -65,15 +76,10 @@ class LightGBMHead(Head):
         import lightgbm as lgb
 
         two_classes(self.name, y)
-        self.pca_ = None
-        if self.pca:
-            from sklearn.decomposition import PCA
-
-            width = min(int(self.pca), X.shape[0], X.shape[1])
-            self.pca_ = PCA(n_components=width, random_state=self.seed).fit(X)
-            X = self.pca_.transform(X).astype(np.float32)
-            if X_val is not None:
-                X_val = self.pca_.transform(X_val).astype(np.float32)
+        self.reducer_ = self._reducer(X, y)
+        X = self._transform(X)
+        if X_val is not None:
+            X_val = self._transform(X_val)
         dtrain = lgb.Dataset(X, y, free_raw_data=True)
         sets, names = [dtrain], ["train"]
         if X_val is not None:
@@ -90,8 +96,21 @@ class LightGBMHead(Head):
         self.model_ = booster
         self.history_ = _history(evals)
 
+    def _reducer(self, X: np.ndarray, y: np.ndarray):
+        """The projection fitted on the training rows (None: the features as they are)."""
+        if self.reduce == "lda" and X.shape[1] > 1:
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            # eigen + Ledoit-Wolf shrinkage: well-posed with more features than rows of a class
+            return LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(np.asarray(X, np.float64), y)
+        if self.reduce == "pca" and self.pca:
+            from sklearn.decomposition import PCA
+
+            return PCA(n_components=min(int(self.pca), X.shape[0], X.shape[1]), random_state=self.seed).fit(X)
+        return None
+
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
+        return np.asarray(X, np.float32) if self.reducer_ is None else self.reducer_.transform(X).astype(np.float32)
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         p = self.model_.predict(self._transform(X), num_iteration=self.best_iteration_)
@@ -107,14 +126,18 @@ class LightGBMHead(Head):
         import joblib
 
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            joblib.dump({"booster": self.model_, "pca": self.pca_}, fh)
+            joblib.dump({"booster": self.model_, "reducer": self.reducer_}, fh)
         return path
 
     def _load_model(self, path: Path) -> None:
         import joblib
 
         state = joblib.load(path)
-        self.model_, self.pca_ = state["booster"], state["pca"]
+        self.model_ = state["booster"]
+        if "reducer" in state:
+            self.reducer_ = state["reducer"]
+        else:  # saved by featkit 0.2 and earlier, before the LDA default: a PCA or nothing
+            self.reducer_, self.reduce = state["pca"], "pca"
 
 
 def _history(evals: dict) -> list[dict]:
