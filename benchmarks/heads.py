@@ -44,13 +44,14 @@ def hand_written(plain: Path) -> dict:
     acc = topk_accuracy(probs, test.labels)
     return {"name": "hand-written logreg C=0.05", "rows": int(fit.sum()), "top1": acc[1], "top5": acc[5],
             "log_loss": log_loss(probs, test.labels), "ece": ece(probs, test.labels), "seconds": seconds,
-            "chosen": "C=0.05", "T": None}
+            "chosen": "C=0.05", "T": None, "valid_top1": None}
 
 
 def _line(r: dict) -> str:
     t = f"{r['T']:6.3f}" if r["T"] is not None else "     -"
     before = f"{r['before']['log_loss']:.3f} / {r['before']['ece']:.3f}" if "before" in r else "-"
-    return (f"{r['name']:<28}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
+    valid = f"{r['valid_top1']:8.4f}" if r["valid_top1"] is not None else "       -"
+    return (f"{r['name']:<28}{valid}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
             f"{r['seconds']:>9.1f}  {t}  {before:<29} {r['chosen']}")
 
 
@@ -90,12 +91,12 @@ def main() -> None:
             chosen = ", ".join(f"{k}={v}" for k, v in cfg.extra["search"]["chosen"].items()) or "defaults"
             rows.append({"name": f"featkit {head}" + (f" +aug{args.augment}" if aug_path else ""), "rows": m["n_train"],
                          "top1": m["top1"], "top5": m["top5"], "log_loss": m["log_loss"], "ece": m["ece"],
-                         "seconds": wall, "chosen": chosen, "T": m["calibration"]["temperature"],
+                         "seconds": wall, "chosen": chosen, "valid_top1": m.get("valid_top1"), "T": m["calibration"]["temperature"],
                          "before": m["calibration"]["before"]})
             print(f"  done: {_line(rows[-1])}", flush=True)
 
     print(f"\n{Path(plain).parent.name}: {views['plain'].photos:,} photos, {os.cpu_count()} cores")
-    print(f"{'head':<28}{'fit rows':>9}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'seconds':>9}  "
+    print(f"{'head':<28}{'valid':>8}{'fit rows':>9}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'seconds':>9}  "
           f"{'T':>6}  uncalibrated log loss / ECE   chosen")
     for r in rows:
         print(_line(r))

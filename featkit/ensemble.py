@@ -1,8 +1,10 @@
 """`featkit ensemble RUN RUN ...`: the mean of several runs' test probabilities, written as a run like any other.
 
 The runs must be scored on the same test photos (same image ids in the same order) with the same class list.
-When every member also saved its validation predictions (valid_predictions.npz, written by `fit-head`), those are
-averaged too, so the ensemble has a validation score that a sweep can select on.
+When every member also saved its validation predictions (valid_predictions.npz, written by `fit-head`: held-out
+predictions of the model fitted on train only), those are averaged too, so the ensemble has a validation score that
+a sweep can select on, and a temperature is fitted on them: a mean of calibrated members is under-confident (the
+members disagree), and the temperature sharpens it back. Without them the temperature is 1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
+from .calibration import apply_temperature, fit_temperature
 from .combine import mean_probs
 from .errors import FeatkitError
 from .metrics import topk_accuracy
@@ -56,11 +59,16 @@ def ensemble_runs(refs: Sequence[Run | str | Path], name: str | None = None, rep
     metrics = [r.metrics for r in runs]
     extra = {"n_members": len(runs), "fit_seconds": round(sum(m.fit_seconds or 0.0 for m in metrics), 3),
              "n_test": int(len(test[0]["labels"]))}
+    temperature = 1.0
     if valid is not None:
         vp = mean_probs([p["probs"] for p in valid])
+        temperature = fit_temperature(vp, valid[0]["labels"])
+        vp = apply_temperature(vp, temperature)
         run.save_predictions(vp, valid[0]["labels"], valid[0]["image_ids"], name="valid")
         extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, valid[0]["labels"], (1, 5)).values()
-    m = finish(run, mean_probs([p["probs"] for p in test]), test[0]["labels"], test[0]["image_ids"], extra=extra)
+    raw = mean_probs([p["probs"] for p in test])
+    m = finish(run, apply_temperature(raw, temperature), test[0]["labels"], test[0]["image_ids"], extra=extra,
+               temperature=temperature, raw_probs=raw)
     if not quiet:
         print(f"ensemble {run.id} of {len(runs)} runs: test top-1 {m.top1:.4f}, top-5 {m.top5:.4f} -> {run.path}",
               file=sys.stderr, flush=True)

@@ -10,7 +10,9 @@ import pytest
 
 from cachefixtures import backbone_spec, one_blas_thread
 from featkit.cache import read_cache, write_cache
+from featkit.calibration import apply_temperature, fit_temperature
 from featkit.errors import FeatkitError
+from featkit.metrics import log_loss
 from featkit.schema import BackboneSpec
 
 FAST = {"C": 1.0, "max_iter": 200}
@@ -131,7 +133,14 @@ def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, t
     r2 = fit_head(caches.plain, "logreg", {**FAST, "C": 0.01}, reports=tmp_path, quiet=True)
     ens = ensemble_runs([r1, r2], reports=tmp_path, quiet=True)
     mean = (r1.load_predictions()["probs"].astype(np.float64) + r2.load_predictions()["probs"]) / 2
-    np.testing.assert_allclose(ens.load_predictions()["probs"], mean, rtol=0, atol=1e-7)
+    # the mean, calibrated by a temperature fitted on the mean of the members' held-out validation probabilities
+    valid = [r.load_predictions("valid") for r in (r1, r2)]
+    valid_mean = (valid[0]["probs"].astype(np.float64) + valid[1]["probs"]) / 2
+    T = ens.metrics.get("temperature")
+    assert T == fit_temperature(valid_mean, valid[0]["labels"]) and T != 1.0
+    np.testing.assert_allclose(ens.load_predictions()["probs"], apply_temperature(mean, T), rtol=0, atol=1e-6)
+    cal = ens.metrics.get("calibration")
+    assert cal["before"]["log_loss"] == pytest.approx(log_loss(mean, r1.load_predictions()["labels"]), abs=1e-5)
 
     fewer = read_cache(caches.plain)
     keep = ~((fewer.split == "test") & (np.arange(len(fewer)) % 2 == 0))
