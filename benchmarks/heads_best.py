@@ -81,6 +81,10 @@ def baseline(paths: list[Path]) -> dict:
             "n_train": int(train.sum())}
 
 
+def _num(value, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "food101-64.zip")
@@ -151,8 +155,8 @@ def main() -> None:
               f"{base['top1']:>8.4f}{base['top5']:>8.4f}{base['log_loss']:>9.3f}{base['ece']:>7.3f}{base['seconds']:>8.0f}")
     for r in rows:
         mark = "*" if r["selected"] else ""
-        print(f"{mark:<3}{r['candidate'][:77]:<78}{r['valid_top1']:>12.4f}{r['top1']:>8.4f}{r['top5']:>8.4f}"
-              f"{r['log_loss']:>9.3f}{r['ece']:>7.3f}{r['fit_seconds'] or 0:>8.0f}")
+        print(f"{mark:<3}{r['candidate'][:77]:<78}{_num(r['valid_top1'], 12, 4)}{_num(r['top1'], 8, 4)}"
+              f"{_num(r['top5'], 8, 4)}{_num(r['log_loss'], 9, 3)}{_num(r['ece'], 7, 3)}{_num(r['fit_seconds'], 8, 0)}")
     sel = next(r for r in rows if r["selected"])
     if base:
         print(f"\nselected vs hand-written: top-1 {sel['top1']:.4f} vs {base['top1']:.4f} "
