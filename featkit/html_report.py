@@ -18,21 +18,23 @@ INDEX_NAME = "index.html"
 
 
 def build_html_report(reports: str | Path, rows: Sequence[dict], incomplete: Sequence[dict] = (),
-                      plots: Sequence[Path] = (), study_rows: Sequence[dict] | None = None, quiet: bool = True) -> Path:
+                      plots: Sequence[Path] = (), study_rows: Sequence[dict] | None = None,
+                      sweeps: Sequence[Any] = (), quiet: bool = True) -> Path:
     """Write a page per complete run and reports/index.html; returns the index path. `rows` and `incomplete`
-    come from featkit.report.collect_runs; `plots` are PNGs in `reports` shown on the index."""
+    come from featkit.report.collect_runs; `plots` are PNGs in `reports` shown on the index; `sweeps` are
+    featkit.sweep.list_sweeps results, one table each."""
     reports = Path(reports)
     with Progress(len(rows), "report pages", unit="runs", quiet=quiet) as bar:
         for row in rows:
             build_run_page(Run(reports / row["folder"]), row)
             bar.update()
     path = reports / INDEX_NAME
-    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or []))
+    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or [], sweeps))
     return path
 
 
 def render_index(rows: Sequence[dict], incomplete: Sequence[dict] = (), plots: Sequence[str] = (),
-                 study_rows: Sequence[dict] = ()) -> str:
+                 study_rows: Sequence[dict] = (), sweeps: Sequence[Any] = ()) -> str:
     kinds = sorted({str(r.get("kind") or "") for r in rows} - {""})
     body = ["<h1>featkit report</h1>",
             f'<p class="muted">{len(rows)} complete run{"s" if len(rows) != 1 else ""}, newest first; scores on the '
@@ -46,6 +48,8 @@ def render_index(rows: Sequence[dict], incomplete: Sequence[dict] = (), plots: S
         body.append(runs_table(rows))
     if study_rows:
         body.append(render_study_vs_featkit(study_rows))
+    if sweeps:
+        body.append(render_sweeps(sweeps, {r["run_id"]: r for r in rows}))
     if plots:
         body.append("<h2>Plots</h2><div class=\"plots\">" + "".join(
             f'<a href="{esc(p)}"><img class="plot" src="{esc(p)}" alt="{esc(p)}" width="560"></a>' for p in plots)
@@ -115,8 +119,36 @@ def render_study_vs_featkit(rows: Sequence[dict[str, Any]]) -> str:
                                            sortable=True))
 
 
+def render_sweeps(sweeps: Sequence[Any], runs: dict[str, dict]) -> str:
+    """One sortable table per sweep (featkit.sweep.list_sweeps), best validation top-1 first; the selected row is
+    marked, and each row links to its run's page when that run is in the report."""
+    def run_link(run_id: Any) -> str:
+        if missing(run_id) or run_id == "":
+            return ""
+        row = runs.get(str(run_id))
+        return f'<a href="{esc(_page_href(row))}">{esc(run_id)}</a>' if row else esc(run_id)
+
+    columns = [Column(""), Column("candidate"), Column("valid top-1", pct, numeric=True),
+               Column("valid top-5", pct, numeric=True), Column("test top-1", pct, numeric=True),
+               Column("test top-5", pct, numeric=True), Column("log loss", num, numeric=True, better="low"),
+               Column("ECE", num, numeric=True, better="low"),
+               Column("fit s", lambda v: num(v, 1), numeric=True, better="low"),
+               Column("run", run_link, key=lambda v: "" if missing(v) else str(v), raw_html=True),
+               Column("error")]
+    parts = ["<h2>Sweeps</h2><p class=\"note\">Each <code>featkit sweep</code>, chosen by validation top-1 only: "
+             "test scores are shown, never used to choose (&#9733; the selected row).</p>"]
+    for i, sw in enumerate(sweeps):
+        ranked = sorted(sw.rows, key=lambda r: -1.0 if missing(r.get("valid_top1")) else r["valid_top1"], reverse=True)
+        values = [["\u2605" if r.get("selected") else "", r.get("candidate"), r.get("valid_top1"), r.get("valid_top5"),
+                   r.get("top1"), r.get("top5"), r.get("log_loss"), r.get("ece"), r.get("fit_seconds"), r.get("run"),
+                   r.get("error")] for r in ranked]
+        parts.append(f"<h3>{esc(sw.id)}</h3>" + table(columns, values, table_id=f"sweep-{i}", sortable=True))
+    return "\n".join(parts)
+
+
 def _page_href(row: dict) -> str:
     return f"{Path(row['folder']).as_posix()}/{PAGE_NAME}"
 
 
-__all__ = ["build_html_report", "render_index", "render_study_vs_featkit", "best_so_far", "runs_table", "INDEX_NAME"]
+__all__ = ["build_html_report", "render_index", "render_study_vs_featkit", "render_sweeps", "best_so_far", "runs_table",
+           "INDEX_NAME"]

@@ -31,11 +31,13 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     """Regenerate the report files; returns {"index_html", "results_md", "results_csv"} -> path, plus
     "training_curves", "accuracy_vs_size", "time_vs_size" for the plots that have data (a plot without data is
     not written, and an old copy of it is removed). Runs of the study's CNN presets also get the study-vs-featkit
-    table (featkit.cnn.study), in results.md and in index.html."""
+    table (featkit.cnn.study), and each finished `featkit sweep` its table (reports/sweeps/), in results.md and in
+    index.html."""
     import pandas as pd
 
     from .cnn.study import study_comparison, study_section
     from .html_report import build_html_report
+    from .sweep import list_sweeps
 
     reports = output_dir(reports, "--reports")
     rows, incomplete = collect_runs(reports)
@@ -66,6 +68,9 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
     section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
     lines += [section, ""] if section else []
+    sweeps, unfinished_sweeps = list_sweeps(reports)
+    lines += sweeps_section(sweeps)
+    incomplete = incomplete + unfinished_sweeps
     lines += ["## Incomplete runs", ""]
     if incomplete:
         lines += [f"- `{i['folder']}`: {i['reason']}" for i in incomplete]
@@ -77,8 +82,23 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     write_text(paths["results_md"], "\n".join(lines))
 
     paths["index_html"] = build_html_report(reports, rows, incomplete, plots=[paths[n] for n in drawn],
-                                            study_rows=study_comparison(reports).to_dict("records"), quiet=quiet)
+                                            study_rows=study_comparison(reports).to_dict("records"), sweeps=sweeps,
+                                            quiet=quiet)
     return {"index_html": paths.pop("index_html"), **paths}
+
+
+def sweeps_section(sweeps) -> list[str]:
+    """results.md's "Sweeps" section: each sweep's table (featkit.sweep.table), best validation top-1 first."""
+    from .sweep import table
+
+    if not sweeps:
+        return []
+    lines = ["## Sweeps", "", "Each `featkit sweep`: its candidates and ensembles, chosen by validation top-1 only "
+             "(test scores are shown, never used to choose).", ""]
+    for sw in sweeps:
+        sel = sw.selected["candidate"] if sw.selected else "none (no candidate had a validation score)"
+        lines += [f"### {sw.id}", "", f"Selected: {sel}.", "", markdown_table(table(sw.rows, compact=True)), ""]
+    return lines
 
 
 def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], list[dict]]:
@@ -279,4 +299,4 @@ def _plot_time(df, path: Path) -> Path | None:
     return save_png(fig, path)
 
 
-__all__ = ["build_report", "collect_runs", "COLUMNS", "PLOTS"]
+__all__ = ["build_report", "collect_runs", "sweeps_section", "COLUMNS", "PLOTS"]

@@ -283,6 +283,27 @@ def table(rows: Sequence[dict], compact: bool = False):
     return df
 
 
+def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult], list[dict]]:
+    """(finished sweeps under reports/sweeps/, newest first; [{"folder", "reason"}] of sweep folders without a
+    readable sweep.json: unfinished, interrupted or damaged), for the report."""
+    from .fileio import read_json
+
+    base = Path(reports) / "sweeps"
+    done, other = [], []
+    for folder in sorted((d for d in base.iterdir() if d.is_dir()), reverse=True) if base.is_dir() else []:
+        if not (folder / "sweep.json").exists():
+            other.append({"folder": f"sweeps/{folder.name}", "reason": "no sweep.json (unfinished or interrupted)"})
+            continue
+        try:
+            data = read_json(folder / "sweep.json", dict)
+            rows = [r for r in data["rows"] if isinstance(r, dict)]
+        except (FeatkitError, KeyError, TypeError) as e:
+            other.append({"folder": f"sweeps/{folder.name}", "reason": f"unreadable sweep.json ({e})"})
+            continue
+        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.get("selected")), None)))
+    return done, other
+
+
 def write_table(rows: Sequence[dict], folder: Path) -> None:
     from .tables import markdown_table
     from .fileio import atomic_path, write_text

@@ -74,3 +74,38 @@ def test_empty_reports_folder(tmp_path):
     paths = build_report(tmp_path)
     assert "_No complete runs yet._" in paths["results_md"].read_text()
     assert pd.read_csv(paths["results_csv"]).empty
+
+
+def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_path):
+    import re
+
+    from featkit.run_page import PAGE_NAME
+    from featkit.sweep import Candidate, sweep
+
+    fast = {"max_iter": 300}
+    cands = [Candidate("logreg", {**fast, "C": c}, (str(caches.plain),)) for c in (0.001, 1.0)]
+    result = sweep(cands, jobs=1, ensemble=2, reports=tmp_path, quiet=True)
+    (tmp_path / "sweeps" / "20990101-000000-interrupted").mkdir()  # killed before it wrote sweep.json
+    damaged = tmp_path / "sweeps" / "20990101-000001-damaged"
+    damaged.mkdir()
+    (damaged / "sweep.json").write_text('{"rows": [')
+    out = build_report(tmp_path)
+
+    md = out["results_md"].read_text()
+    section = md[md.index("## Sweeps"):md.index("## Incomplete runs")]
+    assert f"### {result.id}" in section and f"Selected: {result.selected['candidate']}." in section
+    table_lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_lines) == 1 + 3  # header + two candidates + one ensemble
+    assert "sweeps/20990101-000000-interrupted`: no sweep.json (unfinished or interrupted)" in md
+    assert "sweeps/20990101-000001-damaged`: unreadable sweep.json" in md and "is damaged" in md
+
+    html = out["index_html"].read_text()
+    sweep_table = html[html.index('<table id="sweep-0"'):]
+    sweep_table = sweep_table[:sweep_table.index("</table>")]
+    body_rows = re.findall(r"<tr>(.*?)</tr>", sweep_table.split("<tbody>")[1], flags=re.S)
+    assert len(body_rows) == 3
+    # best validation top-1 first; the selected row is marked and links to its run's page
+    valid = [float(re.findall(r"<td[^>]*>([\d.]+) %</td>", r)[0]) for r in body_rows]
+    assert valid == sorted(valid, reverse=True)
+    marked = [r for r in body_rows if "\u2605" in r]
+    assert len(marked) == 1 and f'href="runs/{result.selected["run"]}/{PAGE_NAME}"' in marked[0]
