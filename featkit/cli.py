@@ -51,6 +51,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     then fit heads, evaluate, test robustness and report in minutes."""
 DecodeOpt = typer.Option("draft", "--decode", help="draft: decode JPEGs at least twice the target size at a reduced scale "
                          "(1/2, 1/4, 1/8) that is still at least the target, which is much faster; full: always decode at full size.")
+FoundDecodeOpt = typer.Option("draft", "--decode", help="With --data: the --decode extracted with (draft or full).")
+FoundPrecisionOpt = typer.Option("float32", "--precision", help="With --data: the --precision extracted with (float32, or "
+                                 "int8 for the cache of the backbone's int8 copy).")
 
 
 def _print_json(obj) -> None:
@@ -241,16 +244,17 @@ def _parse_params(items: list[str]) -> dict[str, str]:
 
 
 def _plain_caches(features: list[Path], data: Optional[Path], backbones: list[str], sizes: list[int], weights: str,
-                  pooling: str, resize: str, split: str, seed: int, cache: Path) -> list[Path]:
+                  pooling: str, resize: str, split: str, seed: int, cache: Path, decode: str = "draft",
+                  precision: str = "float32") -> list[Path]:
     """--features as given, or the plain-view caches extracted from --data with each --backbone x --size."""
     if features:
         return list(features)
     if data is None:
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
-    from .extract import find_plain_caches
+    from .extract_job import find_plain_caches
 
     return find_plain_caches(_prepare(data, cache, split, seed, True), backbones or ["vgg16"], sizes, cache,
-                             weights=weights, pooling=pooling, resize=resize)
+                             weights=weights, pooling=pooling, resize=resize, decode=decode, precision=precision)
 
 
 @app.command("fit-head")
@@ -262,6 +266,7 @@ def fit_head_cmd(
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
     pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
     resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
+    decode: str = FoundDecodeOpt, precision: str = FoundPrecisionOpt,
     head: str = typer.Option("logreg", "--head", help="logreg (scikit-learn), softmax (Keras dense head), lightgbm or knn."),
     param: list[str] = typer.Option([], "--param", "-p", help="Head parameter KEY=VALUE, repeatable (see --list-params); "
                                     "KEY=V1,V2,V3 searches those values on valid. Settings not given: the head's default search."),
@@ -283,7 +288,7 @@ def fit_head_cmd(
             "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items()) + f"\nsearched by default: {search_grid(head)}")
     from .fit import fit_head
 
-    paths = _plain_caches(features, data, backbone, size, weights, pooling, resize, split, seed, cache)
+    paths = _plain_caches(features, data, backbone, size, weights, pooling, resize, split, seed, cache, decode, precision)
     path = paths[0]
     if augment and augment_cache is None:
         from .extract import augment_caches
@@ -317,6 +322,7 @@ def sweep_cmd(
     backbone: list[str] = typer.Option([], "--backbone", "-b", help="With --data: a backbone extracted with (repeatable)."),
     size: list[int] = typer.Option([], "--size", help="With --data: a size extracted at (repeatable)."),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    decode: str = FoundDecodeOpt, precision: str = FoundPrecisionOpt,
     combine: list[str] = typer.Option(["none"], "--combine", help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; repeat for several."),
     cache_set: list[str] = typer.Option([], "--set", help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to --combine's sets."),
     head: list[str] = typer.Option(["logreg"], "--head", help="Head(s) to sweep: logreg, softmax, lightgbm (repeatable)."),
@@ -336,7 +342,8 @@ def sweep_cmd(
     from .sweep import plan, sweep, table
     from .tables import markdown_table
 
-    pool = _plain_caches(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache) if (features or data) else []
+    pool = (_plain_caches(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode, precision)
+            if (features or data) else [])
     candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
     result = sweep(candidates, jobs=jobs, engine=engine, ensemble=ensemble, name=name, reports=reports, seed=seed,
                    quiet=quiet or json_out, address=address)

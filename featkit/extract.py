@@ -151,17 +151,11 @@ def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path
     """The finished plain-view cache these options extracted, or one line saying which command makes it."""
     path = features_dir(prep, opts, cache_dir) / "plain.h5"
     if not path.exists():
+        flags = (f"{f' --size {opts.size}' if opts.size else ''}{' --decode full' if opts.decode == 'full' else ''}"
+                 f"{' --precision int8' if opts.precision == 'int8' else ''}")
         raise FeatkitError(f"{path} does not exist: run `featkit extract --data {prep.dataset.source.path} "
-                           f"--backbone {opts.backbone}{f' --size {opts.size}' if opts.size else ''}` first.")
+                           f"--backbone {opts.backbone}{flags}` first.")
     return path
-
-
-def find_plain_caches(prep: Prepared, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache",
-                      **options: Any) -> list[Path]:
-    """The plain-view cache of each backbone x size (None: the backbone's native size) extracted from `prep` with
-    `options` (other ExtractOptions fields), in that order."""
-    return [find_plain_cache(prep, ExtractOptions(backbone=b, size=s, **options), cache_dir)
-            for b in backbones for s in (sizes or [None])]
 
 
 def augment_caches(plain: Path) -> list[Path]:

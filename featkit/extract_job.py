@@ -7,11 +7,12 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .data import SplitConfig, prepare
 from .data.summary import unreadable_note
 from .errors import FeatkitError
-from .extract import ExtractOptions, ViewResult, extract
+from .extract import ExtractOptions, ViewResult, extract, find_plain_cache
 
 ENGINES = ("local", "ray")
 
@@ -48,4 +49,21 @@ def extract_features(data: str | Path, opts: ExtractOptions, cache_dir: str | Pa
     return results
 
 
-__all__ = ["extract_features", "ENGINES"]
+def find_plain_caches(prep, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache",
+                      **options: Any) -> list[Path]:
+    """The plain-view cache of each backbone x size (None: the backbone's native size) that `featkit extract`
+    made from `prep` with `options` (other ExtractOptions fields: weights, pooling, resize, decode, precision...),
+    in that order. With precision int8, the cache of the backbone's int8 copy in cache/models/."""
+    out = []
+    for b in backbones:
+        for s in sizes or [None]:
+            opts = ExtractOptions(backbone=b, size=s, **options)
+            if opts.precision == "int8":
+                from .quantize import int8_model
+
+                opts = replace(opts, backbone=str(int8_model(prep, opts, cache_dir)))
+            out.append(find_plain_cache(prep, opts, cache_dir))
+    return out
+
+
+__all__ = ["extract_features", "find_plain_caches", "ENGINES"]

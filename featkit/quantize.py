@@ -77,6 +77,24 @@ def default_int8_path(source: Path, settings: dict, cache_dir: str | Path) -> Pa
     return Path(cache_dir) / "models" / f"{source.stem}.int8-{key}.onnx"
 
 
+def int8_model(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path) -> Path:
+    """The int8 copy of the ONNX backbone `opts.backbone` that `featkit extract --precision int8` made with these
+    options; one line saying how to make it when there is none."""
+    from .backbones.onnx_model import OnnxBackbone
+
+    source = Path(opts.backbone).expanduser()
+    if source.suffix.lower() != ".onnx" or not source.is_file():
+        raise FeatkitError(f"--precision int8 needs the path of an .onnx backbone; got {opts.backbone!r}.")
+    size = OnnxBackbone(source, size=opts.size).size
+    settings = calibration_settings(source.resolve(), prep, size, DEFAULT_PHOTOS, opts)
+    path = default_int8_path(source, settings, cache_dir)
+    if not is_complete(path, settings):
+        raise FeatkitError(f"no int8 copy of {source.name} with these options in {Path(cache_dir) / 'models'}: run "
+                           f"`featkit extract --data {prep.dataset.source.path} --backbone {opts.backbone} "
+                           f"--precision int8{f' --size {opts.size}' if opts.size else ''}` first.")
+    return path
+
+
 def is_complete(path: Path, settings: dict) -> bool:
     """An int8 model made by featkit with these settings, whole (its file's sha256 matches its contract)."""
     contract = path.with_suffix(".json")
@@ -210,4 +228,4 @@ def ensure_int8(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path, qui
     return Path(quantize_onnx(backbone, prep, opts, cache_dir=cache_dir, quiet=quiet, log=log).path)
 
 
-__all__ = ["quantize_onnx", "ensure_int8", "calibration_rows", "QuantizeResult", "METHOD"]
+__all__ = ["quantize_onnx", "ensure_int8", "int8_model", "calibration_rows", "QuantizeResult", "METHOD"]

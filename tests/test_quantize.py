@@ -176,3 +176,35 @@ def test_quantisation_is_deterministic(quantized, mobilenet_onnx, tmp_path):
     assert again.status == "quantized" and file_sha256(again.path) == file_sha256(result.path)
     first, second = (json.loads(Path(r.contract).read_text())["quantization"] for r in (result, again))
     assert first["calibration_image_ids"] == second["calibration_image_ids"]
+
+
+def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mobilenet_onnx, mini, tmp_path):
+    from featkit.extract_job import extract_features, find_plain_caches
+
+    prep, result, _, cache = quantized
+    int8_opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, precision="int8")
+    full_opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, decode="full")
+    (int8_cache,) = extract_features(mini, int8_opts, cache, quiet=True)
+    (full_cache,) = extract_features(mini, full_opts, cache, quiet=True)
+    extract_features(mini, ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE), cache, quiet=True)
+    found = {p: find_plain_caches(prep, [str(mobilenet_onnx)], [SIZE], cache, **kw)
+             for p, kw in (("int8", {"precision": "int8"}), ("full", {"decode": "full"}), ("plain", {}))}
+    assert found["int8"] == [Path(int8_cache.path)] and found["full"] == [Path(full_cache.path)]
+    assert len({str(v[0]) for v in found.values()}) == 3  # three different caches
+    assert read_cache(found["int8"][0]).meta.backbone.extra["precision"] == "int8"
+
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    base = ["fit-head", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--size", str(SIZE), "--cache", str(cache),
+            "--reports", str(tmp_path), "--head", "logreg", "-p", "C=0.1", "--json", "--quiet"]
+    res = CliRunner().invoke(app, base + ["--precision", "int8"], catch_exceptions=False)
+    assert res.exit_code == 0, res.stdout
+    run = json.loads(res.stdout)
+    config = json.loads((Path(run["path"]) / "config.json").read_text())
+    assert config["cache"] == str(Path(int8_cache.path).resolve())
+
+    # no int8 copy for another size: one line saying which command makes it
+    with pytest.raises(FeatkitError, match=r"no int8 copy of mobilenet-v2.onnx .* --precision int8 --size 96` first"):
+        find_plain_caches(prep, [str(mobilenet_onnx)], [96], cache, precision="int8")
