@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .data import SplitConfig, prepare
+from .data import Prepared, SplitConfig, prepare
 from .data.summary import unreadable_note
 from .errors import FeatkitError
 from .extract import ExtractOptions, ViewResult, extract, find_plain_cache
@@ -49,7 +49,7 @@ def extract_features(data: str | Path, opts: ExtractOptions, cache_dir: str | Pa
     return results
 
 
-def find_plain_caches(prep, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache",
+def find_plain_caches(prep: Prepared, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache",
                       **options: Any) -> list[Path]:
     """The plain-view cache of each backbone x size (None: the backbone's native size) that `featkit extract`
     made from `prep` with `options` (other ExtractOptions fields: weights, pooling, resize, decode, precision...),
