@@ -40,13 +40,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEATKIT_SHARED", REPO.parent / "shared"))
 
 
+def _photos_by_class(z: zipfile.ZipFile) -> dict[str, list[str]]:
+    """{class folder: its .jpg members, sorted}."""
+    by_class: dict[str, list[str]] = {}
+    for x in sorted(x for x in z.namelist() if x.endswith(".jpg")):
+        by_class.setdefault(x.split("/")[-2], []).append(x)
+    return by_class
+
+
 def subset_folder(zip_path: Path, n: int, dest: Path) -> Path:
     """The first n photos of the zip, taken round-robin over classes, as class folders."""
     with zipfile.ZipFile(zip_path) as z:
-        names = sorted(x for x in z.namelist() if x.endswith(".jpg"))
-        by_class: dict[str, list[str]] = {}
-        for x in names:
-            by_class.setdefault(x.split("/")[-2], []).append(x)
+        by_class = _photos_by_class(z)
         chosen, i = [], 0
         while len(chosen) < n:
             for c in sorted(by_class):
@@ -142,10 +147,7 @@ def large_jpegs(zip_path: Path, per_class: int, dest: Path, seed: int = 0) -> Pa
 
     rng = np.random.default_rng(seed)
     with zipfile.ZipFile(zip_path) as z:
-        names = sorted(x for x in z.namelist() if x.endswith(".jpg"))
-        by_class: dict[str, list[str]] = {}
-        for x in names:
-            by_class.setdefault(x.split("/")[-2], []).append(x)
+        by_class = _photos_by_class(z)
         for c in sorted(by_class):
             (dest / c).mkdir(parents=True, exist_ok=True)
             for x in by_class[c][:per_class]:

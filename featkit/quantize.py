@@ -77,14 +77,25 @@ def default_int8_path(source: Path, settings: dict, cache_dir: str | Path) -> Pa
     return Path(cache_dir) / "models" / f"{source.stem}.int8-{key}.onnx"
 
 
-def int8_model(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path) -> Path:
-    """The int8 copy of the ONNX backbone `opts.backbone` that `featkit extract --precision int8` made with these
-    options; one line saying how to make it when there is none."""
-    from .backbones.onnx_model import OnnxBackbone
+def _onnx_source(opts: ExtractOptions) -> Path:
+    """The .onnx file `--precision int8` works from, or one line saying what to give instead."""
+    backbone = Path(opts.backbone).expanduser()
+    if backbone.suffix.lower() != ".onnx":
+        raise FeatkitError(f"--precision int8 needs an ONNX backbone (a .onnx path); {opts.backbone!r} is a Keras "
+                           f"model: use --precision float32.")
+    if not backbone.is_file():
+        raise FeatkitError(f"{backbone} does not exist: give the path of an .onnx model.")
+    return backbone
 
-    source = Path(opts.backbone).expanduser()
-    if source.suffix.lower() != ".onnx" or not source.is_file():
-        raise FeatkitError(f"--precision int8 needs the path of an .onnx backbone; got {opts.backbone!r}.")
+
+def int8_model(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path) -> Path:
+    """The int8 model `featkit extract --precision int8` extracts with for these options: the backbone itself when
+    it is already int8, else its int8 copy in cache/models/; one line saying how to make it when there is none."""
+    from .backbones.onnx_model import OnnxBackbone, read_contract
+
+    source = _onnx_source(opts)
+    if str(read_contract(source).get("precision") or "float32") == "int8":
+        return source
     size = OnnxBackbone(source, size=opts.size).size
     settings = calibration_settings(source.resolve(), prep, size, DEFAULT_PHOTOS, opts)
     path = default_int8_path(source, settings, cache_dir)
@@ -215,13 +226,9 @@ def _int8_contract(source_contract: dict, model, out: Path, settings: dict, imag
 def ensure_int8(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path, quiet: bool = False,
                 log: Callable[[str], None] | None = None) -> Path:
     """`featkit extract --precision int8`: the int8 copy of the ONNX backbone in cache/models/, made once."""
-    backbone = Path(opts.backbone).expanduser()
-    if backbone.suffix.lower() != ".onnx":
-        raise FeatkitError(f"--precision int8 needs an ONNX backbone (a .onnx path); {opts.backbone!r} is a Keras "
-                           f"model: use --precision float32.")
-    if not backbone.is_file():
-        raise FeatkitError(f"{backbone} does not exist: give the path of an .onnx model.")
     from .backbones.onnx_model import read_contract
+
+    backbone = _onnx_source(opts)
 
     if str(read_contract(backbone).get("precision") or "float32") == "int8":
         return backbone

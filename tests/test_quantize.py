@@ -192,6 +192,10 @@ def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mob
     assert found["int8"] == [Path(int8_cache.path)] and found["full"] == [Path(full_cache.path)]
     assert len({str(v[0]) for v in found.values()}) == 3  # three different caches
     assert read_cache(found["int8"][0]).meta.backbone.extra["precision"] == "int8"
+    # the int8 model itself as the backbone: extract uses it as it is, and so does the search
+    assert find_plain_caches(prep, [result.path], [SIZE], cache, precision="int8") == [Path(int8_cache.path)]
+    with pytest.raises(FeatkitError, match="needs an ONNX backbone"):
+        find_plain_caches(prep, ["mobilenetv2"], [SIZE], cache, precision="int8")
 
     from typer.testing import CliRunner
 
