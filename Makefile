@@ -8,12 +8,12 @@ MODEL  ?= $(SHARED)/models/mobilenet-v2.onnx
 SIZE   ?= 128
 FK      = $(VENV)/bin/featkit
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev,ray]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,keras,ray,export,mlflow]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,6 +26,11 @@ demo: setup
 	$(FK) sensitivity latest
 	$(FK) report
 	@echo "The report: $(CURDIR)/reports/index.html"
+
+lint: setup
+	$(VENV)/bin/ruff check featkit tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -66,8 +66,25 @@ def subset_folder(zip_path: Path, n: int, dest: Path) -> Path:
 
 
 def extract_cmd(data: Path, cache: Path, args, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "featkit.cli", "extract", "--data", str(data), "--backbone", args.backbone,
-            "--size", str(args.size), "--weights", args.weights, "--cache", str(cache), "--quiet", "--json", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "featkit.cli",
+        "extract",
+        "--data",
+        str(data),
+        "--backbone",
+        args.backbone,
+        "--size",
+        str(args.size),
+        "--weights",
+        args.weights,
+        "--cache",
+        str(cache),
+        "--quiet",
+        "--json",
+        *extra,
+    ]
 
 
 def timed_extract(cmd: list[str], prep, cache: Path, **options) -> tuple[float, dict]:
@@ -75,8 +92,8 @@ def timed_extract(cmd: list[str], prep, cache: Path, **options) -> tuple[float, 
     `options`: the ExtractOptions the command amounts to (to find its feature folder)."""
     from dataclasses import replace
 
-    from featkit.extract import ExtractOptions, features_dir
-    from featkit.quantize import ensure_int8
+    from featkit.features.extract import ExtractOptions, features_dir
+    from featkit.features.quantize import ensure_int8
 
     opts = ExtractOptions(**options)
     if opts.precision == "int8":
@@ -90,22 +107,24 @@ def timed_extract(cmd: list[str], prep, cache: Path, **options) -> tuple[float, 
 def logreg(cache_path: str, reports: Path) -> tuple[float, float]:
     """Test top-1/top-5 of one logreg (C = 0.001, the value `fit-head`'s search picks on these features; fitted on
     train only): the same head on every pair of caches compared."""
-    from featkit.fit import fit_head
+    from featkit.heads.fit import fit_head
 
     m = fit_head(cache_path, head="logreg", params={"C": 0.001}, refit=False, reports=reports, quiet=True).metrics
     return m.top1, m.top5
 
 
-def compare_int8(args, data: Path, cache: Path, prep, arr: np.ndarray, f32_whole_s: float, f32_cache: str,
-                 work: Path) -> None:
+def compare_int8(
+    args, data: Path, cache: Path, prep, arr: np.ndarray, f32_whole_s: float, f32_cache: str, work: Path
+) -> None:
     from featkit.backbones import get_backbone
-    from featkit.extract import ExtractOptions
-    from featkit.quantize import quantize_onnx
+    from featkit.features.extract import ExtractOptions
+    from featkit.features.quantize import quantize_onnx
 
     n = len(prep.manifest)
     t0 = time.perf_counter()
-    q = quantize_onnx(args.backbone, prep, ExtractOptions(backbone=args.backbone, size=args.size), cache_dir=cache,
-                      quiet=True)
+    q = quantize_onnx(
+        args.backbone, prep, ExtractOptions(backbone=args.backbone, size=args.size), cache_dir=cache, quiet=True
+    )
     quant_s = time.perf_counter() - t0
     f32, i8 = get_backbone(args.backbone, size=args.size), get_backbone(q.path, size=args.size)
     rates = {}
@@ -121,21 +140,35 @@ def compare_int8(args, data: Path, cache: Path, prep, arr: np.ndarray, f32_whole
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     f32_alone, i8_alone = max(rates["float32"], rates["float32 again"]), max(rates["int8"], rates["int8 again"])
 
-    i8_whole_s, res = timed_extract(extract_cmd(data, cache, args, "--precision", "int8"), prep, cache,
-                                    backbone=args.backbone, size=args.size, precision="int8")
+    i8_whole_s, res = timed_extract(
+        extract_cmd(data, cache, args, "--precision", "int8"),
+        prep,
+        cache,
+        backbone=args.backbone,
+        size=args.size,
+        precision="int8",
+    )
     reports = work / "reports"
     f_top = logreg(f32_cache, reports)
     i_top = logreg(res["path"], reports)
     print(f"\nfloat32 vs int8 ({q.status} int8 model: {q.photos} training photos, {quant_s:.1f} s; {q.path})")
     print(f"  {'':38}{'float32':>10}{'int8':>10}{'ratio':>8}")
     print(f"  {'backbone alone (photos/s, best of 2)':38}{f32_alone:10.0f}{i8_alone:10.0f}{i8_alone / f32_alone:8.2f}")
-    print(f"  {'whole `featkit extract` (photos/s)':38}{n / f32_whole_s:10.0f}{n / i8_whole_s:10.0f}"
-          f"{f32_whole_s / i8_whole_s:8.2f}")
+    print(
+        f"  {'whole `featkit extract` (photos/s)':38}{n / f32_whole_s:10.0f}{n / i8_whole_s:10.0f}"
+        f"{f32_whole_s / i8_whole_s:8.2f}"
+    )
     print(f"  {'whole `featkit extract` (s)':38}{f32_whole_s:10.1f}{i8_whole_s:10.1f}")
-    print(f"  {'logreg test top-1 (%)':38}{100 * f_top[0]:10.2f}{100 * i_top[0]:10.2f}{100 * (i_top[0] - f_top[0]):+8.2f}")
-    print(f"  {'logreg test top-5 (%)':38}{100 * f_top[1]:10.2f}{100 * i_top[1]:10.2f}{100 * (i_top[1] - f_top[1]):+8.2f}")
-    print(f"  cosine int8 vs float32 features on {len(arr):,} photos: median {np.median(cos):.4f}, "
-          f"5th percentile {np.percentile(cos, 5):.4f}")
+    print(
+        f"  {'logreg test top-1 (%)':38}{100 * f_top[0]:10.2f}{100 * i_top[0]:10.2f}{100 * (i_top[0] - f_top[0]):+8.2f}"
+    )
+    print(
+        f"  {'logreg test top-5 (%)':38}{100 * f_top[1]:10.2f}{100 * i_top[1]:10.2f}{100 * (i_top[1] - f_top[1]):+8.2f}"
+    )
+    print(
+        f"  cosine int8 vs float32 features on {len(arr):,} photos: median {np.median(cos):.4f}, "
+        f"5th percentile {np.percentile(cos, 5):.4f}"
+    )
     sys.stdout.flush()
 
 
@@ -175,22 +208,39 @@ def compare_decode(args, work: Path, cache: Path) -> None:
             rates[mode] = max(rates.get(mode, 0.0), len(blobs) / (time.perf_counter() - t0))
     whole, tops = {}, {}
     for mode in ("full", "draft"):
-        whole[mode], res = timed_extract(extract_cmd(data, cache, args, "--decode", mode), prep, cache,
-                                         backbone=args.backbone, size=args.size, weights=args.weights, decode=mode)
+        whole[mode], res = timed_extract(
+            extract_cmd(data, cache, args, "--decode", mode),
+            prep,
+            cache,
+            backbone=args.backbone,
+            size=args.size,
+            weights=args.weights,
+            decode=mode,
+        )
         tops[mode] = logreg(res["path"], work / "reports")
     n = len(paths)
     mb = sum(len(b) for b in blobs) / n / 1024
-    print(f"\nfull vs draft decoding: {n:,} photos upscaled to 512-800 px, JPEG q90 ({mb:.0f} KiB each; made in "
-          f"{make_s:.1f} s), to {args.size} px, {args.backbone.rsplit('/', 1)[-1]}")
+    print(
+        f"\nfull vs draft decoding: {n:,} photos upscaled to 512-800 px, JPEG q90 ({mb:.0f} KiB each; made in "
+        f"{make_s:.1f} s), to {args.size} px, {args.backbone.rsplit('/', 1)[-1]}"
+    )
     print(f"  {'':38}{'full':>10}{'draft':>10}{'ratio':>8}")
-    print(f"  {'decode + resize alone (photos/s)':38}{rates['full']:10.0f}{rates['draft']:10.0f}"
-          f"{rates['draft'] / rates['full']:8.2f}")
-    print(f"  {'whole `featkit extract` (photos/s)':38}{n / whole['full']:10.0f}{n / whole['draft']:10.0f}"
-          f"{whole['full'] / whole['draft']:8.2f}")
-    print(f"  {'logreg test top-1 (%)':38}{100 * tops['full'][0]:10.2f}{100 * tops['draft'][0]:10.2f}"
-          f"{100 * (tops['draft'][0] - tops['full'][0]):+8.2f}")
-    print(f"  {'logreg test top-5 (%)':38}{100 * tops['full'][1]:10.2f}{100 * tops['draft'][1]:10.2f}"
-          f"{100 * (tops['draft'][1] - tops['full'][1]):+8.2f}")
+    print(
+        f"  {'decode + resize alone (photos/s)':38}{rates['full']:10.0f}{rates['draft']:10.0f}"
+        f"{rates['draft'] / rates['full']:8.2f}"
+    )
+    print(
+        f"  {'whole `featkit extract` (photos/s)':38}{n / whole['full']:10.0f}{n / whole['draft']:10.0f}"
+        f"{whole['full'] / whole['draft']:8.2f}"
+    )
+    print(
+        f"  {'logreg test top-1 (%)':38}{100 * tops['full'][0]:10.2f}{100 * tops['draft'][0]:10.2f}"
+        f"{100 * (tops['draft'][0] - tops['full'][0]):+8.2f}"
+    )
+    print(
+        f"  {'logreg test top-5 (%)':38}{100 * tops['full'][1]:10.2f}{100 * tops['draft'][1]:10.2f}"
+        f"{100 * (tops['draft'][1] - tops['full'][1]):+8.2f}"
+    )
     sys.stdout.flush()
 
 
@@ -202,11 +252,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--subset", type=int, default=0, help="use only the first N photos (class folders in a temp dir)")
     ap.add_argument("--backbone-sample", type=int, default=2048, help="photos timed for the bare backbone")
-    ap.add_argument("--cache", type=Path, default=None, help="cache folder to keep manifests and the int8 model in "
-                    "(default: a temp folder)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder to keep manifests and the int8 model in (default: a temp folder)",
+    )
     ap.add_argument("--no-int8", action="store_true", help="skip the float32 vs int8 comparison")
-    ap.add_argument("--large-per-class", type=int, default=50,
-                    help="photos per class in the large-JPEG set (0: skip the full vs draft decode comparison)")
+    ap.add_argument(
+        "--large-per-class",
+        type=int,
+        default=50,
+        help="photos per class in the large-JPEG set (0: skip the full vs draft decode comparison)",
+    )
     args = ap.parse_args()
 
     from featkit.backbones import get_backbone
@@ -226,11 +284,13 @@ def main() -> None:
         # 1. decode and resize alone, all cores, same function and thread count as extract
         t0 = time.perf_counter()
         with ThreadPoolExecutor(default_threads()) as pool:
+
             def one(p):
                 return decode_image(prep.read(p), args.size)
+
             sample = list(pool.map(one, paths[: max(args.backbone_sample, 1)]))
             for start in range(len(sample), n, 4096):
-                list(pool.map(one, paths[start:start + 4096]))
+                list(pool.map(one, paths[start : start + 4096]))
         decode_s = time.perf_counter() - t0
         decode_rate = n / decode_s
 
@@ -254,7 +314,7 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True)
         again_s = time.perf_counter() - t0
 
-        from featkit.cache import read_cache
+        from featkit.features.cache import read_cache
 
         t0 = time.perf_counter()
         fs = read_cache(res["path"])

@@ -29,9 +29,9 @@ def hand_written(plain: Path) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from featkit.cache import read_cache
-    from featkit.calibration import ece, log_loss
-    from featkit.metrics import topk_accuracy
+    from featkit.features.cache import read_cache
+    from featkit.runs.calibration import ece, log_loss
+    from featkit.runs.metrics import topk_accuracy
 
     data = read_cache(plain)
     fit = np.isin(data.split, ["train", "valid"])
@@ -42,17 +42,28 @@ def hand_written(plain: Path) -> dict:
     seconds = time.perf_counter() - t0
     probs = clf.predict_proba(scaler.transform(test.features))
     acc = topk_accuracy(probs, test.labels)
-    return {"name": "hand-written logreg C=0.05", "rows": int(fit.sum()), "top1": acc[1], "top5": acc[5],
-            "log_loss": log_loss(probs, test.labels), "ece": ece(probs, test.labels), "seconds": seconds,
-            "chosen": "C=0.05", "T": None, "valid_top1": None}
+    return {
+        "name": "hand-written logreg C=0.05",
+        "rows": int(fit.sum()),
+        "top1": acc[1],
+        "top5": acc[5],
+        "log_loss": log_loss(probs, test.labels),
+        "ece": ece(probs, test.labels),
+        "seconds": seconds,
+        "chosen": "C=0.05",
+        "T": None,
+        "valid_top1": None,
+    }
 
 
 def _line(r: dict) -> str:
     t = f"{r['T']:6.3f}" if r["T"] is not None else "     -"
     before = f"{r['before']['log_loss']:.3f} / {r['before']['ece']:.3f}" if "before" in r else "-"
     valid = f"{r['valid_top1']:8.4f}" if r["valid_top1"] is not None else "       -"
-    return (f"{r['name']:<28}{valid}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
-            f"{r['seconds']:>9.1f}  {t}  {before:<29} {r['chosen']}")
+    return (
+        f"{r['name']:<28}{valid}{r['rows']:>9,}{r['top1']:>8.4f}{r['top5']:>8.4f}{r['log_loss']:>9.3f}{r['ece']:>7.3f}"
+        f"{r['seconds']:>9.1f}  {t}  {before:<29} {r['chosen']}"
+    )
 
 
 def main() -> None:
@@ -69,8 +80,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from featkit.data import prepare
-    from featkit.extract import ExtractOptions, extract
-    from featkit.fit import fit_head
+    from featkit.features.extract import ExtractOptions, extract
+    from featkit.heads.fit import fit_head
 
     prep = prepare(args.data, cache_dir=args.cache)
     opts = ExtractOptions(backbone=args.backbone, size=args.size, weights=args.weights, augment=args.augment)
@@ -89,22 +100,37 @@ def main() -> None:
             wall = time.perf_counter() - t0
             m, cfg = run.metrics.to_dict(), run.config
             chosen = ", ".join(f"{k}={v}" for k, v in cfg.extra["search"]["chosen"].items()) or "defaults"
-            rows.append({"name": f"featkit {head}" + (f" +aug{args.augment}" if aug_path else ""), "rows": m["n_train"],
-                         "top1": m["top1"], "top5": m["top5"], "log_loss": m["log_loss"], "ece": m["ece"],
-                         "seconds": wall, "chosen": chosen, "valid_top1": m.get("valid_top1"), "T": m["calibration"]["temperature"],
-                         "before": m["calibration"]["before"]})
+            rows.append(
+                {
+                    "name": f"featkit {head}" + (f" +aug{args.augment}" if aug_path else ""),
+                    "rows": m["n_train"],
+                    "top1": m["top1"],
+                    "top5": m["top5"],
+                    "log_loss": m["log_loss"],
+                    "ece": m["ece"],
+                    "seconds": wall,
+                    "chosen": chosen,
+                    "valid_top1": m.get("valid_top1"),
+                    "T": m["calibration"]["temperature"],
+                    "before": m["calibration"]["before"],
+                }
+            )
             print(f"  done: {_line(rows[-1])}", flush=True)
 
     print(f"\n{Path(plain).parent.name}: {views['plain'].photos:,} photos, {os.cpu_count()} cores")
-    print(f"{'head':<28}{'valid':>8}{'fit rows':>9}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'seconds':>9}  "
-          f"{'T':>6}  uncalibrated log loss / ECE   chosen")
+    print(
+        f"{'head':<28}{'valid':>8}{'fit rows':>9}{'top-1':>8}{'top-5':>8}{'log loss':>9}{'ECE':>7}{'seconds':>9}  "
+        f"{'T':>6}  uncalibrated log loss / ECE   chosen"
+    )
     for r in rows:
         print(_line(r))
     if rows and not args.no_script:
         base = rows[0]
         for r in rows[1:]:
-            print(f"{r['name']}: top-1 {r['top1'] - base['top1']:+.4f}, top-5 {r['top5'] - base['top5']:+.4f} "
-                  f"against the hand-written script; time ratio {r['seconds'] / base['seconds']:.2f}")
+            print(
+                f"{r['name']}: top-1 {r['top1'] - base['top1']:+.4f}, top-5 {r['top5'] - base['top5']:+.4f} "
+                f"against the hand-written script; time ratio {r['seconds'] / base['seconds']:.2f}"
+            )
     print(f"runs in {reports}/runs")
 
 

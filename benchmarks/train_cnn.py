@@ -50,12 +50,12 @@ def main() -> None:
     ap.add_argument("--preset", default="benchmark-64")
     args = ap.parse_args()
 
+    import tensorflow as tf
+
     from featkit.cnn import build_model, compile_model, get_preset
     from featkit.cnn.train import make_dataset, set_seed
     from featkit.data import prepare
     from featkit.data.arrays import decoded_arrays
-
-    import tensorflow as tf
 
     cfg = get_preset(args.preset)
     work = Path(tempfile.mkdtemp(prefix="featkit-bench-cnn-"))
@@ -66,8 +66,13 @@ def main() -> None:
         # the study's pipeline: JPEGs read, decoded and resized every epoch
         set_seed(0)
         gen = tf.keras.preprocessing.image.ImageDataGenerator().flow_from_directory(
-            str(folder), target_size=(cfg.size, cfg.size), batch_size=cfg.batch_size, class_mode="categorical",
-            shuffle=True, seed=0)
+            str(folder),
+            target_size=(cfg.size, cfg.size),
+            batch_size=cfg.batch_size,
+            class_mode="categorical",
+            shuffle=True,
+            seed=0,
+        )
         model = compile_model(build_model(cfg, args.classes), cfg)
         study_s = timed_epochs(model, gen, args.epochs)
 
@@ -84,8 +89,10 @@ def main() -> None:
 
         images = n * args.epochs
         study_rate, ours_rate = images / study_s, images / ours_s
-        print(f"preset {cfg.name}: {args.classes} classes x {args.per_class} photos at {cfg.size} px, batch "
-              f"{cfg.batch_size}, {args.epochs} timed epochs, {os.cpu_count()} cores")
+        print(
+            f"preset {cfg.name}: {args.classes} classes x {args.per_class} photos at {cfg.size} px, batch "
+            f"{cfg.batch_size}, {args.epochs} timed epochs, {os.cpu_count()} cores"
+        )
         print(f"  study pipeline (ImageDataGenerator, JPEGs each epoch)  {study_rate:8.0f} images/s")
         print(f"  featkit (decoded uint8 array, tf.data, prefetch)       {ours_rate:8.0f} images/s")
         print(f"  ratio featkit / study                                  {ours_rate / study_rate:8.2f}")

@@ -1,3 +1,5 @@
 """featkit: cache pretrained-backbone features once, then run classifier experiments in minutes."""
 
-__version__ = "0.1.0"
+from featkit.core.version import __version__
+
+__all__ = ["__version__"]

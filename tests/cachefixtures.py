@@ -8,12 +8,11 @@ and run through the real MobileNetV2 ONNX graph. Train photos are split into "tr
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 
 import numpy as np
-
 from conftest import MOBILENET_ONNX, _require, read_food_photos
+
 from featkit.backbones.base import file_sha256
 
 CLASSES = 8
@@ -25,9 +24,16 @@ SIZE = 96
 
 def backbone_spec(name: str = "mobilenet-v2", size: int = SIZE) -> dict:
     path = _require(MOBILENET_ONNX)
-    return {"kind": "onnx", "name": name, "weights": {"path": str(path), "sha256": file_sha256(path)},
-            "size": size, "pooling": "avg", "feature_dim": 1280, "preprocessing": "in-graph",
-            "versions": {"featkit": "0.1.0", "onnxruntime": "1.32.0"}}
+    return {
+        "kind": "onnx",
+        "name": name,
+        "weights": {"path": str(path), "sha256": file_sha256(path)},
+        "size": size,
+        "pooling": "avg",
+        "feature_dim": 1280,
+        "preprocessing": "in-graph",
+        "versions": {"featkit": "0.1.0", "onnxruntime": "1.32.0"},
+    }
 
 
 def _features(photos: np.ndarray) -> np.ndarray:
@@ -36,7 +42,9 @@ def _features(photos: np.ndarray) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(_require(MOBILENET_ONNX)), opts, providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(["features"], {"images": photos[i:i + 64]})[0] for i in range(0, len(photos), 64)])
+    return np.concatenate(
+        [sess.run(["features"], {"images": photos[i : i + 64]})[0] for i in range(0, len(photos), 64)]
+    )
 
 
 def _decode(blobs: list[bytes]) -> np.ndarray:
@@ -62,9 +70,9 @@ class FoodCaches:
         self.augment = root / "augment.h5"
         self.tta = root / "tta-flip.h5"
 
-    def build(self) -> "FoodCaches":
-        from featkit.cache import write_cache as write_cache_meta
-        from featkit.schema import CacheMeta
+    def build(self) -> FoodCaches:
+        from featkit.core.schema import CacheMeta
+        from featkit.features.cache import write_cache as write_cache_meta
 
         def write_cache(path, features, labels, split, ids, meta, **kw):  # the fixture speaks plain dicts
             return write_cache_meta(path, features, labels, split, ids, CacheMeta.from_dict(meta), **kw)
@@ -82,31 +90,88 @@ class FoodCaches:
         rank = np.concatenate([np.arange(TRAIN_PER_CLASS)] * CLASSES)
         tr_split = np.where(rank >= TRAIN_PER_CLASS - VALID_PER_CLASS, "valid", "train")
         fingerprint = hashlib.sha256("\n".join(tr_names + te_names).encode()).hexdigest()[:16]
-        meta = {"backbone": backbone_spec(), "size": SIZE, "view": "plain", "view_params": None, "classes": classes,
-                "dataset": "food101-64", "fingerprint": fingerprint, "featkit_version": "0.1.0", "seconds": 1.5,
-                "resize": "stretch", "crop_box": False}
-        write_cache(self.plain, np.concatenate([tr_feats, te_feats]), np.concatenate([tr_labels, te_labels]),
-                    np.concatenate([tr_split, np.full(len(te_labels), "test")]), tr_names + te_names, meta)
+        meta = {
+            "backbone": backbone_spec(),
+            "size": SIZE,
+            "view": "plain",
+            "view_params": None,
+            "classes": classes,
+            "dataset": "food101-64",
+            "fingerprint": fingerprint,
+            "featkit_version": "0.1.0",
+            "seconds": 1.5,
+            "resize": "stretch",
+            "crop_box": False,
+        }
+        write_cache(
+            self.plain,
+            np.concatenate([tr_feats, te_feats]),
+            np.concatenate([tr_labels, te_labels]),
+            np.concatenate([tr_split, np.full(len(te_labels), "test")]),
+            tr_names + te_names,
+            meta,
+        )
         for path, view, params, op in (
-            (self.flip, "flip", {"name": "flip", "rotation": 0.0, "width_shift": 0.0, "height_shift": 0.0,
-                                 "horizontal_flip": True, "vertical_flip": False}, lambda a: a[:, :, ::-1]),
-            (self.rot, "rot90", {"name": "rot90", "rotation": 90.0, "width_shift": 0.0, "height_shift": 0.0,
-                                 "horizontal_flip": False, "vertical_flip": False}, lambda a: np.rot90(a, 1, axes=(1, 2))),
+            (
+                self.flip,
+                "flip",
+                {
+                    "name": "flip",
+                    "rotation": 0.0,
+                    "width_shift": 0.0,
+                    "height_shift": 0.0,
+                    "horizontal_flip": True,
+                    "vertical_flip": False,
+                },
+                lambda a: a[:, :, ::-1],
+            ),
+            (
+                self.rot,
+                "rot90",
+                {
+                    "name": "rot90",
+                    "rotation": 90.0,
+                    "width_shift": 0.0,
+                    "height_shift": 0.0,
+                    "horizontal_flip": False,
+                    "vertical_flip": False,
+                },
+                lambda a: np.rot90(a, 1, axes=(1, 2)),
+            ),
         ):
-            write_cache(path, _features(np.ascontiguousarray(op(te_photos))), te_labels, np.full(len(te_labels), "test"),
-                        te_names, {**meta, "view": view, "view_params": params, "seconds": 0.5})
+            write_cache(
+                path,
+                _features(np.ascontiguousarray(op(te_photos))),
+                te_labels,
+                np.full(len(te_labels), "test"),
+                te_names,
+                {**meta, "view": view, "view_params": params, "seconds": 0.5},
+            )
         held = tr_split == "valid"
-        write_cache(self.tta, _features(np.ascontiguousarray(np.concatenate([tr_photos[held], te_photos])[:, :, ::-1])),
-                    np.concatenate([tr_labels[held], te_labels]), np.concatenate([tr_split[held], np.full(len(te_labels), "test")]),
-                    [n for n, h in zip(tr_names, held) if h] + te_names,
-                    {**meta, "view": "tta-flip", "view_params": {"name": "tta-flip", "mirror": "horizontal"}, "seconds": 0.6})
+        write_cache(
+            self.tta,
+            _features(np.ascontiguousarray(np.concatenate([tr_photos[held], te_photos])[:, :, ::-1])),
+            np.concatenate([tr_labels[held], te_labels]),
+            np.concatenate([tr_split[held], np.full(len(te_labels), "test")]),
+            [n for n, h in zip(tr_names, held) if h] + te_names,
+            {**meta, "view": "tta-flip", "view_params": {"name": "tta-flip", "mirror": "horizontal"}, "seconds": 0.6},
+        )
         # augmented training view: one flipped copy of each train photo (valid photos excluded, like extract)
         m = tr_split == "train"
-        write_cache(self.augment, _features(np.ascontiguousarray(tr_photos[m][:, :, ::-1])), tr_labels[m],
-                    np.full(int(m.sum()), "train"), [n for n, keep in zip(tr_names, m) if keep],
-                    {**meta, "view": "augment-1-flips", "view_params": {"name": "augment-1-flips", "horizontal_flip": True},
-                     "seconds": 0.7},
-                    copy=np.zeros(int(m.sum()), np.int16))
+        write_cache(
+            self.augment,
+            _features(np.ascontiguousarray(tr_photos[m][:, :, ::-1])),
+            tr_labels[m],
+            np.full(int(m.sum()), "train"),
+            [n for n, keep in zip(tr_names, m) if keep],
+            {
+                **meta,
+                "view": "augment-1-flips",
+                "view_params": {"name": "augment-1-flips", "horizontal_flip": True},
+                "seconds": 0.7,
+            },
+            copy=np.zeros(int(m.sum()), np.int16),
+        )
         return self
 
 

@@ -41,7 +41,9 @@ def keras_notop_weights() -> Path:
     return _require(KERAS_NOTOP)
 
 
-def read_food_photos(classes: int = 5, per_class: int = 12, split: str = "train") -> tuple[list[str], list[bytes], np.ndarray]:
+def read_food_photos(
+    classes: int = 5, per_class: int = 12, split: str = "train"
+) -> tuple[list[str], list[bytes], np.ndarray]:
     """Real JPEG bytes of the first `per_class` photos of the first `classes` classes (official order)."""
     with zipfile.ZipFile(_require(FOOD_ZIP)) as z:
         class_names = z.read("food-101/meta/classes.txt").decode().split()
@@ -93,10 +95,11 @@ def caches(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster of 2 CPUs for the whole session (Ray takes seconds to start), stopped at the end.
-    featkit.ray_engine uses the driver's connection when there is one."""
+    featkit.features.ray_shards uses the driver's connection when there is one."""
     ray = pytest.importorskip("ray", reason='the Ray tests need the ray extra: pip install -e ".[ray]"')
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
-             logging_level="ERROR")
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False, logging_level="ERROR"
+    )
     yield ray
     ray.shutdown()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from featkit.cli import app
-from featkit.runs import Run, new_run
+from featkit.runs.store import Run, new_run
 
 SPLIT = "50/10/40"  # 32 test photos: enough mistakes and confused pairs to show
 
@@ -54,11 +54,24 @@ def build_report_workspace(root: Path, mini: Path, onnx: Path) -> ReportWorkspac
     fk("sensitivity", logreg, "--reports", reports, "--json")
     strip_calibration(Run(reports / "runs" / lightgbm))
     cnn = new_run("cnn-basic", reports)
-    cnn.write_json("config.json", {"kind": "cnn", "name": "basic", "preset": "basic", "model": "custom",
-                                   "backbone": None, "size": 64, "augment": False, "epochs": 2, "seed": 0})
+    cnn.write_json(
+        "config.json",
+        {
+            "kind": "cnn",
+            "name": "basic",
+            "preset": "basic",
+            "model": "custom",
+            "backbone": None,
+            "size": 64,
+            "augment": False,
+            "epochs": 2,
+            "seed": 0,
+        },
+    )
     cnn.write_json("classes.json", [{"index": i, "id": str(i), "name": str(i)} for i in range(4)])
-    (cnn.path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
-                                          "1,1.39,0.25,1.38,0.25,1.5\n2,1.35,0.31,1.37,0.28,1.4\n")
+    (cnn.path / "history.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,1.39,0.25,1.38,0.25,1.5\n2,1.35,0.31,1.37,0.28,1.4\n"
+    )
     cnn.write_json("metrics.json", {"top1": 0.25, "top5": 1.0, "fit_seconds": 2.9, "study_top1": None})
     fk("report", "--reports", reports, "--quiet")
     return ReportWorkspace(root, reports, cache, mini, logreg, lightgbm, cnn.id)
@@ -90,17 +103,34 @@ def find_chromium() -> tuple[str | None, str | None, str]:
     """(browser, driver, why not) for Selenium: Debian's chromium and chromium-driver."""
     if importlib.util.find_spec("selenium") is None:
         return None, None, "selenium is not installed: pip install -e '.[dev]'"
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    browser = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
     driver = shutil.which("chromedriver")
     if not browser or not driver:
-        return browser, driver, ("no Chromium browser and driver found: `apt-get install -y chromium chromium-driver` "
-                                 "as root (.ci/run does)")
+        return (
+            browser,
+            driver,
+            (
+                "no Chromium browser and driver found: `apt-get install -y chromium chromium-driver` "
+                "as root (.ci/run does)"
+            ),
+        )
     return browser, driver, ""
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,900")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
 
 
 def start_chromium(browser: str, driver: str, profile: Path):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import read_food_photos
+
 from featkit.backbones import get_backbone, get_backbone_from_spec, list_backbones
+from featkit.core.errors import FeatkitError
 from featkit.data.images import decode_image
-from featkit.errors import FeatkitError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,14 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full_env, cwd=REPO, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+        timeout=240,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +60,7 @@ def photos_64(food_photos_64) -> np.ndarray:
 
 
 # 1. The Keras path, preprocessing included, reproduces the ONNX graph on real photos -------------------------
+
 
 @pytest.mark.slow
 def test_keras_mobilenetv2_matches_onnx_at_128(photos_128, onnx_128, keras_notop_weights):
@@ -83,6 +90,7 @@ def test_keras_mobilenetv2_matches_onnx_at_200_fixed_shape(food_blobs, mobilenet
 
 # 2. ONNX backbone -------------------------------------------------------------------------------------------
 
+
 def test_onnx_backbone_features(onnx_128, photos_128, mobilenet_onnx):
     f = onnx_128(photos_128)
     assert f.shape == (16, 1280) and f.dtype == np.float32
@@ -109,7 +117,7 @@ def test_onnx_and_validation_do_not_import_tensorflow(mobilenet_onnx):
     r = _run_python(f"""
         import sys, numpy as np
         from featkit.backbones import get_backbone, list_backbones
-        from featkit.errors import FeatkitError
+        from featkit.core.errors import FeatkitError
         bb = get_backbone({str(mobilenet_onnx)!r}, size=64)
         f = bb(np.full((2, 64, 64, 3), 127, np.uint8))
         assert f.shape == (2, 1280), f.shape
@@ -127,6 +135,7 @@ def test_onnx_and_validation_do_not_import_tensorflow(mobilenet_onnx):
 
 
 # 3. Keras with random weights --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
@@ -152,19 +161,21 @@ def test_keras_weights_file_that_does_not_fit(keras_notop_weights):
 
 # 4. ImageNet weights offline ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_offline_imagenet_error_names_the_file(tmp_path):
     home = tmp_path / "keras_home"
     home.mkdir()
     # No network here; urlretrieve is also made to fail the way an offline download does, so this never waits.
-    r = _run_python("""
+    r = _run_python(
+        """
         import json, urllib.error
         import keras.src.utils.file_utils as fu
         def offline(url, *a, **k):
             raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
         fu.urlretrieve = offline
         from featkit.backbones import get_backbone
-        from featkit.errors import FeatkitError
+        from featkit.core.errors import FeatkitError
         out = {}
         for name, size in [("vgg16", 32), ("mobilenetv2", 100), ("mobilenetv2", 128)]:
             try:
@@ -172,15 +183,19 @@ def test_offline_imagenet_error_names_the_file(tmp_path):
             except FeatkitError as e:
                 out[f"{name}@{size}"] = str(e)
         print("RESULT" + json.dumps(out))
-    """, KERAS_HOME=str(home))
+    """,
+        KERAS_HOME=str(home),
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.split("RESULT", 1)[1])
     assert set(out) == {"vgg16@32", "mobilenetv2@100", "mobilenetv2@128"}
     for msg in out.values():
         assert "\n" not in msg
         assert f"{home / 'models'}/" in msg and "~/.keras/models/" in msg and "--weights PATH" in msg
-    assert ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (from https://storage.googleapis.com/tensorflow/"
-            "keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)") in out["vgg16@32"]
+    assert (
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (from https://storage.googleapis.com/tensorflow/"
+        "keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5)"
+    ) in out["vgg16@32"]
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in out["mobilenetv2@100"]
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5" in out["mobilenetv2@128"]
     assert not any((home / "models").iterdir())  # no half-downloaded file left behind
@@ -188,8 +203,20 @@ def test_offline_imagenet_error_names_the_file(tmp_path):
 
 def test_weights_table_matches_keras_sources():
     """The registry's ImageNet notop file names/URLs agree with the constants in keras' own modules."""
-    from keras.src.applications import (convnext, densenet, efficientnet, efficientnet_v2, inception_resnet_v2,
-                                        inception_v3, mobilenet_v2, mobilenet_v3, resnet, vgg16, vgg19, xception)
+    from keras.src.applications import (
+        convnext,
+        densenet,
+        efficientnet,
+        efficientnet_v2,
+        inception_resnet_v2,
+        inception_v3,
+        mobilenet_v2,
+        mobilenet_v3,
+        resnet,
+        vgg16,
+        vgg19,
+        xception,
+    )
 
     from featkit.backbones.keras_zoo import MODELS
 
@@ -206,7 +233,10 @@ def test_weights_table_matches_keras_sources():
         assert url[f"efficientnetb{b}"] == f"{efficientnet.BASE_WEIGHTS_PATH}efficientnetb{b}_notop.h5"
     for v in ("b0", "b3", "-s"):
         assert v in efficientnet_v2.WEIGHTS_HASHES
-        assert url[f"efficientnetv2{v.strip('-')}"] == f"{efficientnet_v2.BASE_WEIGHTS_PATH}efficientnetv2-{v.strip('-')}_notop.h5"
+        assert (
+            url[f"efficientnetv2{v.strip('-')}"]
+            == f"{efficientnet_v2.BASE_WEIGHTS_PATH}efficientnetv2-{v.strip('-')}_notop.h5"
+        )
     assert url["convnexttiny"] == f"{convnext.BASE_WEIGHTS_PATH}convnext_tiny_notop.h5"
     assert url["mobilenetv2"].startswith(mobilenet_v2.BASE_WEIGHT_PATH)
     assert "small_224_1.0_float" in mobilenet_v3.WEIGHTS_HASHES
@@ -215,14 +245,18 @@ def test_weights_table_matches_keras_sources():
 
 # 5. One-line errors -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call, words", [
-    (lambda p: get_backbone("vgg61"), ["vgg16", "featkit backbones"]),
-    (lambda p: get_backbone("EfficientNet-B9"), ["efficientnetb"]),
-    (lambda p: get_backbone("inceptionv3", size=64), ["at least 75", "inceptionv3"]),
-    (lambda p: get_backbone("vgg16", size=32, weights=str(p / "missing.weights.h5")), ["missing.weights.h5"]),
-    (lambda p: get_backbone("vgg16", pooling="sum"), ["avg", "max"]),
-    (lambda p: get_backbone(str(p / "nothing.onnx")), ["nothing.onnx", "does not exist"]),
-])
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda p: get_backbone("vgg61"), ["vgg16", "featkit backbones"]),
+        (lambda p: get_backbone("EfficientNet-B9"), ["efficientnetb"]),
+        (lambda p: get_backbone("inceptionv3", size=64), ["at least 75", "inceptionv3"]),
+        (lambda p: get_backbone("vgg16", size=32, weights=str(p / "missing.weights.h5")), ["missing.weights.h5"]),
+        (lambda p: get_backbone("vgg16", pooling="sum"), ["avg", "max"]),
+        (lambda p: get_backbone(str(p / "nothing.onnx")), ["nothing.onnx", "does not exist"]),
+    ],
+)
 def test_errors_are_one_line(call, words, tmp_path):
     with pytest.raises(FeatkitError) as e:
         call(tmp_path)
@@ -253,6 +287,7 @@ def test_onnx_without_json_is_inferred_from_the_graph(tmp_path, mobilenet_onnx, 
 
 
 # 6. Rebuilding from a saved spec ---------------------------------------------------------------------------
+
 
 def test_spec_round_trip_onnx(onnx_128, photos_128, tmp_path, mobilenet_onnx):
     spec = json.loads(json.dumps(onnx_128.spec.to_dict()))
@@ -286,18 +321,38 @@ def test_spec_round_trip_keras_random(photos_64):
 
 # 7. The registry --------------------------------------------------------------------------------------------
 
-REQUIRED = ["vgg16", "vgg19", "resnet50", "resnet50v2", "inceptionv3", "xception", "mobilenetv2", "mobilenetv3small",
-            "mobilenetv3large", *[f"efficientnetb{i}" for i in range(8)], *[f"efficientnetv2b{i}" for i in range(4)],
-            "densenet121", "convnexttiny"]
+REQUIRED = [
+    "vgg16",
+    "vgg19",
+    "resnet50",
+    "resnet50v2",
+    "inceptionv3",
+    "xception",
+    "mobilenetv2",
+    "mobilenetv3small",
+    "mobilenetv3large",
+    *[f"efficientnetb{i}" for i in range(8)],
+    *[f"efficientnetv2b{i}" for i in range(4)],
+    "densenet121",
+    "convnexttiny",
+]
 
 
 def test_list_backbones_registry(mobilenet_onnx):
     rows = list_backbones()
     by_name = {r["name"]: r for r in rows}
     assert set(REQUIRED) <= set(by_name) and all(r["kind"] == "keras" for r in rows)
-    for name, dim, native in [("vgg16", 512, 224), ("resnet50", 2048, 224), ("mobilenetv2", 1280, 224),
-                              ("efficientnetb0", 1280, 224), ("densenet121", 1024, 224), ("inceptionv3", 2048, 299),
-                              ("efficientnetb3", 1536, 300), ("mobilenetv3small", 576, 224), ("convnexttiny", 768, 224)]:
+    for name, dim, native in [
+        ("vgg16", 512, 224),
+        ("resnet50", 2048, 224),
+        ("mobilenetv2", 1280, 224),
+        ("efficientnetb0", 1280, 224),
+        ("densenet121", 1024, 224),
+        ("inceptionv3", 2048, 299),
+        ("efficientnetb3", 1536, 300),
+        ("mobilenetv3small", 576, 224),
+        ("convnexttiny", 768, 224),
+    ]:
         assert (by_name[name]["feature_dim"], by_name[name]["native_size"]) == (dim, native), name
     assert by_name["inceptionv3"]["min_size"] == 75
     assert by_name["vgg16"]["weights_file"] == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from cachefixtures import CLASSES, one_blas_thread
-from featkit.cache import read_cache
-from featkit.calibration import (apply_temperature, brier, calibration_report, ece, fit_temperature, log_loss,
-                                 reliability_table)
+
+from featkit.features.cache import read_cache
 from featkit.heads import get_head
+from featkit.runs.calibration import (
+    apply_temperature,
+    brier,
+    calibration_report,
+    ece,
+    fit_temperature,
+    log_loss,
+    reliability_table,
+)
 
 
 def _softmax(z):
@@ -73,4 +80,6 @@ def test_temperature_lowers_log_loss_of_an_over_confident_head(caches):
 def test_exact_zeros_stay_zero_under_a_temperature():
     probs = np.array([[0.6, 0.4, 0.0]])
     out = apply_temperature(probs, 2.0)
-    assert out[0, 2] < 1e-14 and out[0, :2] == pytest.approx([np.sqrt(0.6), np.sqrt(0.4)] / (np.sqrt(0.6) + np.sqrt(0.4)))
+    assert out[0, 2] < 1e-14 and out[0, :2] == pytest.approx(
+        [np.sqrt(0.6), np.sqrt(0.4)] / (np.sqrt(0.6) + np.sqrt(0.4))
+    )

@@ -28,8 +28,21 @@ def workspace(tmp_path_factory, mini, mobilenet_onnx):
     ws = tmp_path_factory.mktemp("ws")
     common = ["--cache", ws / "cache"]
     fk("extract", "--data", mini, "--backbone", mobilenet_onnx, "--size", 64, "--sensitivity", "--quiet", *common)
-    head = fk("fit-head", "--data", mini, "--backbone", mobilenet_onnx, "--size", 64, "--head", "logreg",
-              "--reports", ws / "reports", "--json", *common)
+    head = fk(
+        "fit-head",
+        "--data",
+        mini,
+        "--backbone",
+        mobilenet_onnx,
+        "--size",
+        64,
+        "--head",
+        "logreg",
+        "--reports",
+        ws / "reports",
+        "--json",
+        *common,
+    )
     return ws, head
 
 
@@ -43,8 +56,12 @@ def test_fit_evaluate_sensitivity_report(workspace):
     for name in ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv"):
         assert (run_dir / name).exists(), name
     table = fk("sensitivity", head["run"], "--reports", reports, "--json")
-    assert [r["view"] for r in table] == ["plain", "sens-rot45-shift0.1", "sens-rot45-shift0.1-flips",
-                                          "sens-rot180-h0.3-w0.4-flips"]
+    assert [r["view"] for r in table] == [
+        "plain",
+        "sens-rot45-shift0.1",
+        "sens-rot45-shift0.1-flips",
+        "sens-rot180-h0.3-w0.4-flips",
+    ]
     assert table[0]["top1"] == pytest.approx(head["top1"], abs=1e-4)
     assert (run_dir / "sensitivity.md").exists()
     fk("report", "--reports", reports)
@@ -72,13 +89,26 @@ def test_predict_skips_a_corrupt_photo_and_goes_on(workspace, mini, tmp_path):
 
 @pytest.mark.slow
 def test_cnn_run_is_scored_reported_and_predicted_like_a_head_run(workspace, mini):
-    from featkit.metrics import topk_accuracy
-    from featkit.runs import load_run
+    from featkit.runs.metrics import topk_accuracy
+    from featkit.runs.store import load_run
 
     ws, head = workspace
     reports = ws / "reports"
-    cnn = fk("train-cnn", "--data", mini, "--preset", "basic", "--epochs", 1, "--quiet", "--json",
-             "--cache", ws / "cache", "--reports", reports)
+    cnn = fk(
+        "train-cnn",
+        "--data",
+        mini,
+        "--preset",
+        "basic",
+        "--epochs",
+        1,
+        "--quiet",
+        "--json",
+        "--cache",
+        ws / "cache",
+        "--reports",
+        reports,
+    )
     pred = load_run(cnn["run"], reports).load_predictions()
     assert (cnn["top1"], cnn["top5"]) == tuple(topk_accuracy(pred["probs"], pred["labels"], (1, 5)).values())
     assert cnn["n"] == len(pred["labels"]) and cnn["log_loss"] > 0
@@ -118,7 +148,9 @@ def test_every_command_has_help_with_its_summary_and_options():
 
     group = typer.main.get_command(app)
     commands = dict(_commands(group))
-    assert {("extract",), ("fit-head",), ("data", "summary"), ("sensitivity",), ("train-cnn",), ("quantize",)} <= set(commands)
+    assert {("extract",), ("fit-head",), ("data", "summary"), ("sensitivity",), ("train-cnn",), ("quantize",)} <= set(
+        commands
+    )
     for path, cmd in commands.items():
         res = runner.invoke(app, [*path, "--help"], terminal_width=200)
         assert res.exit_code == 0, path

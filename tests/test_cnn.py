@@ -9,14 +9,15 @@ keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.slow  # every test here builds Keras models
 
 from conftest import read_food_photos, training_interrupted_after_first_epoch  # noqa: E402
+
 from featkit.cnn import preprocess as P  # noqa: E402
 from featkit.cnn import train as T  # noqa: E402
 from featkit.cnn.models import backbone_layer, build_transfer_model, learning_rate  # noqa: E402
 from featkit.cnn.presets import get_preset  # noqa: E402
 from featkit.cnn.train import predict_images, train_cnn  # noqa: E402
+from featkit.core.errors import FeatkitError  # noqa: E402
+from featkit.core.fileio import read_json  # noqa: E402
 from featkit.data.images import decode_image  # noqa: E402
-from featkit.errors import FeatkitError  # noqa: E402
-from featkit.fileio import read_json  # noqa: E402
 
 CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 
@@ -40,6 +41,7 @@ def photos_at(photo_blobs, size: int):
 # ---------------------------------------------------------------------------------------------------- presets
 # (every preset against the study digest, each model's build, a few trained: tests/test_cnn_study.py)
 
+
 def test_preset_overrides():
     assert get_preset("std-aug-3", zca=True, epochs=None).zca is True
     assert get_preset("basic", filters=(8, 8)).blocks == 2
@@ -50,6 +52,7 @@ def test_preset_overrides():
 
 
 # ---------------------------------------------------------------------------------------------- standardisation
+
 
 def test_channel_stats_float64_chunked(food_photos_64):
     x, _ = food_photos_64
@@ -86,6 +89,7 @@ def test_standardisation_uses_training_stats_for_every_split(food_photos_64, tmp
 
 # ----------------------------------------------------------------------------------------------------------- ZCA
 
+
 def _whitened_eigenvalues(flat: np.ndarray, mu: np.ndarray, wmat: np.ndarray):
     """Nonzero covariance eigenvalues of the sample before and after whitening (via the n x n Gram matrices)."""
     n = len(flat)
@@ -106,7 +110,7 @@ def test_zca_whitens(size, photo_blobs, food_photos_64):
     mean, std = P.channel_stats(x)
     mu, wmat, info = P.fit_zca(x, n_samples=2000, epsilon=1e-6, mean=mean, std=std)
     assert wmat.shape == (size * size * 3,) * 2 and wmat.dtype == np.float32 and info["samples"] == len(x)
-    flat = ((x.astype(np.float32) - mean.astype(np.float32)) / (std.astype(np.float32) + np.float32(P.STD_EPSILON)))
+    flat = (x.astype(np.float32) - mean.astype(np.float32)) / (std.astype(np.float32) + np.float32(P.STD_EPSILON))
     flat = flat.reshape(len(x), -1)
     before, after = _whitened_eigenvalues(flat, mu, wmat)
     real = before > 1e-4 * before[0]  # components with non-negligible variance in the fitted sample
@@ -123,7 +127,7 @@ def test_zca_whitens(size, photo_blobs, food_photos_64):
 
 
 def test_zca_memory_check_names_largest_size(monkeypatch, photo_blobs):
-    avail = 2 * 1024 ** 3
+    avail = 2 * 1024**3
     monkeypatch.setattr(P, "available_memory_bytes", lambda: avail)
     fits = max(s for s in range(1, 200) if P.zca_bytes(s, 2000) <= avail)
     with pytest.raises(FeatkitError, match=rf"largest size that fits is {fits} px") as e:
@@ -136,6 +140,7 @@ def test_zca_memory_check_names_largest_size(monkeypatch, photo_blobs):
 
 
 # -------------------------------------------------------------------------------------------------------- resume
+
 
 def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, capsys):
     x, y = food_photos_64
@@ -162,6 +167,7 @@ def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------------ transfer
 
+
 def test_transfer_frozen_and_fine_tune():
     model = build_transfer_model("mobilenetv2", 64, 5, weights="none")
     assert len(model.trainable_weights) == 4  # Dense 1024 + softmax: kernel and bias each
@@ -187,10 +193,10 @@ def test_transfer_frozen_and_fine_tune():
 def test_transfer_real_weights_base_stays_in_inference_mode(keras_notop_weights, photo_blobs):
     x, y = photos_at(photo_blobs, 96)
     x = x[:10]
-    base_alone = keras.applications.MobileNetV2(include_top=False, weights=str(keras_notop_weights),
-                                                input_shape=(96, 96, 3))
-    ref = np.asarray(base_alone(keras.applications.mobilenet_v2.preprocess_input(x.astype(np.float32)),
-                                training=False))
+    base_alone = keras.applications.MobileNetV2(
+        include_top=False, weights=str(keras_notop_weights), input_shape=(96, 96, 3)
+    )
+    ref = np.asarray(base_alone(keras.applications.mobilenet_v2.preprocess_input(x.astype(np.float32)), training=False))
     assert ref.max() > 1.0  # real, non-trivial features
     for fine_tune_from in (None, "block_15_expand"):
         model = build_transfer_model("mobilenetv2", 96, 5, weights=keras_notop_weights, fine_tune_from=fine_tune_from)
@@ -204,6 +210,7 @@ def test_transfer_real_weights_base_stays_in_inference_mode(keras_notop_weights,
 
 
 # ---------------------------------------------------------------------------------------------------------- seeds
+
 
 def test_same_seed_same_first_epoch_loss(food_photos_64, tmp_path):
     x, y = food_photos_64
@@ -235,8 +242,9 @@ def test_mixed_precision_keeps_preprocessing_and_softmax_in_float32():
     old = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
-        model = compile_model(build_model(cfg, 5, mean=np.full(3, 100.0), std=np.full(3, 50.0),
-                                          zca=P.fit_zca(x)[:2]), cfg)
+        model = compile_model(
+            build_model(cfg, 5, mean=np.full(3, 100.0), std=np.full(3, 50.0), zca=P.fit_zca(x)[:2]), cfg
+        )
         dtypes = {layer.name: layer.compute_dtype for layer in model.layers}
         assert dtypes["standardize"] == dtypes["zca"] == dtypes["predictions"] == "float32"
         assert dtypes["conv1"] == "float16" and model.output.dtype == "float32"

@@ -9,9 +9,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from conftest import training_interrupted_after_first_epoch
+
 from featkit.cnn.presets import get_preset
 from featkit.cnn.train import read_history, train_cnn
-from featkit.fileio import read_json
+from featkit.core.fileio import read_json
 
 CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featkit.augment import SENSITIVITY_VIEWS
+from featkit.data.augment import SENSITIVITY_VIEWS
 
 pytestmark = pytest.mark.slow  # builds and trains a Keras model
 
@@ -19,16 +19,28 @@ def cnn_run(mini, tmp_path_factory):
     from featkit.cnn.series import train_preset
 
     root = tmp_path_factory.mktemp("cnn-run")
-    run, _ = train_preset("basic", mini, {"epochs": 1, "size": 32}, cache=root / "cache", reports=root / "reports",
-                          quiet=True)
+    run, _ = train_preset(
+        "basic", mini, {"epochs": 1, "size": 32}, cache=root / "cache", reports=root / "reports", quiet=True
+    )
     return run
 
 
 def test_a_cnn_run_has_the_files_of_a_head_run(cnn_run):
     names = {p.name for p in cnn_run.path.iterdir()}
-    assert {"config.json", "classes.json", "test_predictions.npz", "metrics.json", "history.csv", "per_class.csv",
-            "confusion.csv", "confusion.png", "confused_pairs.csv", "model.keras", "reliability.csv",
-            "reliability.png"} <= names
+    assert {
+        "config.json",
+        "classes.json",
+        "test_predictions.npz",
+        "metrics.json",
+        "history.csv",
+        "per_class.csv",
+        "confusion.csv",
+        "confusion.png",
+        "confused_pairs.csv",
+        "model.keras",
+        "reliability.csv",
+        "reliability.png",
+    } <= names
     m, pred = cnn_run.metrics, cnn_run.load_predictions()
     probs, labels = pred["probs"], pred["labels"]
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)
@@ -42,7 +54,7 @@ def test_a_cnn_run_has_the_files_of_a_head_run(cnn_run):
 
 
 def test_sensitivity_on_a_cnn_run(cnn_run):
-    from featkit.evaluate import sensitivity
+    from featkit.apps.evaluate import sensitivity
 
     df = sensitivity(cnn_run)
     assert df["view"].tolist() == ["plain"] + [v.name for v in SENSITIVITY_VIEWS]
@@ -57,13 +69,13 @@ def test_sensitivity_on_a_cnn_run(cnn_run):
 def test_the_perturbed_photos_are_those_extract_caches(cnn_run):
     """Recomputed by hand for one view: each test photo decoded, perturbed with the rng `featkit extract
     --sensitivity` uses for (seed, view, photo), through the network; the table's top-1 is that accuracy."""
-    from featkit.augment import photo_rng
+    from featkit.apps.evaluate import sensitivity
     from featkit.cnn.train import predict_images
+    from featkit.data.augment import photo_rng
     from featkit.data.images import decode_image
     from featkit.data.source import open_source
     from featkit.data.splits import read_manifest
-    from featkit.evaluate import sensitivity
-    from featkit.metrics import topk_accuracy
+    from featkit.runs.metrics import topk_accuracy
 
     cfg = cnn_run.config
     m = read_manifest(cfg.manifest)
@@ -72,8 +84,9 @@ def test_the_perturbed_photos_are_those_extract_caches(cnn_run):
     rows = [int(np.flatnonzero(ids == str(i))[0]) for i in pred["image_ids"]]
     view = SENSITIVITY_VIEWS[2]
     source = open_source(cfg.data)
-    photos = np.stack([view.apply(decode_image(source.read(m["path"][r]), 32), photo_rng(cfg.seed, view.name, 0, r))
-                       for r in rows])
+    photos = np.stack(
+        [view.apply(decode_image(source.read(m["path"][r]), 32), photo_rng(cfg.seed, view.name, 0, r)) for r in rows]
+    )
     plain = np.stack([decode_image(source.read(m["path"][r]), 32) for r in rows])
     assert not np.array_equal(photos, plain)
     expected = topk_accuracy(predict_images(cnn_run, photos), pred["labels"], (1,))[1]
@@ -92,7 +105,8 @@ def test_predict_images_gives_the_saved_calibrated_probabilities(cnn_run):
     m = read_manifest(cfg.manifest)
     ids = m["image_id"].astype(str).to_numpy()
     source = open_source(cfg.data)
-    photos = np.stack([decode_image(source.read(m["path"][int(np.flatnonzero(ids == str(i))[0])]), 32)
-                       for i in pred["image_ids"]])
+    photos = np.stack(
+        [decode_image(source.read(m["path"][int(np.flatnonzero(ids == str(i))[0])]), 32) for i in pred["image_ids"]]
+    )
     np.testing.assert_allclose(predict_images(cnn_run, photos), pred["probs"], rtol=1e-4, atol=1e-5)
     assert cnn_run.metrics.get("temperature") != 1.0  # a real fit, not the identity

@@ -15,9 +15,9 @@ from featkit.cli import app
 from featkit.cnn.presets import PRESETS, STUDY_ORDER
 from featkit.cnn.series import series_names
 from featkit.cnn.study import ROBUSTNESS_REMARK, study_comparison
-from featkit.errors import FeatkitError
-from featkit.report import build_report
-from featkit.runs import new_run
+from featkit.core.errors import FeatkitError
+from featkit.report.build import build_report
+from featkit.runs.store import new_run
 
 # /work/shared/docs/study.md, section 2 (rows 1-16) and section 3 (rows 17-18): row -> preset, image size,
 # filters per conv layer, dropout, augmentation (A), feature-wise standardisation (S), epochs (None: not stated),
@@ -25,39 +25,215 @@ from featkit.runs import new_run
 # checkpoint file.
 STUDY_ROWS = {
     1: ("basic", 64, (16,), 0.0, False, False, 5, 4_560, 2.36, 7.63, "basic.pixel.64.conv.1.pool.1.hdf5"),
-    2: ("benchmark-64", 64, (16, 32, 64), 0.0, False, False, 5, 27_184, 5.67, 16.64,
-        "basic.pixel.64.conv.3.pool.3.hdf5"),
-    3: ("benchmark-128", 128, (16, 32, 64), 0.0, False, False, 5, 27_184, 5.83, 18.15,
-        "basic.pixel.128.conv.3.pool.3.hdf5"),
-    4: ("benchmark-256", 256, (16, 32, 64), 0.0, False, False, 5, 27_184, 6.11, 17.53,
-        "basic.pixel.256.conv.3.pool.3.hdf5"),
-    5: ("aug-3", 128, (16, 32, 64), 0.0, True, False, 5, 27_184, 3.89, 13.48,
-        "nozca.nostd.pixel.128.conv.3.pool.3.hdf5"),
-    6: ("aug-3-drop0.5", 128, (16, 32, 64), 0.5, True, False, 5, 27_184, 3.46, 11.77,
-        "nozca.nostd.dropouts.pixel.128.conv.3.pool.3.hdf5"),
-    7: ("aug-3-drop0.3-10ep", 128, (16, 32, 64), 0.3, True, False, 10, 27_184, 5.33, 18.73,
-        "nozca.nostd.dropouts.10.epochs.pixel.128.conv.3.pool.3.hdf5"),
-    8: ("aug-4-drop0.3-10ep", 128, (16, 32, 64, 128), 0.3, True, False, 10, 76_464, 6.10, 20.63,
-        "nozca.nostd.dropouts.10.epochs.pixel.128.conv.4.pool.4.hdf5"),
-    9: ("aug-4-morenodes-drop0.3-10ep", 128, (32, 64, 64, 128), 0.3, True, False, 10, 91_040, 9.19, 25.62,
-        "nozca.nostd.morenodes.dropouts.10.epochs.pixel.128.conv.4.pool.4.hdf5"),
+    2: (
+        "benchmark-64",
+        64,
+        (16, 32, 64),
+        0.0,
+        False,
+        False,
+        5,
+        27_184,
+        5.67,
+        16.64,
+        "basic.pixel.64.conv.3.pool.3.hdf5",
+    ),
+    3: (
+        "benchmark-128",
+        128,
+        (16, 32, 64),
+        0.0,
+        False,
+        False,
+        5,
+        27_184,
+        5.83,
+        18.15,
+        "basic.pixel.128.conv.3.pool.3.hdf5",
+    ),
+    4: (
+        "benchmark-256",
+        256,
+        (16, 32, 64),
+        0.0,
+        False,
+        False,
+        5,
+        27_184,
+        6.11,
+        17.53,
+        "basic.pixel.256.conv.3.pool.3.hdf5",
+    ),
+    5: (
+        "aug-3",
+        128,
+        (16, 32, 64),
+        0.0,
+        True,
+        False,
+        5,
+        27_184,
+        3.89,
+        13.48,
+        "nozca.nostd.pixel.128.conv.3.pool.3.hdf5",
+    ),
+    6: (
+        "aug-3-drop0.5",
+        128,
+        (16, 32, 64),
+        0.5,
+        True,
+        False,
+        5,
+        27_184,
+        3.46,
+        11.77,
+        "nozca.nostd.dropouts.pixel.128.conv.3.pool.3.hdf5",
+    ),
+    7: (
+        "aug-3-drop0.3-10ep",
+        128,
+        (16, 32, 64),
+        0.3,
+        True,
+        False,
+        10,
+        27_184,
+        5.33,
+        18.73,
+        "nozca.nostd.dropouts.10.epochs.pixel.128.conv.3.pool.3.hdf5",
+    ),
+    8: (
+        "aug-4-drop0.3-10ep",
+        128,
+        (16, 32, 64, 128),
+        0.3,
+        True,
+        False,
+        10,
+        76_464,
+        6.10,
+        20.63,
+        "nozca.nostd.dropouts.10.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
+    9: (
+        "aug-4-morenodes-drop0.3-10ep",
+        128,
+        (32, 64, 64, 128),
+        0.3,
+        True,
+        False,
+        10,
+        91_040,
+        9.19,
+        25.62,
+        "nozca.nostd.morenodes.dropouts.10.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
     10: ("std-aug-3", 128, (16, 32, 64), 0.0, True, True, 5, 27_184, 6.64, 14.85, "nozca.pixel.128.conv.3.pool.3.hdf5"),
-    11: ("std-aug-3-drop0.5-10ep", 128, (16, 32, 64), 0.5, True, True, 10, 27_184, 7.78, 14.18,
-         "nozca.multi.nodes.dropout.10.epochs.pixel.128.conv.3.pool.3.hdf5"),
-    12: ("std-aug-4-10ep", 128, (16, 32, 64, 128), 0.0, True, True, 10, 76_464, 9.65, 20.34,
-         "nozca.10.epochs.pixel.128.conv.4.pool.4.hdf5"),
-    13: ("std-aug-4x64-10ep", 128, (64, 64, 64, 64), 0.0, True, True, 10, 66_816, 11.46, 15.66,
-         "nozca.64.nodes.10.epochs.pixel.128.conv.4.pool.4.hdf5"),
-    14: ("std-aug-4x128-10ep", 128, (128, 128, 128, 128), 0.0, True, True, 10, 231_680, 12.75, 18.00,
-         "nozca.128.nodes.10.epochs.pixel.128.conv.4.pool.4.hdf5"),
-    15: ("std-aug-4x128-drop0.3-10ep", 128, (128, 128, 128, 128), 0.3, True, True, 10, 231_680, 10.98, 25.98,
-         "nozca.128.nodes.10.dropout.epochs.pixel.128.conv.4.pool.4.hdf5"),
-    16: ("std-aug-5x128-drop0.3-20ep", 128, (128, 128, 128, 128, 128), 0.3, True, True, 20, 297_344, 18.19, 38.63,
-         "nozca.128.nodes.10.dropout.20.epochs.pixel.128.conv.5.pool.5.hdf5"),
-    17: ("vgg16-transfer-48", 48, (), 0.0, False, False, None, 15_502_400, 12.07, 30.49,
-         "vgg16.pixel.48.conv.1.pool.1.hdf5"),
-    18: ("vgg16-transfer-128", 128, (), 0.0, False, False, None, 15_502_400, 21.73, 49.00,
-         "vgg16.pixel.128.conv.1.pool.1.hdf5"),
+    11: (
+        "std-aug-3-drop0.5-10ep",
+        128,
+        (16, 32, 64),
+        0.5,
+        True,
+        True,
+        10,
+        27_184,
+        7.78,
+        14.18,
+        "nozca.multi.nodes.dropout.10.epochs.pixel.128.conv.3.pool.3.hdf5",
+    ),
+    12: (
+        "std-aug-4-10ep",
+        128,
+        (16, 32, 64, 128),
+        0.0,
+        True,
+        True,
+        10,
+        76_464,
+        9.65,
+        20.34,
+        "nozca.10.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
+    13: (
+        "std-aug-4x64-10ep",
+        128,
+        (64, 64, 64, 64),
+        0.0,
+        True,
+        True,
+        10,
+        66_816,
+        11.46,
+        15.66,
+        "nozca.64.nodes.10.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
+    14: (
+        "std-aug-4x128-10ep",
+        128,
+        (128, 128, 128, 128),
+        0.0,
+        True,
+        True,
+        10,
+        231_680,
+        12.75,
+        18.00,
+        "nozca.128.nodes.10.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
+    15: (
+        "std-aug-4x128-drop0.3-10ep",
+        128,
+        (128, 128, 128, 128),
+        0.3,
+        True,
+        True,
+        10,
+        231_680,
+        10.98,
+        25.98,
+        "nozca.128.nodes.10.dropout.epochs.pixel.128.conv.4.pool.4.hdf5",
+    ),
+    16: (
+        "std-aug-5x128-drop0.3-20ep",
+        128,
+        (128, 128, 128, 128, 128),
+        0.3,
+        True,
+        True,
+        20,
+        297_344,
+        18.19,
+        38.63,
+        "nozca.128.nodes.10.dropout.20.epochs.pixel.128.conv.5.pool.5.hdf5",
+    ),
+    17: (
+        "vgg16-transfer-48",
+        48,
+        (),
+        0.0,
+        False,
+        False,
+        None,
+        15_502_400,
+        12.07,
+        30.49,
+        "vgg16.pixel.48.conv.1.pool.1.hdf5",
+    ),
+    18: (
+        "vgg16-transfer-128",
+        128,
+        (),
+        0.0,
+        False,
+        False,
+        None,
+        15_502_400,
+        21.73,
+        49.00,
+        "vgg16.pixel.128.conv.1.pool.1.hdf5",
+    ),
 }
 PRESET_ROW = {v[0]: k for k, v in STUDY_ROWS.items()}
 runner = CliRunner()
@@ -71,6 +247,7 @@ def fk(*args) -> dict | list | str:
 
 # ------------------------------------------------------------------------------------------- presets vs digest
 
+
 def test_presets_are_the_study_rows_in_its_order():
     assert set(PRESETS) == set(PRESET_ROW)  # no preset that matches no row of the study
     assert list(STUDY_ORDER) == [STUDY_ROWS[i][0] for i in range(1, 19)] == series_names(["study"])
@@ -78,8 +255,18 @@ def test_presets_are_the_study_rows_in_its_order():
         series_names(["basic", "basik"])
     for row, (name, size, filters, dropout, aug, std, epochs, params, top1, top5, checkpoint) in STUDY_ROWS.items():
         p = PRESETS[name]
-        got = (p.study_row, p.size, p.filters, p.dropout, p.augment, p.standardize, p.study_params, p.study_top1,
-               p.study_top5, p.study_checkpoint)
+        got = (
+            p.study_row,
+            p.size,
+            p.filters,
+            p.dropout,
+            p.augment,
+            p.standardize,
+            p.study_params,
+            p.study_top1,
+            p.study_top5,
+            p.study_checkpoint,
+        )
         assert got == (row, size, filters, dropout, aug, std, params, top1, top5, checkpoint), name
         if epochs is not None:
             assert p.epochs == epochs, name
@@ -93,8 +280,8 @@ def test_presets_are_the_study_rows_in_its_order():
 
 
 def test_presets_and_extract_share_the_augmentation_defaults():
-    from featkit.augment import augment_view
-    from featkit.extract import ExtractOptions
+    from featkit.data.augment import augment_view
+    from featkit.features.extract import ExtractOptions
 
     view, opts, p = augment_view(), ExtractOptions(), PRESETS["aug-3"]
     assert (view.rotation, view.width_shift, view.height_shift) == (p.rotation, p.shift, p.shift) == (90.0, 0.2, 0.2)
@@ -106,8 +293,13 @@ def test_list_shows_each_study_row():
     assert [r["name"] for r in rows] == list(STUDY_ORDER)
     for r in rows:
         _, size, filters, dropout, aug, std, epochs, params, top1, top5, checkpoint = STUDY_ROWS[r["study_row"]]
-        assert (r["study_checkpoint"], r["study_top1"], r["study_top5"], r["study_params"], r["size"]) == \
-            (checkpoint, top1, top5, params, size)
+        assert (r["study_checkpoint"], r["study_top1"], r["study_top5"], r["study_params"], r["size"]) == (
+            checkpoint,
+            top1,
+            top5,
+            params,
+            size,
+        )
         assert r["study_dataset"] == "UECFOOD-256" and "batch size 32" in r["note"]
     by_name = {r["name"]: r for r in rows}
     assert by_name["aug-4-drop0.3-10ep"]["filters"] == "16-32-64-128"
@@ -121,6 +313,7 @@ def test_list_shows_each_study_row():
 
 
 # --------------------------------------------------------------------------------------- every preset's model
+
 
 @pytest.fixture(scope="module")
 def two_photos():
@@ -169,22 +362,37 @@ def test_every_preset_builds_with_the_study_parameter_count(name, two_photos):
 
 # ------------------------------------------------------------------------------------ a few presets, trained
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["basic", "aug-4-drop0.3-10ep", "std-aug-3", "vgg16-transfer-48"])
 def test_representative_presets_train_on_real_photos(name, tmp_path):
     pytest.importorskip("keras")
     from conftest import read_food_photos
+
     from featkit.cnn.train import read_history, train_cnn
     from featkit.data.images import decode_image
-    from featkit.metrics import topk_accuracy
+    from featkit.runs.metrics import topk_accuracy
 
-    cfg = PRESETS[name].replace(epochs=1, batch_size=5, **({"weights": "none"} if PRESETS[name].model == "transfer" else {}))
+    cfg = PRESETS[name].replace(
+        epochs=1, batch_size=5, **({"weights": "none"} if PRESETS[name].model == "transfer" else {})
+    )
     _, blobs, labels = read_food_photos(classes=5, per_class=4)
     x = np.stack([decode_image(b, cfg.size) for b in blobs])  # the preset's own image size
     i = np.arange(len(x)) % 4  # per class: 2 train, 1 valid, 1 test
     classes = [{"index": c, "id": f"c{c}", "name": f"class {c}"} for c in range(5)]
-    run = train_cnn(cfg, x[i < 2], labels[i < 2], x[i == 2], labels[i == 2], x[i == 3], labels[i == 3], classes,
-                    tmp_path / "run", quiet=True, test_ids=[f"p{k}" for k in range(5)])
+    run = train_cnn(
+        cfg,
+        x[i < 2],
+        labels[i < 2],
+        x[i == 2],
+        labels[i == 2],
+        x[i == 3],
+        labels[i == 3],
+        classes,
+        tmp_path / "run",
+        quiet=True,
+        test_ids=[f"p{k}" for k in range(5)],
+    )
     config, metrics = run.config, run.metrics
     assert {k: config.params[k] for k in cfg.training_settings()} == json.loads(json.dumps(cfg.training_settings()))
     assert (metrics.get("study_top1"), metrics.get("study_top5")) == (cfg.study_top1, cfg.study_top5)
@@ -200,11 +408,13 @@ def test_representative_presets_train_on_real_photos(name, tmp_path):
 
 # ----------------------------------------------------------------------------------------- series, resumable
 
+
 @pytest.mark.slow
 def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path):
     pytest.importorskip("keras")
-    from featkit.cnn import train as T
     from conftest import training_interrupted_after_first_epoch
+
+    from featkit.cnn import train as T
     from featkit.cnn.series import run_series
 
     common = ["--data", mini, "--per-class", 3, "--cache", tmp_path / "cache", "--reports", tmp_path / "reports"]
@@ -238,32 +448,54 @@ def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path):
 
 # --------------------------------------------------------------------------------------------- report section
 
+
 def _cnn_run(reports, preset: str, top1: float, sensitivity: list[tuple] | None = None):
     run = new_run(f"cnn-{preset}", reports)
     p = PRESETS[preset]
-    run.write_json("config.json", {**p.to_dict(), "kind": "cnn", "preset": preset, "backbone": None, "seed": 0,
-                                   "per_class": None, "data": "/x/UECFOOD256.zip", "dataset_name": "UECFOOD-256",
-                                   "n_train": 22155})
+    run.write_json(
+        "config.json",
+        {
+            **p.to_dict(),
+            "kind": "cnn",
+            "preset": preset,
+            "backbone": None,
+            "seed": 0,
+            "per_class": None,
+            "data": "/x/UECFOOD256.zip",
+            "dataset_name": "UECFOOD-256",
+            "n_train": 22155,
+        },
+    )
     run.write_json("classes.json", [{"index": 0, "id": "1", "name": "rice"}])
     run.write_json("metrics.json", {"top1": top1, "top5": 0.3, "epochs_run": p.epochs, "seconds_per_epoch": 130.04})
     if sensitivity:
-        pd.DataFrame(sensitivity, columns=["view", "rotation", "width_shift", "height_shift", "flips", "n", "top1",
-                                           "top5"]).to_csv(run.path / "sensitivity.csv", index=False)
+        pd.DataFrame(
+            sensitivity, columns=["view", "rotation", "width_shift", "height_shift", "flips", "n", "top1", "top5"]
+        ).to_csv(run.path / "sensitivity.csv", index=False)
     return run
 
 
 def test_report_puts_study_beside_featkit_with_the_robustness_remark(tmp_path):
     reports = tmp_path / "reports"
     plain = ("plain", 0, 0, 0, "none", 2094, 0.1, 0.3)
-    applied = _cnn_run(reports, "std-aug-4-10ep", 0.1, [plain, ("sens-rot45-shift0.1", 45, 0.1, 0.1, "none", 2094,
-                                                                0.08, 0.27)])
-    never = _cnn_run(reports, "benchmark-64", 0.05, [plain, ("sens-rot180-h0.3-w0.4-flips", 180, 0.4, 0.3,
-                                                             "horizontal+vertical", 2094, 0.1, 0.3)])
+    applied = _cnn_run(
+        reports, "std-aug-4-10ep", 0.1, [plain, ("sens-rot45-shift0.1", 45, 0.1, 0.1, "none", 2094, 0.08, 0.27)]
+    )
+    never = _cnn_run(
+        reports,
+        "benchmark-64",
+        0.05,
+        [plain, ("sens-rot180-h0.3-w0.4-flips", 180, 0.4, 0.3, "horizontal+vertical", 2094, 0.1, 0.3)],
+    )
     table = study_comparison(reports)
     assert table["run_id"].tolist() == [never.id, applied.id]  # study rows 2, 12
     row = table.iloc[1]
-    assert (row["study_top1"], row["featkit_top1"], row["study_s_per_epoch"], row["featkit_s_per_epoch"]) == \
-        (9.65, 10.0, "132-136", 130.0)
+    assert (row["study_top1"], row["featkit_top1"], row["study_s_per_epoch"], row["featkit_s_per_epoch"]) == (
+        9.65,
+        10.0,
+        "132-136",
+        130.0,
+    )
     assert row["differs"] == ""  # the study's row, on its dataset
     paths = build_report(reports)
     md = paths["results_md"].read_text()

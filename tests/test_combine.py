@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-
 from cachefixtures import backbone_spec, one_blas_thread
-from featkit.cache import read_cache, write_cache
-from featkit.calibration import apply_temperature, fit_temperature
-from featkit.errors import FeatkitError
-from featkit.metrics import log_loss
-from featkit.schema import BackboneSpec
+
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import BackboneSpec
+from featkit.features.cache import read_cache, write_cache
+from featkit.runs.calibration import apply_temperature, fit_temperature
+from featkit.runs.metrics import log_loss
 
 FAST = {"C": 1.0, "max_iter": 200}
 
@@ -29,18 +29,30 @@ def _derived(src, path, transform, ids=None, order=None, **meta_changes):
     fs = read_cache(src)
     order = np.arange(len(fs)) if order is None else order
     image_ids = fs.image_ids if ids is None else ids
-    write_cache(path, transform(fs.features)[order], fs.labels[order], fs.split[order], np.asarray(image_ids)[order],
-                fs.meta.replace(**{k: BackboneSpec.from_dict(v) if k == "backbone" else v for k, v in meta_changes.items()}))
+    write_cache(
+        path,
+        transform(fs.features)[order],
+        fs.labels[order],
+        fs.split[order],
+        np.asarray(image_ids)[order],
+        fs.meta.replace(**{k: BackboneSpec.from_dict(v) if k == "backbone" else v for k, v in meta_changes.items()}),
+    )
     return path
 
 
 def test_matching_caches_concatenate_side_by_side_in_the_first_cache_order(caches, tmp_path):
-    from featkit.combine import concat_caches
+    from featkit.features.combine import concat_caches
 
     a = read_cache(caches.plain)
     order = np.random.default_rng(0).permutation(len(a))  # the second cache lists the photos in another order
-    b_path = _derived(caches.plain, tmp_path / "b.h5", lambda f: f[:, :256] * 2, order=order,
-                      backbone=backbone_spec("other-net", 64), size=64)
+    b_path = _derived(
+        caches.plain,
+        tmp_path / "b.h5",
+        lambda f: f[:, :256] * 2,
+        order=order,
+        backbone=backbone_spec("other-net", 64),
+        size=64,
+    )
     both = concat_caches([caches.plain, b_path])
     assert both.features.shape == (len(a), 1280 + 256)
     np.testing.assert_array_equal(both.features[:, :1280], a.features)
@@ -53,7 +65,7 @@ def test_matching_caches_concatenate_side_by_side_in_the_first_cache_order(cache
 
 
 def test_caches_of_other_photos_fail_with_one_line(caches, tmp_path):
-    from featkit.combine import concat_caches
+    from featkit.features.combine import concat_caches
 
     a = read_cache(caches.plain)
     ids = a.image_ids.copy()
@@ -64,12 +76,14 @@ def test_caches_of_other_photos_fail_with_one_line(caches, tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and str(b_path) in msg and "3 image ids" in msg and a.image_ids[0] in msg
     other = _derived(caches.plain, tmp_path / "c.h5", lambda f: f, fingerprint="0123456789abcdef")
-    with pytest.raises(FeatkitError, match="fingerprint: .ec8c[0-9a-f]+. vs .0123456789abcdef. — combine caches of the same photos"):
+    with pytest.raises(
+        FeatkitError, match="fingerprint: .ec8c[0-9a-f]+. vs .0123456789abcdef. — combine caches of the same photos"
+    ):
         concat_caches([caches.plain, other])
 
 
 def test_fit_head_on_two_caches_records_both_sources(caches, tmp_path):
-    from featkit.fit import fit_head
+    from featkit.heads.fit import fit_head
 
     b_path = _derived(caches.plain, tmp_path / "b.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     run = fit_head([caches.plain, b_path], "logreg", FAST, reports=tmp_path, quiet=True)
@@ -80,8 +94,8 @@ def test_fit_head_on_two_caches_records_both_sources(caches, tmp_path):
 
 
 def test_tta_probabilities_are_the_mean_of_plain_and_mirrored_photo(caches, tmp_path):
-    from featkit.fit import fit_head
-    from featkit.runs import load_run_head
+    from featkit.heads import load_run_head
+    from featkit.heads.fit import fit_head
 
     # no refit: the saved head is the one that scored valid (held out), so both splits can be checked by hand
     run = fit_head(caches.plain, "logreg", FAST, reports=tmp_path, quiet=True, tta="flip", refit=False)
@@ -99,7 +113,7 @@ def test_tta_probabilities_are_the_mean_of_plain_and_mirrored_photo(caches, tmp_
 
 
 def test_tta_without_the_view_fails_with_one_line(caches, tmp_path):
-    from featkit.fit import fit_head
+    from featkit.heads.fit import fit_head
 
     shutil.copy(caches.plain, tmp_path / "plain.h5")
     with pytest.raises(FeatkitError, match=r"no tta-flip view beside .*--tta flip"):
@@ -107,8 +121,8 @@ def test_tta_without_the_view_fails_with_one_line(caches, tmp_path):
 
 
 def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
-    from featkit.ensemble import ensemble_runs
-    from featkit.fit import fit_head
+    from featkit.apps.ensemble import ensemble_runs
+    from featkit.heads.fit import fit_head
 
     run = fit_head(caches.plain, "logreg", FAST, reports=tmp_path, quiet=True)
     ens = ensemble_runs([run.id, run.id], reports=tmp_path, quiet=True)
@@ -119,15 +133,15 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
         assert ens.metrics.get(key) == run.metrics.get(key), key
     assert ens.config.kind == "ensemble" and ens.config.extra["members"] == [run.id, run.id]
     assert (ens.path / "per_class.csv").read_text() == (run.path / "per_class.csv").read_text()
-    from featkit.predict import predict
+    from featkit.apps.predict import predict
 
     with pytest.raises(FeatkitError, match="pick one of its member runs"):
         predict(ens.id, [tmp_path / "photo.jpg"], reports=tmp_path)
 
 
 def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, tmp_path):
-    from featkit.ensemble import ensemble_runs
-    from featkit.fit import fit_head
+    from featkit.apps.ensemble import ensemble_runs
+    from featkit.heads.fit import fit_head
 
     r1 = fit_head(caches.plain, "logreg", FAST, reports=tmp_path, quiet=True)
     r2 = fit_head(caches.plain, "logreg", {**FAST, "C": 0.01}, reports=tmp_path, quiet=True)
@@ -144,8 +158,14 @@ def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, t
 
     fewer = read_cache(caches.plain)
     keep = ~((fewer.split == "test") & (np.arange(len(fewer)) % 2 == 0))
-    write_cache(tmp_path / "fewer.h5", fewer.features[keep], fewer.labels[keep], fewer.split[keep],
-                fewer.image_ids[keep], fewer.meta)
+    write_cache(
+        tmp_path / "fewer.h5",
+        fewer.features[keep],
+        fewer.labels[keep],
+        fewer.split[keep],
+        fewer.image_ids[keep],
+        fewer.meta,
+    )
     r3 = fit_head(tmp_path / "fewer.h5", "logreg", FAST, reports=tmp_path, quiet=True)
     with pytest.raises(FeatkitError) as e:
         ensemble_runs([r1, r3], reports=tmp_path, quiet=True)
@@ -155,7 +175,7 @@ def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, t
 def test_sweep_selects_by_validation_never_by_test(caches, tmp_path):
     """Two candidates: one has useless test features (good valid, bad test), the other useless valid features
     (bad valid, good test). Choosing by test would pick the second; the sweep must pick the first."""
-    from featkit.sweep import Candidate, sweep
+    from featkit.apps.sweep import Candidate, sweep
 
     fs = read_cache(caches.plain)
     noise = np.random.default_rng(1).normal(size=fs.features.shape).astype(np.float32)
@@ -168,7 +188,9 @@ def test_sweep_selects_by_validation_never_by_test(caches, tmp_path):
     cands = [Candidate("logreg", FAST, (str(good_test),)), Candidate("logreg", FAST, (str(good_valid),))]
     result = sweep(cands, jobs=2, reports=tmp_path, quiet=True)
     by_cache = {r["run"]: r for r in result.rows}
-    rows = {json.loads((tmp_path / "runs" / run / "config.json").read_text())["cache"]: r for run, r in by_cache.items()}
+    rows = {
+        json.loads((tmp_path / "runs" / run / "config.json").read_text())["cache"]: r for run, r in by_cache.items()
+    }
     gv, gt = rows[str(good_valid.resolve())], rows[str(good_test.resolve())]
     assert gv["valid_top1"] > gt["valid_top1"] and gt["top1"] > gv["top1"]  # the two splits disagree
     assert result.selected is gv and gv["selected"] == "yes" and gt["selected"] == ""
@@ -179,7 +201,7 @@ def test_sweep_selects_by_validation_never_by_test(caches, tmp_path):
 
 
 def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
-    from featkit.sweep import cache_sets, grid, parse_param_grid, read_candidates, run_candidates, sweep
+    from featkit.apps.sweep import cache_sets, grid, parse_param_grid, read_candidates, run_candidates, sweep
 
     b = _derived(caches.plain, tmp_path / "b.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     sets = cache_sets([caches.plain, b], ["none", "backbones"])
@@ -219,7 +241,19 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
     assert cfg["tta"] == "flip" and len(cfg["caches"]) == 2
     ens = fk("ensemble", run["run"], run["run"], "--name", "twice", *reports)
     assert (ens["top1"], ens["top5"]) == (run["top1"], run["top5"])
-    out = fk("sweep", "--set", f"{caches.plain}+{b}", "--features", caches.plain, "-p", "C=0.1,1", "-p", "max_iter=200",
-             "--tta", "on", *reports)
+    out = fk(
+        "sweep",
+        "--set",
+        f"{caches.plain}+{b}",
+        "--features",
+        caches.plain,
+        "-p",
+        "C=0.1,1",
+        "-p",
+        "max_iter=200",
+        "--tta",
+        "on",
+        *reports,
+    )
     assert len(out["rows"]) == 4 and out["selected"]["valid_top1"] == max(r["valid_top1"] for r in out["rows"])
     assert {r["caches"] for r in out["rows"]} == {"mobilenet-v2-96", "mobilenet-v2-96+other-net-96"}

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from test_data_layouts import REPO_ROOT, make_folders, make_uec, photo_bytes, write
 from typer.testing import CliRunner
 
 from featkit.cli import app
+from featkit.core.errors import FeatkitError
 from featkit.data import prepare
 from featkit.data.summary import summarize
-from featkit.errors import FeatkitError
-from test_data_layouts import REPO_ROOT, make_folders, make_uec, photo_bytes, write
 
 runner = CliRunner()
 
@@ -25,8 +25,14 @@ def cli(*args: str):
 
 def featkit_subprocess(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "featkit.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "featkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -51,7 +57,9 @@ def test_summary_of_uec(tmp_path):
 
 def test_summary_json_and_split_options(tmp_path):
     root = make_folders(tmp_path / "photos", per_class=10)
-    r = cli("data", "summary", root, "--cache", tmp_path / "cache", "--split", "60/20/20", "--seed", "3", "--json", "-q")
+    r = cli(
+        "data", "summary", root, "--cache", tmp_path / "cache", "--split", "60/20/20", "--seed", "3", "--json", "-q"
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["splits"] == {"train": 24, "valid": 8, "test": 8}
@@ -102,7 +110,10 @@ def test_one_photo_class_and_empty_folder_warnings_in_the_summary(tmp_path):
     (root / "void").mkdir()
     r = cli("data", "summary", root, "--cache", tmp_path / "cache", "-q")
     assert r.exit_code == 0
-    assert "class 'solo' has one photo (or one set of identical photos): it cannot be stratified, so it stays in train" in r.output
+    assert (
+        "class 'solo' has one photo (or one set of identical photos): it cannot be stratified, so it stays in train"
+        in r.output
+    )
     assert "void has no photos: ignored" in r.output
 
 
@@ -110,15 +121,27 @@ def test_app_raises_featkit_error_for_bad_split(tmp_path):
     root = make_folders(tmp_path / "photos", per_class=2)
     r = cli("data", "summary", root, "--cache", tmp_path / "cache", "--split", "70/30")
     assert isinstance(r.exception, FeatkitError)
-    assert str(r.exception) == "--split '70/30' should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10."
+    assert (
+        str(r.exception)
+        == "--split '70/30' should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10."
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["data", "summary", "{tmp}/no-such-folder"], "error: {tmp}/no-such-folder does not exist: give a dataset folder"),
-    (["data", "check", "{tmp}/no-such-folder"], "error: {tmp}/no-such-folder does not exist: give a dataset folder"),
-    (["data", "summary", "{tmp}/photos", "--split", "a/b/c"], "error: --split 'a/b/c' should be three numbers"),
-    (["data", "summary", "{tmp}/photos", "--seed", "-1"], "error: seed -1 should be a whole number >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["data", "summary", "{tmp}/no-such-folder"],
+            "error: {tmp}/no-such-folder does not exist: give a dataset folder",
+        ),
+        (
+            ["data", "check", "{tmp}/no-such-folder"],
+            "error: {tmp}/no-such-folder does not exist: give a dataset folder",
+        ),
+        (["data", "summary", "{tmp}/photos", "--split", "a/b/c"], "error: --split 'a/b/c' should be three numbers"),
+        (["data", "summary", "{tmp}/photos", "--seed", "-1"], "error: seed -1 should be a whole number >= 0"),
+    ],
+)
 def test_errors_through_main_are_one_line_without_traceback(tmp_path, args, message):
     make_folders(tmp_path / "photos", per_class=2)
     r = featkit_subprocess(*[a.format(tmp=tmp_path) for a in args], "--cache", tmp_path / "cache", "-q", cwd=tmp_path)

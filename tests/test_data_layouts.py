@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featkit.core.errors import FeatkitError
 from featkit.data import prepare
 from featkit.data.layouts import detect
 from featkit.data.source import FolderSource, ZipSource, open_source
 from featkit.data.summary import summarize
-from featkit.errors import FeatkitError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,9 +43,20 @@ def write(path: Path, data: bytes | str) -> Path:
     return path
 
 
-UEC_NAMES = {1: "rice", 2: "eels on rice", 3: "pilaf", 4: "chicken-'n'-egg on rice", 5: "pork cutlet on rice",
-             6: "beef curry", 7: "sushi", 8: "chicken rice", 9: "fried rice", 10: "tempura bowl", 11: "bibimbap",
-             12: "rice with egg"}
+UEC_NAMES = {
+    1: "rice",
+    2: "eels on rice",
+    3: "pilaf",
+    4: "chicken-'n'-egg on rice",
+    5: "pork cutlet on rice",
+    6: "beef curry",
+    7: "sushi",
+    8: "chicken rice",
+    9: "fried rice",
+    10: "tempura bowl",
+    11: "bibimbap",
+    12: "rice with egg",
+}
 UEC_MULTI = "9999"  # the photo filed under classes 3 and 7
 UEC_BOXED = "5001"  # class 1: grey photo with a red box at x 8..20, y 4..12
 UEC_BOX = (8, 4, 20, 12)
@@ -390,8 +401,11 @@ def test_macos_clutter_does_not_hide_the_layout(tmp_path):
     assert prep.dataset.layout == "folders" and prep.dataset.root == "photos"
     assert [c["name"] for c in prep.classes] == ["class1", "class2", "class10", "Class11"]
     assert len(prep.manifest) == 8
-    assert {p for p, _ in prep.dataset.ignored} == {"__MACOSX/photos/class1/._img0.jpg", "photos/class1/.DS_Store",
-                                                     "photos/.ipynb_checkpoints/x.jpg"}
+    assert {p for p, _ in prep.dataset.ignored} == {
+        "__MACOSX/photos/class1/._img0.jpg",
+        "photos/class1/.DS_Store",
+        "photos/.ipynb_checkpoints/x.jpg",
+    }
 
 
 # ---------------------------------------------------------------- bad input
@@ -447,8 +461,10 @@ def test_non_image_files_are_counted_not_dropped(tmp_path):
     write(root / "readme.md", "# photos")
     prep = prepare(root, tmp_path / "cache", quiet=True)
     s = summarize(prep)
-    assert {(f["path"], f["why"]) for f in s["ignored_files"]} == {("class2/notes.txt", "not an image file"),
-                                                                    ("readme.md", "not inside a class folder")}
+    assert {(f["path"], f["why"]) for f in s["ignored_files"]} == {
+        ("class2/notes.txt", "not an image file"),
+        ("readme.md", "not inside a class folder"),
+    }
     assert [u["path"] for u in s["unreadable"]] == ["class2/fake.jpg"]
     assert "class2/fake.jpg" not in set(prep.manifest["path"])
     assert s["photos"] == 13 and s["photos_readable"] == 12
@@ -456,8 +472,15 @@ def test_non_image_files_are_counted_not_dropped(tmp_path):
 
 def test_odd_file_names_survive_the_manifest_round_trip(tmp_path):
     root = tmp_path / "ds"
-    names = ["class 1/photo, with comma.jpg", "クラス/写真.jpg", 'q"uote/a "b".jpg', "semi;colon/x#1.JPG",
-             "nl/line\nbreak.jpg", "class 1/0001.jpg", "007/0007.jpeg"]
+    names = [
+        "class 1/photo, with comma.jpg",
+        "クラス/写真.jpg",
+        'q"uote/a "b".jpg',
+        "semi;colon/x#1.JPG",
+        "nl/line\nbreak.jpg",
+        "class 1/0001.jpg",
+        "007/0007.jpeg",
+    ]
     for i, n in enumerate(names):
         write(root / n, photo_bytes(900 + i))
     a = prepare(root, tmp_path / "cache", quiet=True)

@@ -8,13 +8,21 @@ import math
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
+from test_data_layouts import (
+    FOOD_CLASSES,
+    FOOD_DUP,
+    UEC_MULTI,
+    make_folders,
+    make_food101,
+    make_uec,
+    photo_bytes,
+    write,
+)
 
+from featkit.core.errors import FeatkitError
 from featkit.data import SplitConfig, prepare
 from featkit.data.splits import _assign
 from featkit.data.summary import format_summary, summarize
-from featkit.errors import FeatkitError
-from test_data_layouts import (FOOD_CLASSES, FOOD_DUP, UEC_MULTI, make_folders, make_food101, make_uec,
-                               photo_bytes, write)
 
 SEEDS = range(6)
 
@@ -97,8 +105,10 @@ def test_food101_duplicate_straddling_train_and_test_is_warned_and_kept(food):
     _, prep = food
     m = prep.manifest
     straddle = [w for w in prep.warnings if "straddle" in w]
-    assert straddle == ["identical photos straddle the official splits, kept where the official split puts them: "
-                        f"{FOOD_DUP[0]} (train) = {FOOD_DUP[1]} (test)"]
+    assert straddle == [
+        "identical photos straddle the official splits, kept where the official split puts them: "
+        f"{FOOD_DUP[0]} (train) = {FOOD_DUP[1]} (test)"
+    ]
     assert split_of(m, image_id=FOOD_DUP[0]) == ["train"]
     assert split_of(m, image_id=FOOD_DUP[1]) == ["test"]
     d = summarize(prep)["duplicates"]
@@ -203,8 +213,9 @@ def test_one_photo_class_stays_in_train_with_a_warning(tmp_path):
         prep = prepare(root, tmp_path / "cache", SplitConfig(seed=seed), quiet=True)
         assert split_of(prep.manifest, class_id="lonely") == ["train"]
         assert split_of(prep.manifest, class_id="pair") == ["train", "train"]
-    assert ("class 'lonely' has one photo (or one set of identical photos): it cannot be stratified, "
-            "so it stays in train") in prep.warnings
+    assert (
+        "class 'lonely' has one photo (or one set of identical photos): it cannot be stratified, so it stays in train"
+    ) in prep.warnings
     assert "class 'pair' has only 2 photos: all stay in train, none in valid or test" in prep.warnings
 
 
@@ -235,9 +246,23 @@ def test_split_config_parse():
     assert SplitConfig.parse("70.4/19.6/10").key != SplitConfig().key  # no reuse of another split's manifest
 
 
-@pytest.mark.parametrize("text", ["70/20", "70/20/10/0", "a/b/c", "", "70-20-10", "-10/60/50", "0/50/50",
-                                  "nan/20/10", "inf/20/10", "0/0/0",
-                                  "50/50/50", "7/2/1"])  # parts that do not sum to 100 (or 1) are never rescaled
+@pytest.mark.parametrize(
+    "text",
+    [
+        "70/20",
+        "70/20/10/0",
+        "a/b/c",
+        "",
+        "70-20-10",
+        "-10/60/50",
+        "0/50/50",
+        "nan/20/10",
+        "inf/20/10",
+        "0/0/0",
+        "50/50/50",
+        "7/2/1",
+    ],
+)  # parts that do not sum to 100 (or 1) are never rescaled
 def test_bad_split_values_are_one_line_errors(text):
     with pytest.raises(FeatkitError) as e:
         SplitConfig.parse(text)
@@ -245,8 +270,15 @@ def test_bad_split_values_are_one_line_errors(text):
     assert msg.startswith(f"--split {text!r} should be three numbers") and "\n" not in msg
 
 
-@pytest.mark.parametrize("kw", [{"train": 0.5, "valid": 0.2, "test": 0.2}, {"train": math.nan, "valid": 0.0, "test": 0.0},
-                                {"seed": -1}, {"seed": 1.5}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"train": 0.5, "valid": 0.2, "test": 0.2},
+        {"train": math.nan, "valid": 0.0, "test": 0.0},
+        {"seed": -1},
+        {"seed": 1.5},
+    ],
+)
 def test_bad_split_config_is_an_error(kw):
     with pytest.raises(FeatkitError):
         SplitConfig(**kw)
@@ -254,10 +286,15 @@ def test_bad_split_config_is_an_error(kw):
 
 # ---------------------------------------------------------------- the real shared Food-101 zip
 
-STRADDLING = {("beet_salad/2595905", "beet_salad/2671983"), ("caprese_salad/763184", "caprese_salad/763201"),
-              ("french_onion_soup/1741871", "french_onion_soup/1741875"), ("panna_cotta/2995960", "panna_cotta/3011399"),
-              ("spaghetti_carbonara/1348593", "spaghetti_carbonara/1349091"),
-              ("spaghetti_carbonara/501277", "spaghetti_carbonara/501296"), ("waffles/899285", "waffles/961486")}
+STRADDLING = {
+    ("beet_salad/2595905", "beet_salad/2671983"),
+    ("caprese_salad/763184", "caprese_salad/763201"),
+    ("french_onion_soup/1741871", "french_onion_soup/1741875"),
+    ("panna_cotta/2995960", "panna_cotta/3011399"),
+    ("spaghetti_carbonara/1348593", "spaghetti_carbonara/1349091"),
+    ("spaghetti_carbonara/501277", "spaghetti_carbonara/501296"),
+    ("waffles/899285", "waffles/961486"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +306,13 @@ def real(food_zip, tmp_path_factory):
 @pytest.mark.slow
 def test_real_food101_zip(real):
     prep, s = real
-    assert (s["layout"], s["root"], s["classes"], s["photos"], s["photos_readable"]) == ("food101", "food-101", 101, 57_368, 57_368)
+    assert (s["layout"], s["root"], s["classes"], s["photos"], s["photos_readable"]) == (
+        "food101",
+        "food-101",
+        101,
+        57_368,
+        57_368,
+    )
     assert s["official_split"] == {"train": 43_026, "test": 14_342}
     assert s["photos_per_class"] == {"min": 568, "median": 568.0, "max": 568}
     assert s["splits"]["test"] == 14_342 and s["splits"]["train"] + s["splits"]["valid"] == 43_026

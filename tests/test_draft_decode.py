@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import read_food_photos
 from PIL import Image
 
-from featkit import extract as ex
-from featkit.cache import read_cache, read_meta
 from featkit.data import images, prepare
 from featkit.data.images import decode_image, draft_scale, open_image
-
-from conftest import read_food_photos
+from featkit.features import extract as ex
+from featkit.features.cache import read_cache, read_meta
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,21 @@ def big_jpeg(photo: Image.Image, w: int, h: int, orientation: int | None = None)
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("w, h, size, scale", [
-    (1000, 800, 64, 8), (1000, 800, 128, 4), (1000, 800, 200, 4), (1000, 800, 250, 2), (1000, 800, 401, 1),
-    (600, 520, 128, 4), (600, 500, 128, 2), (300, 260, 128, 2), (300, 250, 128, 1), (130, 900, 64, 2),
-])
+@pytest.mark.parametrize(
+    "w, h, size, scale",
+    [
+        (1000, 800, 64, 8),
+        (1000, 800, 128, 4),
+        (1000, 800, 200, 4),
+        (1000, 800, 250, 2),
+        (1000, 800, 401, 1),
+        (600, 520, 128, 4),
+        (600, 500, 128, 2),
+        (300, 260, 128, 2),
+        (300, 250, 128, 1),
+        (130, 900, 64, 2),
+    ],
+)
 def test_draft_scale_keeps_at_least_the_target(food_jpegs, w, h, size, scale):
     data = big_jpeg(food_jpegs[0], w, h)
     img = open_image(data, draft_size=size)  # what decode_image resizes
@@ -91,7 +101,10 @@ def test_box_is_scaled_with_the_draft(food_jpegs):
     img = open_image(data, box=box, draft_size=128)
     assert img.info["draft_scale"] == 4
     assert img.size == (160, 131) and min(img.size) >= 128  # 640 / 4, 524 / 4 rounded up
-    draft, full = decode_image(data, 128, box=box).astype(int), decode_image(data, 128, box=box, decode="full").astype(int)
+    draft, full = (
+        decode_image(data, 128, box=box).astype(int),
+        decode_image(data, 128, box=box, decode="full").astype(int),
+    )
     assert np.abs(draft - full).mean() < 1.0  # not shifted by the box's odd corners
     whole = decode_image(data, 128, decode="full").astype(int)
     assert np.abs(draft - whole).mean() > 4 * np.abs(draft - full).mean()  # the box really crops
@@ -105,7 +118,10 @@ def test_box_and_exif_orientation_with_draft(food_jpegs):
     box = (120, 40, 900, 700)  # upright pixels
     img = open_image(data, box=box, draft_size=128)
     assert img.info["draft_scale"] == 4 and img.size == (195, 165)  # 780 x 660 upright pixels / 4
-    draft, full = decode_image(data, 96, box=box).astype(int), decode_image(data, 96, box=box, decode="full").astype(int)
+    draft, full = (
+        decode_image(data, 96, box=box).astype(int),
+        decode_image(data, 96, box=box, decode="full").astype(int),
+    )
     assert np.abs(draft - full).mean() < 1.0
 
 
@@ -117,8 +133,9 @@ def test_extract_records_the_decode_mode_and_keeps_the_caches_apart(food_jpegs, 
             (data / f"dish{c}" / f"{i}.jpg").write_bytes(big_jpeg(photo.rotate(9 * i), 520 + 10 * i, 540))
     scales = []
     original = images.open_image
-    monkeypatch.setattr(images, "open_image", lambda *a, **k: scales.append(original(*a, **k).info["draft_scale"])
-                        or original(*a, **k))
+    monkeypatch.setattr(
+        images, "open_image", lambda *a, **k: scales.append(original(*a, **k).info["draft_scale"]) or original(*a, **k)
+    )
     cache = tmp_path / "cache"
     prep = prepare(data, cache_dir=cache, quiet=True)
     scales.clear()

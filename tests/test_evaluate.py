@@ -8,24 +8,35 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-
 from cachefixtures import CLASSES, one_blas_thread
-from featkit.cache import read_cache, read_meta, write_cache
-from featkit.errors import FeatkitError
-from featkit.evaluate import check_compatible, evaluate_run, sensitivity
-from featkit.metrics import (confusion_matrix, log_loss, most_confused_pairs, per_class_accuracy, score, topk_accuracy,
-                             topk_correct)
-from featkit.fit import fit_head
-from featkit.runs import load_run_head
+
+from featkit.apps.evaluate import check_compatible, evaluate_run, sensitivity
+from featkit.core.errors import FeatkitError
+from featkit.features.cache import read_cache, read_meta, write_cache
+from featkit.heads import load_run_head
+from featkit.heads.fit import fit_head
+from featkit.runs.metrics import (
+    confusion_matrix,
+    log_loss,
+    most_confused_pairs,
+    per_class_accuracy,
+    score,
+    topk_accuracy,
+    topk_correct,
+)
 
 # ---- top-k --------------------------------------------------------------------------------------------
 
 
 def test_topk_hand_computed():
-    probs = np.array([[0.1, 0.6, 0.3],   # true 1: rank 1
-                      [0.5, 0.2, 0.3],   # true 2: rank 2
-                      [0.5, 0.3, 0.2],   # true 2: rank 3
-                      [0.2, 0.7, 0.1]])  # true 0: rank 2
+    probs = np.array(
+        [
+            [0.1, 0.6, 0.3],  # true 1: rank 1
+            [0.5, 0.2, 0.3],  # true 2: rank 2
+            [0.5, 0.3, 0.2],  # true 2: rank 3
+            [0.2, 0.7, 0.1],
+        ]
+    )  # true 0: rank 2
     labels = np.array([1, 2, 2, 0])
     assert topk_accuracy(probs, labels, (1, 2, 3)) == {1: 0.25, 2: 0.75, 3: 1.0}
     assert topk_correct(probs, labels, 2).tolist() == [True, True, False, True]
@@ -65,11 +76,16 @@ def test_confusion_matrix_and_most_confused_pairs():
     preds = np.array([0, 1, 1, 2, 0, 0])
     cm = confusion_matrix(labels, preds, 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [2, 0, 1]]
-    classes = [{"index": 0, "id": "apple_pie", "name": "Apple pie"}, {"index": 1, "id": "baklava", "name": "Baklava"},
-               {"index": 2, "id": "bibimbap", "name": "Bibimbap"}]
+    classes = [
+        {"index": 0, "id": "apple_pie", "name": "Apple pie"},
+        {"index": 1, "id": "baklava", "name": "Baklava"},
+        {"index": 2, "id": "bibimbap", "name": "Bibimbap"},
+    ]
     pairs = most_confused_pairs(cm, classes, top=5)
     assert pairs[["true_name", "predicted_name", "count"]].values.tolist() == [
-        ["Bibimbap", "Apple pie", 2], ["Apple pie", "Baklava", 1]]
+        ["Bibimbap", "Apple pie", 2],
+        ["Apple pie", "Baklava", 1],
+    ]
     assert pairs["share_of_true"].tolist() == [pytest.approx(2 / 3, abs=1e-4), 0.5]
 
 
@@ -89,18 +105,41 @@ def run(caches, tmp_path_factory):
 
 def test_fit_head_writes_a_complete_run(run, caches):
     names = {p.name for p in run.path.iterdir()}
-    assert {"config.json", "classes.json", "model.joblib", "head.json", "test_predictions.npz", "metrics.json",
-            "per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv", "reliability.csv",
-            "reliability.png"} <= names
+    assert {
+        "config.json",
+        "classes.json",
+        "model.joblib",
+        "head.json",
+        "test_predictions.npz",
+        "metrics.json",
+        "per_class.csv",
+        "confusion.csv",
+        "confusion.png",
+        "confused_pairs.csv",
+        "reliability.csv",
+        "reliability.png",
+    } <= names
     cfg, meta = run.config, read_meta(caches.plain)
     assert (cfg.kind, cfg.name, cfg.backbone, cfg.size, cfg.dataset, cfg.augment) == (
-        "head", "logreg", meta.backbone, meta.size, meta.dataset, False)
+        "head",
+        "logreg",
+        meta.backbone,
+        meta.size,
+        meta.dataset,
+        False,
+    )
     assert cfg.params["max_iter"] == 500 and cfg.seed == 0 and cfg.featkit_version
     assert cfg.fingerprint == meta.fingerprint and cfg.cache == str(caches.plain.resolve())
     assert run.classes == meta.classes
     m = run.metrics
     # the chosen C is refitted on train + valid: 192 + 48 rows
-    assert (m.extra["n_train"], m.extra["n_train_photos"], m.extra["n_valid"], m.extra["n_test"], m.n) == (240, 192, 48, 80, 80)
+    assert (m.extra["n_train"], m.extra["n_train_photos"], m.extra["n_valid"], m.extra["n_test"], m.n) == (
+        240,
+        192,
+        48,
+        80,
+        80,
+    )
     assert m.extract_seconds == meta.seconds and m.fit_seconds > 0
     assert m.top1 > 2.0 / CLASSES and m.top5 >= m.top1
     pred = run.load_predictions()
@@ -140,8 +179,12 @@ def test_check_compatible_refuses_other_backbone_size_or_classes(run, caches, tm
     moved = replace(bb, weights={**bb.weights, "path": "/elsewhere/mobilenet-v2.onnx"})
     check_compatible(run, meta.replace(backbone=moved))  # same weights (sha256), another folder: fine
     check_compatible(run, meta.replace(backbone=replace(bb, versions={"onnxruntime": "9.9"})))
-    other = _variant(caches, tmp_path, "effnet", backbone=replace(bb, name="efficientnet-lite0",
-                                                                  weights={"path": "x", "sha256": "c515eb"}))
+    other = _variant(
+        caches,
+        tmp_path,
+        "effnet",
+        backbone=replace(bb, name="efficientnet-lite0", weights={"path": "x", "sha256": "c515eb"}),
+    )
     with pytest.raises(FeatkitError) as e:
         check_compatible(run, other)
     msg = str(e.value)
@@ -179,7 +222,9 @@ def test_fit_head_needs_train_and_test_rows(caches, tmp_path):
 def test_augment_cache_must_come_from_the_same_photos(caches, tmp_path):
     fs = read_cache(caches.augment)
     other = tmp_path / "augment-other.h5"
-    write_cache(other, fs.features, fs.labels, fs.split, fs.image_ids, fs.meta.replace(fingerprint="0123"), copy=fs.copy)
+    write_cache(
+        other, fs.features, fs.labels, fs.split, fs.image_ids, fs.meta.replace(fingerprint="0123"), copy=fs.copy
+    )
     with pytest.raises(FeatkitError, match="fingerprint: '[0-9a-f]+' vs '0123'"):
         fit_head(caches.plain, "logreg", augment_cache=other, reports=tmp_path / "reports", quiet=True)
     test_ids = read_cache(caches.plain).subset("test").image_ids[:3]

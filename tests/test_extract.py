@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MINI_CLASSES as CLASSES
+from conftest import MINI_PER_CLASS as PER_CLASS
 
-from featkit import extract as ex
-from featkit.cache import read_cache
 from featkit.data import prepare
 from featkit.data.images import decode_image
-
-from conftest import MINI_CLASSES as CLASSES, MINI_PER_CLASS as PER_CLASS
+from featkit.features import extract as ex
+from featkit.features.cache import read_cache
 
 
 def _opts(model: Path, **kw) -> ex.ExtractOptions:
@@ -103,7 +103,7 @@ def test_shards_merged_equal_one_full_run(mini, tmp_path, mobilenet_onnx, monkey
 
 KILLER = r"""
 import os, signal, sys
-from featkit import extract as ex
+from featkit.features import extract as ex
 from featkit.data import prepare
 ex.CHUNK = 16
 real = ex._build_backbone
@@ -156,7 +156,7 @@ def test_changed_dataset_invalidates_with_a_message(mini, tmp_path, mobilenet_on
 
 def test_onnx_extract_does_not_import_tensorflow(mini, tmp_path, mobilenet_onnx):
     code = (
-        "import sys; from featkit.data import prepare; from featkit import extract as ex\n"
+        "import sys; from featkit.data import prepare; from featkit.features import extract as ex\n"
         f"p = prepare({str(mini)!r}, cache_dir={str(tmp_path)!r}, quiet=True)\n"
         f"ex.extract(p, ex.ExtractOptions(backbone={str(mobilenet_onnx)!r}, size=64), cache_dir={str(tmp_path)!r}, quiet=True)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
@@ -168,8 +168,11 @@ def test_onnx_extract_does_not_import_tensorflow(mini, tmp_path, mobilenet_onnx)
 def test_keras_path_with_shared_weights_agrees_with_onnx(mini, tmp_path, mobilenet_onnx, keras_notop_weights):
     """Same weights, two runtimes: the cached features must agree (the proof that Keras preprocessing is right)."""
     _, onnx_res = _run(mini, tmp_path, _opts(mobilenet_onnx, size=96, dtype="float32"))
-    _, keras_res = _run(mini, tmp_path, ex.ExtractOptions(backbone="mobilenetv2", size=96, weights=str(keras_notop_weights),
-                                                          dtype="float32"))
+    _, keras_res = _run(
+        mini,
+        tmp_path,
+        ex.ExtractOptions(backbone="mobilenetv2", size=96, weights=str(keras_notop_weights), dtype="float32"),
+    )
     a, b = read_cache(onnx_res[0].path).features, read_cache(keras_res[0].path).features
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.999

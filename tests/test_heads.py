@@ -8,16 +8,16 @@ import sys
 
 import numpy as np
 import pytest
+from cachefixtures import CLASSES, one_blas_thread
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from cachefixtures import CLASSES, one_blas_thread
-from featkit.cache import read_cache
-from featkit.calibration import apply_temperature
-from featkit.errors import FeatkitError
-from featkit.fileio import read_json, write_json
+from featkit.core.errors import FeatkitError
+from featkit.core.fileio import read_json, write_json
+from featkit.features.cache import read_cache
 from featkit.heads import HEADS, NotFittedError, get_head, load_head
 from featkit.heads.gbm import LightGBMHead
+from featkit.runs.calibration import apply_temperature
 
 # small settings so the whole contract runs in seconds on 2 CPU cores
 FAST = {
@@ -84,8 +84,9 @@ def test_class_absent_from_training_still_gets_a_column(name, splits):
     train, valid, test = splits
     absent = CLASSES - 1
     keep, keep_val = train.labels != absent, valid.labels != absent
-    head = get_head(name, **FAST[name]).fit(train.features[keep], train.labels[keep], valid.features[keep_val],
-                                             valid.labels[keep_val], n_classes=CLASSES)
+    head = get_head(name, **FAST[name]).fit(
+        train.features[keep], train.labels[keep], valid.features[keep_val], valid.labels[keep_val], n_classes=CLASSES
+    )
     probs = head.predict_proba(test.features)
     assert probs.shape == (len(test), CLASSES)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -132,10 +133,10 @@ def test_logreg_lightgbm_scoring_and_reports_never_import_tensorflow(caches, tmp
     code = f"""
 import sys
 from featkit.heads import get_head, load_head
-from featkit.fit import fit_head
-from featkit.runs import load_run_head
-from featkit.evaluate import evaluate_run, sensitivity
-from featkit.report import build_report
+from featkit.heads.fit import fit_head
+from featkit.heads import load_run_head
+from featkit.apps.evaluate import evaluate_run, sensitivity
+from featkit.report.build import build_report
 for head, params in (("logreg", {{}}), ("lightgbm", {{"n_estimators": 5, "pca": 8, "num_threads": 1}})):
     run = fit_head({str(caches.plain)!r}, head, params, reports={str(tmp_path)!r}, quiet=True)
     load_run_head(run).predict_proba([[0.0] * 1280])
@@ -179,14 +180,25 @@ def test_heads_clone_and_set_params_like_scikit_learn():
 
 def test_any_labels_without_n_classes_like_scikit_learn(splits):
     train, _, test = splits
-    names = np.array(["apple pie", "baby back ribs", "baklava", "beef carpaccio", "beef tartare", "beet salad",
-                      "beignets", "bibimbap"])
+    names = np.array(
+        [
+            "apple pie",
+            "baby back ribs",
+            "baklava",
+            "beef carpaccio",
+            "beef tartare",
+            "beet salad",
+            "beignets",
+            "bibimbap",
+        ]
+    )
     head = get_head("logreg").fit(train.features, names[train.labels])
     assert list(head.classes_) == sorted(names)
     assert (head.predict(test.features) == names[test.labels]).mean() > 2 / CLASSES
 
 
 # ---- temperature ---------------------------------------------------------------------------------------
+
 
 def test_save_load_keeps_the_temperature(splits, tmp_path):
     train, _, test = splits
@@ -218,6 +230,7 @@ def test_head_saved_before_temperatures_loads_with_t_1(splits, tmp_path):
 
 # ---- knn ------------------------------------------------------------------------------------------------
 
+
 def _at(degrees, scale=1.0):
     a = np.radians(np.asarray(degrees, float))
     return np.stack([np.cos(a), np.sin(a)], axis=1) * scale
@@ -246,13 +259,15 @@ def test_knn_neighbours_and_probabilities_by_hand():
 
 
 def test_lightgbm_trees_see_the_discriminant_directions_of_the_training_rows(splits, tmp_path):
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     train, valid, test = splits
     params = {"n_estimators": 30, "early_stopping_rounds": 0, "num_threads": 1}
     head = get_head("lightgbm", **params).fit(train.features, train.labels, n_classes=CLASSES)
-    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(train.features.astype(np.float64), train.labels)
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(
+        train.features.astype(np.float64), train.labels
+    )
     np.testing.assert_allclose(head._transform(test.features), lda.transform(test.features), rtol=1e-4, atol=1e-4)
     assert head._transform(test.features).shape == (len(test), min(CLASSES - 1, train.features.shape[1]))
 

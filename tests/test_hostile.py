@@ -28,8 +28,8 @@ from conftest import REPO, read_food_photos
 from PIL import Image
 
 from featkit.cli import main
+from featkit.core.locks import exclusive
 from featkit.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
-from featkit.locks import exclusive
 
 SIZE = "32"  # the smallest size the ONNX MobileNetV2 runs at: extraction of 18 photos takes a second
 
@@ -59,8 +59,15 @@ def fk(capsys, *args) -> Result:
 
 def fk_process(*args, cwd=None, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "featkit.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "featkit.cli", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def refused(r: Result, code: int, *names: str) -> str:
@@ -94,6 +101,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ datasets
 
+
 @pytest.fixture(scope="module")
 def photos():
     """Real JPEG bytes: 6 training photos of each of the first 3 Food-101 classes."""
@@ -117,14 +125,57 @@ def ws(tmp_path_factory, photos, mobilenet_onnx):
     cache, reports = root / "cache", root / "reports"
     env = {"PYTHONPATH": str(REPO), **os.environ}
     common = ["--cache", cache, "-q"]
-    out = subprocess.run([sys.executable, "-m", "featkit.cli", "extract", "--data", ds, "--backbone", mobilenet_onnx,
-                          "--size", SIZE, "--json", *map(str, common)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featkit.cli",
+            "extract",
+            "--data",
+            ds,
+            "--backbone",
+            mobilenet_onnx,
+            "--size",
+            SIZE,
+            "--json",
+            *map(str, common),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     plain = Path(json.loads(out.stdout)[0]["path"])
-    out = subprocess.run([sys.executable, "-m", "featkit.cli", "fit-head", "--features", plain, "--head", "logreg",
-                          "--reports", reports, "--json", "-q"], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featkit.cli",
+            "fit-head",
+            "--features",
+            plain,
+            "--head",
+            "logreg",
+            "--reports",
+            reports,
+            "--json",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     run = Path(json.loads(out.stdout)["path"])
-    return {"root": root, "ds": ds, "cache": cache, "reports": reports, "plain": plain, "run": run,
-            "onnx": mobilenet_onnx}
+    return {
+        "root": root,
+        "ds": ds,
+        "cache": cache,
+        "reports": reports,
+        "plain": plain,
+        "run": run,
+        "onnx": mobilenet_onnx,
+    }
 
 
 def copy_run(ws, tmp_path) -> Path:
@@ -138,6 +189,7 @@ def extract_args(ws, data, cache, *more):
 
 
 # ------------------------------------------------------------------------------- data safety, wrong results
+
 
 def test_running_inside_the_dataset_never_reads_featkit_outputs(ws, photos, tmp_path, monkeypatch, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
@@ -164,7 +216,7 @@ def test_damaged_cache_is_named_then_rebuilt_by_extract(ws, tmp_path, capsys):
     good = h5py.File(plain, "r")["features"][()].copy()
     data = bytearray(plain.read_bytes())
     third = len(data) // 3
-    data[third:2 * third] = bytes(third)  # zero the middle third, as a failing disk would
+    data[third : 2 * third] = bytes(third)  # zero the middle third, as a failing disk would
     plain.write_bytes(bytes(data))
     err = refused(fk(capsys, "fit-head", "--features", plain, "--reports", tmp_path / "reports", "-q"), 1, str(plain))
     assert "featkit extract" in err and "damaged" in err
@@ -191,8 +243,9 @@ def test_partial_chunks_from_another_run_or_damaged_are_refused(ws, tmp_path, ca
     r = ok(fk(capsys, *extract_args(ws, ws["ds"], cache)[:-1], "--json"))
     assert (str(mine) if damage != "identity" else "identity.json") in r.err
     result = json.loads(r.out)[0]
-    np.testing.assert_array_equal(h5py.File(result["path"], "r")["features"][()],
-                                  h5py.File(ws["plain"], "r")["features"][()])
+    np.testing.assert_array_equal(
+        h5py.File(result["path"], "r")["features"][()], h5py.File(ws["plain"], "r")["features"][()]
+    )
 
 
 def test_photo_replaced_in_place_is_noticed_and_rescan_rebuilds(ws, photos, tmp_path, capsys):
@@ -203,7 +256,7 @@ def test_photo_replaced_in_place_is_noticed_and_rescan_rebuilds(ws, photos, tmp_
     st = victim.stat()
     body = donor.read_bytes()
     with open(victim, "r+b") as fh:  # same inode, same size, mtime put back: only the content differs
-        fh.write((body + bytes(st.st_size))[:st.st_size])
+        fh.write((body + bytes(st.st_size))[: st.st_size])
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     second = json.loads(ok(fk(capsys, "data", "summary", ds, "--cache", cache, "--json", "-q")).out)
     assert second["fingerprint"] != first["fingerprint"]
@@ -224,8 +277,9 @@ def test_data_check_decodes_every_photo_itself(photos, tmp_path, capsys):
     summary = json.loads(fk(capsys, "data", "summary", ds, "--cache", cache, "--json", "-q").out)
     scan = Path(summary["manifest"]).parent / "scan.csv"
     text = scan.read_text()
-    lie = "\n".join(ln.rsplit(",", 1)[0] + "," if ln.startswith(str(bad.relative_to(ds))) else ln
-                    for ln in text.splitlines())
+    lie = "\n".join(
+        ln.rsplit(",", 1)[0] + "," if ln.startswith(str(bad.relative_to(ds))) else ln for ln in text.splitlines()
+    )
     scan.write_text(lie + "\n")  # the cached scan now says every photo decodes
     r = fk(capsys, "data", "check", ds, "--cache", cache)
     assert r.code == 1 and "Traceback" not in r.err and bad.name in r.out
@@ -274,8 +328,23 @@ def test_tar_that_writes_outside_is_refused(photos, tmp_path, capsys):
 def test_resume_refuses_a_head_run_and_leaves_it_untouched(ws, tmp_path, capsys):
     run = copy_run(ws, tmp_path)
     before = snapshot(run)
-    r = fk(capsys, "train-cnn", "--data", ws["ds"], "--preset", "basic", "--resume", run, "--epochs", "1",
-           "--cache", ws["cache"], "--reports", tmp_path / "reports", "-q")
+    r = fk(
+        capsys,
+        "train-cnn",
+        "--data",
+        ws["ds"],
+        "--preset",
+        "basic",
+        "--resume",
+        run,
+        "--epochs",
+        "1",
+        "--cache",
+        ws["cache"],
+        "--reports",
+        tmp_path / "reports",
+        "-q",
+    )
     refused(r, 1, run.name, "head run", "--resume")
     assert snapshot(run) == before
 
@@ -283,12 +352,39 @@ def test_resume_refuses_a_head_run_and_leaves_it_untouched(ws, tmp_path, capsys)
 def test_resume_names_the_option_that_differs(ws, tmp_path, capsys):
     run = tmp_path / "reports" / "runs" / "20260101-000000-cnn-basic"
     run.mkdir(parents=True)
-    cfg = {"kind": "cnn", "preset": "basic", "size": 64, "blocks": 1, "filters": [16], "kernel": 2, "lr": 0.001,
-           "per_class": 5, "resize": "stretch", "seed": 0, "dataset": "other", "fingerprint": "abc"}
+    cfg = {
+        "kind": "cnn",
+        "preset": "basic",
+        "size": 64,
+        "blocks": 1,
+        "filters": [16],
+        "kernel": 2,
+        "lr": 0.001,
+        "per_class": 5,
+        "resize": "stretch",
+        "seed": 0,
+        "dataset": "other",
+        "fingerprint": "abc",
+    }
     (run / "config.json").write_text(json.dumps(cfg))
     before = snapshot(run)
-    r = fk(capsys, "train-cnn", "--data", ws["ds"], "--preset", "basic", "--resume", run, "--lr", "0.01",
-           "--cache", ws["cache"], "--reports", tmp_path / "reports", "-q")
+    r = fk(
+        capsys,
+        "train-cnn",
+        "--data",
+        ws["ds"],
+        "--preset",
+        "basic",
+        "--resume",
+        run,
+        "--lr",
+        "0.01",
+        "--cache",
+        ws["cache"],
+        "--reports",
+        tmp_path / "reports",
+        "-q",
+    )
     err = refused(r, 1, "lr 0.001", "per_class 5", "dataset fingerprint")
     assert "kernel" not in err
     assert snapshot(run) == before
@@ -303,8 +399,9 @@ def test_augment_cache_must_be_an_augmented_view(ws, tmp_path, capsys):
 def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, mobilenet_onnx):
     two = make_dataset(tmp_path / "two", [p for p in photos if not p[0].startswith(photos[-1][0].split("/")[0])])
     out = json.loads(ok(fk(capsys, *extract_args(ws, two, tmp_path / "cache"), "--json")).out)
-    other = json.loads(ok(fk(capsys, "fit-head", "--features", out[0]["path"], "--reports", tmp_path / "r2",
-                             "--json", "-q")).out)
+    other = json.loads(
+        ok(fk(capsys, "fit-head", "--features", out[0]["path"], "--reports", tmp_path / "r2", "--json", "-q")).out
+    )
     run = copy_run(ws, tmp_path)
     for name in ("model.joblib", "head.json"):  # a 2-class head dropped into the 3-class run
         shutil.copyfile(Path(other["path"]) / name, run / name)
@@ -314,25 +411,34 @@ def test_model_of_another_class_count_is_refused(ws, photos, tmp_path, capsys, m
 
 # -------------------------------------------------------------------------------------------- bad options
 
-@pytest.mark.parametrize("args, names", [
-    (["data", "summary", "{ds}", "--split", "50/50/50"], ["--split", "sum to 150"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "100000"], ["--size 100000"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "4096", "--batch-size", "512"],
-     ["--size 4096", "GiB", "is available"]),  # memory checked before anything is allocated
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--size", "100000"], ["--size", "GiB"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--threads", "-2"], ["--threads -2"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--resize", "nonsense"], ["--resize 'nonsense'"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--rotation", "nan"], ["--rotation nan"]),
-    (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--shift", "2"], ["--shift 2"]),
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--lr", "-1"], ["--lr -1"]),
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--blocks", "0"], ["--blocks 0"]),
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--blocks", "12"], ["--blocks 12", "--size 64", "6 blocks"]),
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--kernel", "0"], ["--kernel 0"]),
-    (["train-cnn", "--data", "{ds}", "--preset", "basic", "--per-class", "0"], ["--per-class 0"]),
-    (["predict", "{run}", "{photo}", "--top", "-1"], ["--top -1"]),
-    (["evaluate", "{run}", "--k", "0"], ["--k 0"]),
-    (["data", "summary", "{ds}", "--max-pixels", "0"], ["--max-pixels 0"]),
-])
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["data", "summary", "{ds}", "--split", "50/50/50"], ["--split", "sum to 150"]),
+        (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "100000"], ["--size 100000"]),
+        (
+            ["extract", "--data", "{ds}", "--backbone", "{onnx}", "--size", "4096", "--batch-size", "512"],
+            ["--size 4096", "GiB", "is available"],
+        ),  # memory checked before anything is allocated
+        (["train-cnn", "--data", "{ds}", "--preset", "basic", "--size", "100000"], ["--size", "GiB"]),
+        (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--threads", "-2"], ["--threads -2"]),
+        (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--resize", "nonsense"], ["--resize 'nonsense'"]),
+        (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--rotation", "nan"], ["--rotation nan"]),
+        (["extract", "--data", "{ds}", "--backbone", "{onnx}", "--shift", "2"], ["--shift 2"]),
+        (["train-cnn", "--data", "{ds}", "--preset", "basic", "--lr", "-1"], ["--lr -1"]),
+        (["train-cnn", "--data", "{ds}", "--preset", "basic", "--blocks", "0"], ["--blocks 0"]),
+        (
+            ["train-cnn", "--data", "{ds}", "--preset", "basic", "--blocks", "12"],
+            ["--blocks 12", "--size 64", "6 blocks"],
+        ),
+        (["train-cnn", "--data", "{ds}", "--preset", "basic", "--kernel", "0"], ["--kernel 0"]),
+        (["train-cnn", "--data", "{ds}", "--preset", "basic", "--per-class", "0"], ["--per-class 0"]),
+        (["predict", "{run}", "{photo}", "--top", "-1"], ["--top -1"]),
+        (["evaluate", "{run}", "--k", "0"], ["--k 0"]),
+        (["data", "summary", "{ds}", "--max-pixels", "0"], ["--max-pixels 0"]),
+    ],
+)
 def test_bad_options_are_one_line(ws, tmp_path, capsys, args, names):
     fill = {"ds": ws["ds"], "onnx": ws["onnx"], "run": ws["run"], "photo": min(ws["ds"].rglob("*.jpg"))}
     args = [a.format(**fill) for a in args]
@@ -356,7 +462,7 @@ def test_usage_errors_exit_2_and_version(capsys):
     assert r.out.startswith("featkit ")
 
 
-@pytest.mark.parametrize("contract", ['{"input_size": ', '{"input_size": "big"}', '[1, 2]', '{"input_layout": 3}'])
+@pytest.mark.parametrize("contract", ['{"input_size": ', '{"input_size": "big"}', "[1, 2]", '{"input_layout": 3}'])
 def test_broken_onnx_contract(ws, tmp_path, capsys, contract):
     model = tmp_path / "m.onnx"
     model.symlink_to(ws["onnx"])
@@ -367,23 +473,37 @@ def test_broken_onnx_contract(ws, tmp_path, capsys, contract):
 
 # ------------------------------------------------------------------------------------------ damaged state
 
+
 def _garbage(path: Path, how: str) -> None:
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"\x00\xffnot this"}[how])
 
 
-@pytest.mark.parametrize("name, how, command", [
-    ("config.json", "truncated", "predict"), ("config.json", "empty", "predict"), ("config.json", "garbage", "predict"),
-    ("classes.json", "truncated", "evaluate"), ("metrics.json", "truncated", "evaluate"),
-    ("test_predictions.npz", "truncated", "evaluate"), ("test_predictions.npz", "empty", "evaluate"),
-    ("head.json", "garbage", "predict"), ("model.joblib", "truncated", "predict"),
-    ("config.json", "truncated", "sensitivity"), ("metrics.json", "garbage", "report"),
-])
+@pytest.mark.parametrize(
+    "name, how, command",
+    [
+        ("config.json", "truncated", "predict"),
+        ("config.json", "empty", "predict"),
+        ("config.json", "garbage", "predict"),
+        ("classes.json", "truncated", "evaluate"),
+        ("metrics.json", "truncated", "evaluate"),
+        ("test_predictions.npz", "truncated", "evaluate"),
+        ("test_predictions.npz", "empty", "evaluate"),
+        ("head.json", "garbage", "predict"),
+        ("model.joblib", "truncated", "predict"),
+        ("config.json", "truncated", "sensitivity"),
+        ("metrics.json", "garbage", "report"),
+    ],
+)
 def test_damaged_run_folder_files(ws, tmp_path, capsys, name, how, command):
     run = copy_run(ws, tmp_path)
     _garbage(run / name, how)
-    args = {"evaluate": ["evaluate", run], "predict": ["predict", run, min(ws["ds"].rglob("*.jpg"))],
-            "sensitivity": ["sensitivity", run], "report": ["report"]}[command]
+    args = {
+        "evaluate": ["evaluate", run],
+        "predict": ["predict", run, min(ws["ds"].rglob("*.jpg"))],
+        "sensitivity": ["sensitivity", run],
+        "report": ["report"],
+    }[command]
     r = fk(capsys, *args, "--reports", tmp_path / "reports")
     if command == "report":  # a report lists a damaged run as incomplete and goes on
         ok(r)
@@ -398,8 +518,9 @@ def test_edited_runs_that_are_not_what_they_should_be(ws, tmp_path, capsys):
     refused(fk(capsys, "evaluate", run, "--reports", tmp_path), 1, str(run / "classes.json"))
     shutil.copyfile(ws["run"] / "classes.json", run / "classes.json")
     (run / "config.json").write_text('["a", "list"]')
-    refused(fk(capsys, "predict", run, min(ws["ds"].rglob("*.jpg")), "--reports", tmp_path), 1,
-            str(run / "config.json"))
+    refused(
+        fk(capsys, "predict", run, min(ws["ds"].rglob("*.jpg")), "--reports", tmp_path), 1, str(run / "config.json")
+    )
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
@@ -451,12 +572,14 @@ def test_symlink_loops_and_dangling_links_are_skipped_and_named(photos, tmp_path
 
 # ------------------------------------------------------------------------------------------ resources, races
 
+
 def test_oversized_photos_and_zip_members_are_refused_by_name(photos, tmp_path, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
     cls = min(ds.iterdir())
     Image.new("RGB", (600, 500), (200, 30, 30)).save(cls / "huge.png")
-    s = json.loads(ok(fk(capsys, "data", "summary", ds, "--cache", tmp_path / "c1", "--max-pixels", "250000",
-                         "--json", "-q")).out)
+    s = json.loads(
+        ok(fk(capsys, "data", "summary", ds, "--cache", tmp_path / "c1", "--max-pixels", "250000", "--json", "-q")).out
+    )
     bad = {u["path"]: u["error"] for u in s["unreadable"]}
     assert "600 x 500 pixels" in bad[f"{cls.name}/huge.png"] and "--max-pixels" in bad[f"{cls.name}/huge.png"]
     assert len(bad) == 1
@@ -465,8 +588,9 @@ def test_oversized_photos_and_zip_members_are_refused_by_name(photos, tmp_path, 
         for name, blob in photos:
             z.writestr(f"{name}.jpg", blob)
         z.writestr(f"{photos[0][0].split('/')[0]}/bomb.jpg", bytes(80 * 2**20))  # 80 MiB, 80 KiB compressed
-    s = json.loads(ok(fk(capsys, "data", "summary", zpath, "--cache", tmp_path / "c2", "--max-pixels", "5000",
-                         "--json", "-q")).out)
+    s = json.loads(
+        ok(fk(capsys, "data", "summary", zpath, "--cache", tmp_path / "c2", "--max-pixels", "5000", "--json", "-q")).out
+    )
     bomb = [u for u in s["unreadable"] if u["path"].endswith("bomb.jpg")]
     assert bomb and "read limit" in bomb[0]["error"] and "not read" in bomb[0]["error"]
 
@@ -508,14 +632,32 @@ def test_ctrl_c_says_run_the_same_command_again(food_zip, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, how, command", [
-    ("checkpoints/last.keras", "truncated", "resume"), ("checkpoints/state.json", "truncated", "resume"),
-    ("checkpoints/state.json", "garbage", "resume"), ("model.keras", "truncated", "predict"),
-])
+@pytest.mark.parametrize(
+    "name, how, command",
+    [
+        ("checkpoints/last.keras", "truncated", "resume"),
+        ("checkpoints/state.json", "truncated", "resume"),
+        ("checkpoints/state.json", "garbage", "resume"),
+        ("model.keras", "truncated", "predict"),
+    ],
+)
 def test_damaged_cnn_checkpoint_or_state(ws, tmp_path, capsys, name, how, command):
     reports = tmp_path / "reports"
-    common = ["--data", ws["ds"], "--preset", "basic", "--per-class", "2", "--epochs", "1", "--cache", ws["cache"],
-              "--reports", reports, "-q"]
+    common = [
+        "--data",
+        ws["ds"],
+        "--preset",
+        "basic",
+        "--per-class",
+        "2",
+        "--epochs",
+        "1",
+        "--cache",
+        ws["cache"],
+        "--reports",
+        reports,
+        "-q",
+    ]
     run = Path(json.loads(ok(fk(capsys, "train-cnn", *common, "--json")).out)["path"])
     _garbage(run / name, how)
     if command == "resume":

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
-from featkit.data.images import decode_image
-from featkit.html_report import render_study_vs_featkit
-from featkit.plots import keep_span
-from featkit.report import build_report
-from featkit.run_page import MISTAKES, PAGE_NAME, PHOTOS_PER_PAIR
 from reportfixtures import copy_workspace, fk
+
+from featkit.core.plots import keep_span
+from featkit.data.images import decode_image
+from featkit.report.build import build_report
+from featkit.report.index import render_study_vs_featkit
+from featkit.report.run_page import MISTAKES, PAGE_NAME, PHOTOS_PER_PAIR
 
 
 def page(ws, run_id: str) -> str:
@@ -185,9 +185,12 @@ def test_axes_never_collapse_around_one_point():
 
 def test_study_vs_featkit_table_renders_given_rows():
     assert render_study_vs_featkit([]) == ""
-    html = render_study_vs_featkit([{"preset": "basic", "study_top1": None, "featkit_top1": 0.0272},
-                                    {"preset": "vgg16-transfer-128", "study_top1": 21.73, "featkit_top1": 0.2557,
-                                     "note": "UECFOOD-256"}])
+    html = render_study_vs_featkit(
+        [
+            {"preset": "basic", "study_top1": None, "featkit_top1": 0.0272},
+            {"preset": "vgg16-transfer-128", "study_top1": 21.73, "featkit_top1": 0.2557, "note": "UECFOOD-256"},
+        ]
+    )
     heads = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", html)
     assert heads == ["preset", "study top1", "featkit top1", "note"]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", html)

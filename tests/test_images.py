@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featkit.core.errors import FeatkitError
 from featkit.data.images import ImageDecodeError, decode_image, load_images, open_image, resize_square
-from featkit.errors import FeatkitError
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -110,8 +110,8 @@ def test_exif_orientation_is_applied():
 def _bands(w: int = 40, h: int = 20) -> Image.Image:
     arr = np.zeros((h, w, 3), np.uint8)
     arr[:, : w // 4] = (255, 0, 0)
-    arr[:, w // 4: 3 * w // 4] = (0, 255, 0)
-    arr[:, 3 * w // 4:] = (0, 0, 255)
+    arr[:, w // 4 : 3 * w // 4] = (0, 255, 0)
+    arr[:, 3 * w // 4 :] = (0, 0, 255)
     return Image.fromarray(arr)
 
 
@@ -154,11 +154,14 @@ def test_big_jpeg_uses_draft_decoding_and_keeps_shape():
     assert open_image(data).size == (400, 300)
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(encode(Image.fromarray(noise(64, 64)), "JPEG")[:900], id="truncated jpeg"),
-    pytest.param(b"this is text, not a JPEG", id="text"),
-    pytest.param(b"", id="empty"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(encode(Image.fromarray(noise(64, 64)), "JPEG")[:900], id="truncated jpeg"),
+        pytest.param(b"this is text, not a JPEG", id="text"),
+        pytest.param(b"", id="empty"),
+    ],
+)
 def test_undecodable_bytes_raise_image_decode_error(data):
     with pytest.raises(ImageDecodeError) as e:
         decode_image(data, 16)

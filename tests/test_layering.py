@@ -31,8 +31,12 @@ def _imports(path: Path) -> list[tuple[str, list[str], int]]:
                 continue
             names = [a.name for a in node.names]
             # `from . import x` may import a submodule x rather than a name of the package
-            subs = [n for n in names if (PACKAGE.parent / (target.replace(".", "/") + f"/{n}.py")).exists()
-                    or (PACKAGE.parent / (target.replace(".", "/") + f"/{n}/__init__.py")).exists()]
+            subs = [
+                n
+                for n in names
+                if (PACKAGE.parent / (target.replace(".", "/") + f"/{n}.py")).exists()
+                or (PACKAGE.parent / (target.replace(".", "/") + f"/{n}/__init__.py")).exists()
+            ]
             for n in subs:
                 out.append((f"{target}.{n}", [], node.lineno))
             if len(subs) < len(names):
@@ -52,7 +56,7 @@ def test_no_module_imports_a_private_name_of_another():
         for target, names, line in imports:
             parts = target.split(".")
             private_module = [p for p in parts[1:] if p.startswith("_") and p != "__init__"]
-            # featkit._tf is the one private module meant for the whole package (the quiet TensorFlow import)
+            # featkit.core.tfkeras is the one private module meant for the whole package (the quiet TensorFlow import)
             if private_module and private_module != ["_tf"]:
                 bad.append(f"{mod}:{line} imports private module {target}")
             bad += [f"{mod}:{line} imports {target}.{n}" for n in names if n.startswith("_") and n != "__version__"]
@@ -71,7 +75,7 @@ def test_no_import_circle():
             if t not in graph:
                 continue
             if state.get(t) == "active":
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t, stack + [t])
         state[m] = "done"

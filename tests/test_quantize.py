@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featkit import extract as ex
 from featkit.backbones import get_backbone, get_backbone_from_spec
 from featkit.backbones.base import file_sha256
 from featkit.backbones.onnx_model import OnnxBackbone, available_cores
-from featkit.cache import read_cache
+from featkit.core.errors import FeatkitError
 from featkit.data import prepare
 from featkit.data.images import decode_image
-from featkit.errors import FeatkitError
-from featkit.quantize import METHOD, calibration_rows, ensure_int8, quantize_onnx
+from featkit.features import extract as ex
+from featkit.features.cache import read_cache
+from featkit.features.quantize import METHOD, calibration_rows, ensure_int8, quantize_onnx
 
 SIZE = 64
 
@@ -76,8 +76,18 @@ def test_int8_contract_round_trips_and_loads_as_a_backbone(quantized, mobilenet_
     assert contract["file"] == path.name and contract["file_size_bytes"] == path.stat().st_size
     assert contract["quantization"]["source_model"]["sha256"] == file_sha256(mobilenet_onnx) == source["sha256"]
     assert contract["quantization"]["method"] == METHOD and contract["quantization"]["calibration_size"] == SIZE
-    for key in ("input_name", "input_layout", "input_dtype", "output_name", "feature_size", "input_size",
-                "dynamic_size", "preprocessing_in_graph", "labels_file", "source"):
+    for key in (
+        "input_name",
+        "input_layout",
+        "input_dtype",
+        "output_name",
+        "feature_size",
+        "input_size",
+        "dynamic_size",
+        "preprocessing_in_graph",
+        "labels_file",
+        "source",
+    ):
         assert contract[key] == source[key], key
     assert path.stat().st_size < mobilenet_onnx.stat().st_size / 3  # int8 weights: under a third of float32
 
@@ -123,7 +133,7 @@ def test_an_existing_file_is_never_overwritten(quantized, mobilenet_onnx, tmp_pa
 
 
 def test_extract_precision_int8_uses_the_cached_int8_model(quantized, mobilenet_onnx, mini):
-    from featkit.extract_job import extract_features
+    from featkit.features.jobs import extract_features
 
     prep, result, _, cache = quantized
     opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, precision="int8", dtype="float32")
@@ -135,7 +145,9 @@ def test_extract_precision_int8_uses_the_cached_int8_model(quantized, mobilenet_
     (f32,) = ex.extract(prep, ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE), cache_dir=cache, quiet=True)
     assert Path(f32.path).parent != Path(res.path).parent  # its own cache folder
     assert "precision" not in read_cache(f32.path).meta.backbone.extra  # float32 specs stay as they were
-    direct = get_backbone(result.path, size=SIZE)(np.stack([decode_image(prep.read(p), SIZE) for p in prep.manifest["path"]]))
+    direct = get_backbone(result.path, size=SIZE)(
+        np.stack([decode_image(prep.read(p), SIZE) for p in prep.manifest["path"]])
+    )
     np.testing.assert_allclose(fs.features, direct, rtol=1e-4, atol=1e-4)
 
 
@@ -155,17 +167,36 @@ def test_quantize_command(quantized, mini, mobilenet_onnx):
     from featkit.cli import app
 
     _, result, _, cache = quantized
-    res = CliRunner().invoke(app, ["quantize", str(mobilenet_onnx), "--data", str(mini), "--size", str(SIZE),
-                                   "--cache", str(cache), "--json", "--quiet"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            str(mobilenet_onnx),
+            "--data",
+            str(mini),
+            "--size",
+            str(SIZE),
+            "--cache",
+            str(cache),
+            "--json",
+            "--quiet",
+        ],
+        catch_exceptions=False,
+    )
     out = json.loads(res.stdout)
     assert res.exit_code == 0 and out["status"] == "up to date" and out["path"] == result.path
     assert out["photos"] == result.photos and out["size"] == SIZE
-    for args in (["quantize", str(mobilenet_onnx), "--data", str(mini), "--photos", "0", "--cache", str(cache)],
-                 ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--precision", "int4"],
-                 ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--decode", "fast"]):
+    for args in (
+        ["quantize", str(mobilenet_onnx), "--data", str(mini), "--photos", "0", "--cache", str(cache)],
+        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--precision", "int4"],
+        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--decode", "fast"],
+    ):
         p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
         lines = p.stderr.strip().splitlines()
-        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (args, p.stderr)  # 2: usage errors
+        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (
+            args,
+            p.stderr,
+        )  # 2: usage errors
     assert "int8" in CliRunner().invoke(app, ["quantize", "--help"]).stdout
 
 
@@ -179,7 +210,7 @@ def test_quantisation_is_deterministic(quantized, mobilenet_onnx, tmp_path):
 
 
 def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mobilenet_onnx, mini, tmp_path):
-    from featkit.extract_job import extract_features, find_plain_caches
+    from featkit.features.jobs import extract_features, find_plain_caches
 
     prep, result, _, cache = quantized
     int8_opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, precision="int8")
@@ -187,8 +218,10 @@ def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mob
     (int8_cache,) = extract_features(mini, int8_opts, cache, quiet=True)
     (full_cache,) = extract_features(mini, full_opts, cache, quiet=True)
     extract_features(mini, ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE), cache, quiet=True)
-    found = {p: find_plain_caches(prep, [str(mobilenet_onnx)], [SIZE], cache, **kw)
-             for p, kw in (("int8", {"precision": "int8"}), ("full", {"decode": "full"}), ("plain", {}))}
+    found = {
+        p: find_plain_caches(prep, [str(mobilenet_onnx)], [SIZE], cache, **kw)
+        for p, kw in (("int8", {"precision": "int8"}), ("full", {"decode": "full"}), ("plain", {}))
+    }
     assert found["int8"] == [Path(int8_cache.path)] and found["full"] == [Path(full_cache.path)]
     assert len({str(v[0]) for v in found.values()}) == 3  # three different caches
     assert read_cache(found["int8"][0]).meta.backbone.extra["precision"] == "int8"
@@ -201,8 +234,25 @@ def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mob
 
     from featkit.cli import app
 
-    base = ["fit-head", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--size", str(SIZE), "--cache", str(cache),
-            "--reports", str(tmp_path), "--head", "logreg", "-p", "C=0.1", "--json", "--quiet"]
+    base = [
+        "fit-head",
+        "--data",
+        str(mini),
+        "--backbone",
+        str(mobilenet_onnx),
+        "--size",
+        str(SIZE),
+        "--cache",
+        str(cache),
+        "--reports",
+        str(tmp_path),
+        "--head",
+        "logreg",
+        "-p",
+        "C=0.1",
+        "--json",
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, base + ["--precision", "int8"], catch_exceptions=False)
     assert res.exit_code == 0, res.stdout
     run = json.loads(res.stdout)

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featkit import extract as ex
-from featkit import ray_engine as re_
-from featkit.cache import read_cache, read_meta
+from featkit.core import ray_tasks
+from featkit.core.errors import FeatkitError
 from featkit.data import prepare
-from featkit.errors import FeatkitError
+from featkit.features import extract as ex
+from featkit.features import ray_shards as re_
+from featkit.features.cache import read_cache, read_meta
 
 CHUNK = 16  # the mini dataset's 80 photos make 5 chunks, so 2 shards of 3 and 2 chunks
 
@@ -72,15 +73,17 @@ class _Lines:
 
 @pytest.mark.slow
 def test_run_tasks_returns_results_in_order(ray_cluster):
-    assert re_.run_tasks(math.factorial, [5, 3, 0, 4], workers=2, quiet=True) == [120, 6, 1, 24]
+    assert ray_tasks.run_tasks(math.factorial, [5, 3, 0, 4], workers=2, quiet=True) == [120, 6, 1, 24]
     # setup runs once per worker; fn gets (item, what setup returned)
-    assert re_.run_tasks(operator.add, [1, 2, 3], setup=partial(int, "10"), quiet=True) == [11, 12, 13]
+    assert ray_tasks.run_tasks(operator.add, [1, 2, 3], setup=partial(int, "10"), quiet=True) == [11, 12, 13]
 
 
 @pytest.mark.slow
 def test_run_tasks_does_not_retry_an_error_of_the_work(ray_cluster):
-    with pytest.raises(re_.TasksFailed, match=r"1 of 3 tasks failed: -1 \(1 attempts\): factorial\(\) not defined") as e:
-        re_.run_tasks(math.factorial, [3, -1, 4], workers=2, quiet=True)
+    with pytest.raises(
+        ray_tasks.TasksFailed, match=r"1 of 3 tasks failed: -1 \(1 attempts\): factorial\(\) not defined"
+    ) as e:
+        ray_tasks.run_tasks(math.factorial, [3, -1, 4], workers=2, quiet=True)
     (f,) = e.value.failures
     assert (f.index, f.item, f.attempts) == (1, -1, 1)
 
@@ -91,7 +94,12 @@ def test_ray_cache_equals_single_process_cache(ray_job, local_cache):
     assert [(r.view, r.status, r.photos) for r in res] == [("plain", "extracted", 80)]
     _same_cache(res[0].path, local_cache)
     meta = read_meta(res[0].path)
-    assert (meta.extra["engine"], meta.extra["ray_workers"], meta.extra["ray_shards"], meta.shard) == ("ray", 2, 2, None)
+    assert (meta.extra["engine"], meta.extra["ray_workers"], meta.extra["ray_shards"], meta.shard) == (
+        "ray",
+        2,
+        2,
+        None,
+    )
     assert len(meta.extra["merged_from"]) == 2 and not any(Path(p).exists() for p in meta.extra["merged_from"])
     assert not list(cache.glob("features/*/*/*.partial"))
     # one progress line for the whole job, fed by both workers
@@ -112,7 +120,7 @@ def test_rerun_of_a_complete_job_does_no_work(ray_job, mini, mobilenet_onnx, mon
 def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     # the first worker to finish 2 chunks exits at once, as if killed, before saving its second chunk
-    monkeypatch.setenv(re_.CRASH_HOOK, f"{2 * CHUNK}:{marker}")
+    monkeypatch.setenv(ray_tasks.CRASH_HOOK, f"{2 * CHUNK}:{marker}")
     monkeypatch.setattr(ex, "CHUNK", CHUNK)
     said: list[str] = []
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), tmp_path / "cache", workers=2, quiet=True, log=said.append)
@@ -123,14 +131,14 @@ def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, l
 
 
 @pytest.mark.slow
-def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, mobilenet_onnx, tmp_path,
-                                                             monkeypatch):
+def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, mobilenet_onnx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setattr(ex, "CHUNK", CHUNK)
-    monkeypatch.setenv(re_.CRASH_HOOK, "1")  # every worker dies on its first batch
+    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "1")  # every worker dies on its first batch
     with pytest.raises(FeatkitError) as e:
-        re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2, retries=1, quiet=True,
-                           command="featkit extract --engine ray")
+        re_.extract_on_ray(
+            mini, _opts(mobilenet_onnx), cache, workers=2, retries=1, quiet=True, command="featkit extract --engine ray"
+        )
     msg = str(e.value)
     assert "\n" not in msg and "shard(s) 0/2, 1/2 of plain after 2 attempts (The actor died" in msg
     assert "run `featkit extract --engine ray` again to re-run only the failed ones" in msg
@@ -138,16 +146,17 @@ def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, 
 
 
 @pytest.mark.slow
-def test_a_rerun_after_failed_shards_runs_only_those(ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path,
-                                                     monkeypatch):
+def test_a_rerun_after_failed_shards_runs_only_those(
+    ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch
+):
     cache = tmp_path / "cache"
     monkeypatch.setattr(ex, "CHUNK", CHUNK)
     # shard 1/2 (chunks 1 and 3: 32 photos) finishes; shard 0/2 (chunks 0, 2, 4: 48 photos) dies in its last chunk
-    monkeypatch.setenv(re_.CRASH_HOOK, "40")
+    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "40")
     with pytest.raises(FeatkitError, match=r"shard\(s\) 0/2 of plain after 1 attempt "):
         re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2, retries=0, quiet=True)
     assert [p.name for p in cache.glob("features/*/*/plain*.h5")] == ["plain.shard-1-of-2.h5"]
-    monkeypatch.delenv(re_.CRASH_HOOK)
+    monkeypatch.delenv(ray_tasks.CRASH_HOOK)
     printed: list[str] = []
     monkeypatch.setattr(sys, "stderr", _Lines(printed))
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
@@ -157,28 +166,45 @@ def test_a_rerun_after_failed_shards_runs_only_those(ray_cluster, mini, mobilene
 
 
 def test_nothing_imports_ray_unless_asked(mini, tmp_path):
-    code = ("import sys; import featkit.cli, featkit.extract, featkit.ray_engine; "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
+    code = (
+        "import sys; import featkit.cli, featkit.features.extract, featkit.features.ray_shards; "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx):
-    code = ("import sys; sys.modules['ray'] = None; from featkit.cli import main; "
-            f"sys.argv = ['featkit', 'extract', '--data', {str(mini)!r}, '--backbone', {str(mobilenet_onnx)!r}, "
-            f"'--size', '64', '--cache', {str(tmp_path)!r}, '--engine', 'ray']; main()")
+    code = (
+        "import sys; sys.modules['ray'] = None; from featkit.cli import main; "
+        f"sys.argv = ['featkit', 'extract', '--data', {str(mini)!r}, '--backbone', {str(mobilenet_onnx)!r}, "
+        f"'--size', '64', '--cache', {str(tmp_path)!r}, '--engine', 'ray']; main()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr  # a FeatkitError; 2 is for usage errors
     assert proc.stderr.strip().splitlines() == [
-        'error: --engine ray needs Ray, an optional extra of featkit: pip install -e ".[ray]" (or pip install "ray>=2.9").']
+        'error: --engine ray needs Ray, an optional extra of featkit: pip install -e ".[ray]" (or pip install "ray>=2.9").'
+    ]
     assert not (tmp_path / "features").exists()
 
 
 def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
-    base = [sys.executable, "-m", "featkit.cli", "extract", "--data", str(mini), "--backbone", str(mobilenet_onnx),
-            "--cache", str(tmp_path)]
-    for extra, says in [(["--engine", "spark"], "error: --engine 'spark': expected local or ray."),
-                        (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
-                        (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand")]:
+    base = [
+        sys.executable,
+        "-m",
+        "featkit.cli",
+        "extract",
+        "--data",
+        str(mini),
+        "--backbone",
+        str(mobilenet_onnx),
+        "--cache",
+        str(tmp_path),
+    ]
+    for extra, says in [
+        (["--engine", "spark"], "error: --engine 'spark': expected local or ray."),
+        (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
+        (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand"),
+    ]:
         proc = subprocess.run(base + extra, capture_output=True, text=True)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # 2: usage errors
         assert proc.stderr.startswith(says)
@@ -187,7 +213,7 @@ def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
 @pytest.mark.slow
 def test_a_sweep_on_ray_picks_what_the_local_sweep_picks(ray_cluster, caches, tmp_path):
     """The same candidates fitted by Ray actors and by this process: the same scores, the same choice."""
-    from featkit.sweep import Candidate, sweep
+    from featkit.apps.sweep import Candidate, sweep
 
     cands = [Candidate("logreg", {"C": c, "max_iter": 300}, (str(caches.plain),)) for c in (0.001, 0.1, 10.0)]
     local = sweep(cands, reports=tmp_path / "local", quiet=True)

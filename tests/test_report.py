@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from cachefixtures import CLASSES, one_blas_thread
-from featkit.fit import fit_head
-from featkit.report import COLUMNS, build_report
-from featkit.runs import new_run
+
+from featkit.heads.fit import fit_head
+from featkit.report.build import COLUMNS, build_report
+from featkit.runs.store import new_run
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,14 +25,29 @@ def reports(caches, tmp_path_factory):
     fit_head(caches.plain, "logreg", {"max_iter": 300}, augment_cache=caches.augment, reports=reports, quiet=True)
     # a run of the end-to-end CNN trainer: same folder format, no backbone, its own history columns
     cnn = new_run("cnn-std-aug-3", reports)
-    cnn.write_json("config.json", {"kind": "cnn", "name": "std-aug-3", "preset": "std-aug-3", "model": "custom",
-                                   "backbone": None, "size": 128, "augment": True, "epochs": 2, "dataset": "food101-64",
-                                   "seed": 0})
+    cnn.write_json(
+        "config.json",
+        {
+            "kind": "cnn",
+            "name": "std-aug-3",
+            "preset": "std-aug-3",
+            "model": "custom",
+            "backbone": None,
+            "size": 128,
+            "augment": True,
+            "epochs": 2,
+            "dataset": "food101-64",
+            "seed": 0,
+        },
+    )
     cnn.write_json("classes.json", [{"index": i, "id": str(i), "name": str(i)} for i in range(CLASSES)])
-    (cnn.path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
-                                          "1,2.1,0.20,2.0,0.25,31.5\n2,1.7,0.41,1.8,0.35,30.9\n")
-    cnn.write_json("metrics.json", {"top1": 0.375, "top5": 0.85, "fit_seconds": 62.4, "epochs_run": 2, "best_epoch": 2,
-                                    "study_top1": None})
+    (cnn.path / "history.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,2.1,0.20,2.0,0.25,31.5\n2,1.7,0.41,1.8,0.35,30.9\n"
+    )
+    cnn.write_json(
+        "metrics.json",
+        {"top1": 0.375, "top5": 0.85, "fit_seconds": 62.4, "epochs_run": 2, "best_epoch": 2, "study_top1": None},
+    )
     broken = new_run("crashed", reports)  # crashed after writing its config: no metrics
     broken.write_json("config.json", {"kind": "head", "head": "softmax"})
     (reports / "runs" / "half-copied").mkdir()  # not even a config.json
@@ -48,7 +63,9 @@ def test_report_lists_every_run(reports):
     cnn = by_kind[("cnn", "std-aug-3")]
     assert (cnn.backbone, cnn.size, cnn.augment, cnn.top1, cnn.extract_seconds) == ("-", 128, "yes", 0.375, "")
     logreg = by_kind[("head", "logreg")]
-    assert (logreg.backbone, logreg.augment) == ("mobilenet-v2", "yes") and float(logreg.extract_seconds) == pytest.approx(2.2)
+    assert (logreg.backbone, logreg.augment) == ("mobilenet-v2", "yes") and float(
+        logreg.extract_seconds
+    ) == pytest.approx(2.2)
     assert by_kind[("head", "lightgbm")].augment == "no"
     md = paths["results_md"].read_text()
     incomplete = md.split("## Incomplete runs")[1].split("##")[0]
@@ -79,8 +96,8 @@ def test_empty_reports_folder(tmp_path):
 def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_path):
     import re
 
-    from featkit.run_page import PAGE_NAME
-    from featkit.sweep import Candidate, sweep
+    from featkit.apps.sweep import Candidate, sweep
+    from featkit.report.run_page import PAGE_NAME
 
     fast = {"max_iter": 300}
     cands = [Candidate("logreg", {**fast, "C": c}, (str(caches.plain),)) for c in (0.001, 1.0)]
@@ -92,7 +109,7 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
     out = build_report(tmp_path)
 
     md = out["results_md"].read_text()
-    section = md[md.index("## Sweeps"):md.index("## Incomplete runs")]
+    section = md[md.index("## Sweeps") : md.index("## Incomplete runs")]
     assert f"### {result.id}" in section and f"Selected: {result.selected['candidate']}." in section
     table_lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_lines) == 1 + 3  # header + two candidates + one ensemble
@@ -100,8 +117,8 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
     assert "sweeps/20990101-000001-damaged`: unreadable sweep.json" in md and "is damaged" in md
 
     html = out["index_html"].read_text()
-    sweep_table = html[html.index('<table id="sweep-0"'):]
-    sweep_table = sweep_table[:sweep_table.index("</table>")]
+    sweep_table = html[html.index('<table id="sweep-0"') :]
+    sweep_table = sweep_table[: sweep_table.index("</table>")]
     body_rows = re.findall(r"<tr>(.*?)</tr>", sweep_table.split("<tbody>")[1], flags=re.S)
     assert len(body_rows) == 3
     # best validation top-1 first; the selected row is marked and links to its run's page

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from featkit.run_page import PAGE_NAME
 from reportfixtures import find_chromium, start_chromium
+
+from featkit.report.run_page import PAGE_NAME
 
 BROWSER, DRIVER, WHY_NOT = find_chromium()
 pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER), reason=WHY_NOT)
@@ -28,7 +28,8 @@ def open_page(driver, path):
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"console errors on {path}: {errors}"
     images = driver.execute_script(
-        "return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })")
+        "return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })"
+    )
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == [], f"images that did not load on {path}: {broken}"
     return images
@@ -76,7 +77,9 @@ def test_sorting_by_top1_puts_the_best_run_first_and_the_filter_hides_other_kind
     assert first_column() == ranked
     top1.click()
     assert first_column() == ranked[::-1]
-    log_loss = next(th for th in driver.find_elements("css selector", "#runs thead th") if th.text.startswith("log loss"))
+    log_loss = next(
+        th for th in driver.find_elements("css selector", "#runs thead th") if th.text.startswith("log loss")
+    )
     log_loss.click()  # lower is better: ascending first, the run without a log loss last
     with_loss = results.dropna(subset=["log_loss"]).sort_values("log_loss")["run_id"].tolist()
     assert first_column() == with_loss + [ws.cnn]

@@ -1,4 +1,4 @@
-"""Selection on validation, then refit (featkit.search) and what fit-head records of it."""
+"""Selection on validation, then refit (featkit.heads.search) and what fit-head records of it."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import csv
 
 import numpy as np
 import pytest
-
 from cachefixtures import CLASSES, one_blas_thread
-from featkit.cache import read_cache
-from featkit.errors import FeatkitError
-from featkit.fit import fit_head
+
+from featkit.core.errors import FeatkitError
+from featkit.features.cache import read_cache
 from featkit.heads import load_head
+from featkit.heads.fit import fit_head
 from featkit.heads.logreg import LogRegHead
-from featkit.search import candidate_grid, fit_selected, select, split_params
+from featkit.heads.search import candidate_grid, fit_selected, select, split_params
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,7 +28,10 @@ def test_params_with_commas_are_searched_others_fixed():
     assert candidate_grid("logreg", {}) == ({}, {"C": LogRegHead.search_grid["C"]})
     assert candidate_grid("logreg", {"C": "0.05"}) == ({"C": 0.05}, {})  # a fixed value replaces the default grid
     # listed values replace that setting's default values; the head's other searched settings stay
-    assert candidate_grid("knn", {"k": [3, 3, 7], "tau": 0}) == ({"tau": 0.0}, {"k": [3, 7], "smoothing": [1.0, 2.0, 4.0]})
+    assert candidate_grid("knn", {"k": [3, 3, 7], "tau": 0}) == (
+        {"tau": 0.0},
+        {"k": [3, 7], "smoothing": [1.0, 2.0, 4.0]},
+    )
     with pytest.raises(FeatkitError, match="has no parameter 'c'.*Did you mean 'C'"):
         split_params("logreg", {"c": "0.1,1"})
 
@@ -145,8 +148,15 @@ def test_refit_uses_train_and_valid_rows_never_a_test_row(caches, tmp_path, monk
 def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):
     fs = read_cache(caches.plain)
     train, valid = fs.subset("train"), fs.subset("valid")
-    final, sel = fit_selected("lightgbm", train.features, train.labels, valid.features, valid.labels, n_classes=CLASSES,
-                              params={"n_estimators": 200, "pca": 16, "num_threads": 1, "learning_rate": 0.1})
+    final, sel = fit_selected(
+        "lightgbm",
+        train.features,
+        train.labels,
+        valid.features,
+        valid.labels,
+        n_classes=CLASSES,
+        params={"n_estimators": 200, "pca": 16, "num_threads": 1, "learning_rate": 0.1},
+    )
     assert 0 < sel.model.best_iteration_ < 200
     assert final.n_estimators == sel.model.best_iteration_ and final.early_stopping_rounds == 0
     assert final.best_iteration_ == sel.model.best_iteration_ and final.temperature_ == sel.temperature
@@ -164,7 +174,8 @@ def test_fit_head_records_search_and_calibration(caches, tmp_path):
     assert set(cal) == {"temperature", "before", "after"}
     assert set(cal["before"]) == set(cal["after"]) == {"log_loss", "brier", "ece"}
     assert (m["log_loss"], m["brier"], m["ece"]) == pytest.approx(
-        (cal["after"]["log_loss"], cal["after"]["brier"], cal["after"]["ece"]))
+        (cal["after"]["log_loss"], cal["after"]["brier"], cal["after"]["ece"])
+    )
     assert load_head(run.path).temperature_ == cal["temperature"] == search["temperature"]
     with open(run.path / "reliability.csv") as fh:
         table = list(csv.DictReader(fh))

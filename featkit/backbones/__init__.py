@@ -14,14 +14,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import FeatkitError
-from ..schema import BackboneSpec
-from .base import Backbone, check_file_identity, file_identity, file_sha256
-from .keras_zoo import MODELS as KERAS_MODELS
-from .keras_zoo import KerasModel, build_keras_base, is_keras_name, keras_base, keras_table, lookup  # no TF import
+from featkit.backbones.base import Backbone, check_file_identity, file_identity, file_sha256
+from featkit.backbones.keras_zoo import MODELS as KERAS_MODELS
+from featkit.backbones.keras_zoo import (  # no TF import
+    KerasModel,
+    build_keras_base,
+    is_keras_name,
+    keras_base,
+    keras_table,
+    lookup,
+)
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import BackboneSpec
 
-__all__ = ["Backbone", "BackboneSpec", "resolve", "get_backbone", "get_backbone_from_spec", "list_backbones", "keras_base",
-           "build_keras_base", "KERAS_MODELS", "KerasModel", "file_sha256"]
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "resolve",
+    "get_backbone",
+    "get_backbone_from_spec",
+    "list_backbones",
+    "keras_base",
+    "build_keras_base",
+    "KERAS_MODELS",
+    "KerasModel",
+    "file_sha256",
+]
 
 
 def _is_onnx(name_or_path: str) -> bool:
@@ -31,43 +49,65 @@ def _is_onnx(name_or_path: str) -> bool:
     return os.path.isfile(s) and not s.lower().endswith(".h5") and not is_keras_name(s)
 
 
-def resolve(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
-            pooling: str = "avg") -> BackboneSpec:
+def resolve(
+    name_or_path: str, size: int | None = None, weights: str | None = "imagenet", pooling: str = "avg"
+) -> BackboneSpec:
     """The spec of what `get_backbone` would build with these arguments, without building it (no TensorFlow
     import, no ONNX session): kind, name, size, pooling, weights (a file by its sha256), and, where the registry or
     the JSON contract says, preprocessing and feature size. Argument problems raise FeatkitError."""
     if _is_onnx(name_or_path):
-        from .onnx_model import contract_size, read_contract
+        from featkit.backbones.onnx_model import contract_size, read_contract
 
         path = Path(os.path.expanduser(str(name_or_path)))
         if not path.is_file():
-            raise FeatkitError(f"ONNX model {path} does not exist: give the path of an .onnx model or a name from "
-                               f"`featkit backbones`.")
+            raise FeatkitError(
+                f"ONNX model {path} does not exist: give the path of an .onnx model or a name from `featkit backbones`."
+            )
         _check_onnx_weights(weights, path)
         contract = read_contract(path)
         size = size or contract_size(contract)
         if not size:
             raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
-        return BackboneSpec(kind="onnx", name=str(contract.get("name") or path.stem), size=int(size), pooling=pooling,
-                            weights=file_identity(path), feature_dim=contract.get("feature_size"),
-                            preprocessing=str(contract.get("preprocessing_in_graph") or ""))
-    from .keras_zoo import weights_arg
+        return BackboneSpec(
+            kind="onnx",
+            name=str(contract.get("name") or path.stem),
+            size=int(size),
+            pooling=pooling,
+            weights=file_identity(path),
+            feature_dim=contract.get("feature_size"),
+            preprocessing=str(contract.get("preprocessing_in_graph") or ""),
+        )
+    from featkit.backbones.keras_zoo import weights_arg
 
     entry = lookup(name_or_path)
     w = weights_arg(weights, entry.name)
     spec_weights = "none" if w is None else w if w == "imagenet" else file_identity(w)
-    return BackboneSpec(kind="keras", name=entry.name, size=int(size or entry.native_size), pooling=pooling,
-                        weights=spec_weights, preprocessing=entry.preprocessing, feature_dim=entry.feature_dim)
+    return BackboneSpec(
+        kind="keras",
+        name=entry.name,
+        size=int(size or entry.native_size),
+        pooling=pooling,
+        weights=spec_weights,
+        preprocessing=entry.preprocessing,
+        feature_dim=entry.feature_dim,
+    )
 
 
 def _check_onnx_weights(weights: str | None, path: str | os.PathLike) -> None:
     if weights is not None and str(weights).lower() != "imagenet":
-        raise FeatkitError(f"--weights does not apply to an ONNX backbone ({Path(path).name}): "
-                           f"its weights are inside the .onnx file.")
+        raise FeatkitError(
+            f"--weights does not apply to an ONNX backbone ({Path(path).name}): its weights are inside the .onnx file."
+        )
 
 
-def get_backbone(name_or_path: str, size: int | None = None, weights: str | None = "imagenet",
-                 pooling: str = "avg", batch_size: int | None = None, **onnx_options: Any) -> Backbone:
+def get_backbone(
+    name_or_path: str,
+    size: int | None = None,
+    weights: str | None = "imagenet",
+    pooling: str = "avg",
+    batch_size: int | None = None,
+    **onnx_options: Any,
+) -> Backbone:
     """A Keras registry name ("vgg16", "efficientnetb0", ...) or the path of a .onnx file -> Backbone.
 
     size: square input size (None = the model's native size). weights (Keras only): "imagenet", "none"
@@ -77,14 +117,15 @@ def get_backbone(name_or_path: str, size: int | None = None, weights: str | None
     FeatkitError with a one-line message.
     """
     if _is_onnx(name_or_path):
-        from .onnx_model import OnnxBackbone
+        from featkit.backbones.onnx_model import OnnxBackbone
 
         _check_onnx_weights(weights, name_or_path)
         return OnnxBackbone(name_or_path, size=size, pooling=pooling, batch_size=batch_size, **onnx_options)
     if onnx_options:
-        raise FeatkitError(f"options {', '.join(sorted(onnx_options))} apply only to ONNX backbones, "
-                           f"not to {name_or_path!r}.")
-    from .keras_zoo import KerasBackbone
+        raise FeatkitError(
+            f"options {', '.join(sorted(onnx_options))} apply only to ONNX backbones, not to {name_or_path!r}."
+        )
+    from featkit.backbones.keras_zoo import KerasBackbone
 
     return KerasBackbone(name_or_path, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
 
@@ -104,8 +145,10 @@ def get_backbone_from_spec(spec: BackboneSpec | dict, batch_size: int | None = N
     else:
         raise FeatkitError(f"unknown backbone kind {kind!r} in the saved spec (expected keras or onnx).")
     if spec.feature_dim not in (None, bb.feature_dim):
-        raise FeatkitError(f"{name} now gives {bb.feature_dim} features, but the saved spec says "
-                           f"{spec.feature_dim}: re-run `featkit extract`.")
+        raise FeatkitError(
+            f"{name} now gives {bb.feature_dim} features, but the saved spec says "
+            f"{spec.feature_dim}: re-run `featkit extract`."
+        )
     return bb
 
 
@@ -115,7 +158,7 @@ def list_backbones(onnx_folder: str | os.PathLike | None = None) -> list[dict[st
     native_size, feature_dim, preprocessing, weights_file, or error). Builds no Keras model."""
     rows = keras_table()
     if onnx_folder is not None:
-        from .onnx_model import onnx_table
+        from featkit.backbones.onnx_model import onnx_table
 
         rows += onnx_table(onnx_folder)
     return rows

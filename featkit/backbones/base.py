@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeatkitError
-from ..schema import BackboneSpec
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import BackboneSpec
 
 POOLINGS = ("avg", "max")
 
@@ -54,8 +54,10 @@ class Backbone:
         return out
 
     def __repr__(self) -> str:
-        return (f"<{type(self).__name__} {self.name} size={self.size} dim={self.feature_dim} "
-                f"pooling={self.pooling} batch_size={self.batch_size}>")
+        return (
+            f"<{type(self).__name__} {self.name} size={self.size} dim={self.feature_dim} "
+            f"pooling={self.pooling} batch_size={self.batch_size}>"
+        )
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -88,12 +90,16 @@ def check_file_identity(ident: dict, what: str) -> Path:
     except (KeyError, TypeError):
         raise FeatkitError(f"the saved backbone spec has a malformed {what} entry: {ident!r}") from None
     if not path.is_file():
-        raise FeatkitError(f"{path} ({what} the features were made with) is missing: restore it, or re-run "
-                           f"`featkit extract` with the weights you have now.")
+        raise FeatkitError(
+            f"{path} ({what} the features were made with) is missing: restore it, or re-run "
+            f"`featkit extract` with the weights you have now."
+        )
     now = file_sha256(path)
     if now != sha:
-        raise FeatkitError(f"{path} has changed since the features were made (sha256 {now[:12]}... != "
-                           f"{sha[:12]}...): restore the original file, or re-run `featkit extract`.")
+        raise FeatkitError(
+            f"{path} has changed since the features were made (sha256 {now[:12]}... != "
+            f"{sha[:12]}...): restore the original file, or re-run `featkit extract`."
+        )
     return path
 
 
@@ -102,8 +108,10 @@ def check_size(size: Any, minimum: int, name: str) -> int:
         raise FeatkitError(f"size should be a whole number of pixels; got {size!r} for {name}.")
     size = int(size)
     if size < minimum:
-        raise FeatkitError(f"{name} needs photos of at least {minimum}x{minimum} pixels; got size={size}. "
-                           f"Use --size {minimum} or more.")
+        raise FeatkitError(
+            f"{name} needs photos of at least {minimum}x{minimum} pixels; got size={size}. "
+            f"Use --size {minimum} or more."
+        )
     return size
 
 

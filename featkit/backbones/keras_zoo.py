@@ -10,16 +10,17 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .._tf import tf_keras
-from ..errors import FeatkitError
-from ..schema import BackboneSpec
-from .base import Backbone, check_pooling, check_size, file_identity
+from featkit.backbones.base import Backbone, check_pooling, check_size, file_identity
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import BackboneSpec
+from featkit.core.tfkeras import tf_keras
 
 _G = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -27,8 +28,10 @@ CAFFE = "caffe: RGB->BGR, minus ImageNet BGR mean (103.939, 116.779, 123.68), no
 TF = "tf: x / 127.5 - 1"
 TORCH = "torch: x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)"
 IN_MODEL_M11 = "in model: Rescaling x / 127.5 - 1 (preprocess_input is a no-op)"
-IN_MODEL_TORCH = ("in model: Rescaling x / 255, Normalization by ImageNet mean (0.485, 0.456, 0.406) and "
-                  "std (0.229, 0.224, 0.225) (preprocess_input is a no-op)")
+IN_MODEL_TORCH = (
+    "in model: Rescaling x / 255, Normalization by ImageNet mean (0.485, 0.456, 0.406) and "
+    "std (0.229, 0.224, 0.225) (preprocess_input is a no-op)"
+)
 IN_MODEL_V2SML = "in model: Rescaling x / 128 - 1 (preprocess_input is a no-op)"
 
 
@@ -37,13 +40,13 @@ class KerasModel:
     """One keras.applications model: `module.ctor`, its own `module.preprocess_input`."""
 
     name: str
-    module: str          # submodule of keras.applications holding the constructor and preprocess_input
+    module: str  # submodule of keras.applications holding the constructor and preprocess_input
     ctor: str
     native_size: int
     min_size: int
-    feature_dim: int     # channels of the last feature map = length of the pooled feature vector
+    feature_dim: int  # channels of the last feature map = length of the pooled feature vector
     preprocessing: str
-    weights_url: str     # include_top=False ImageNet weights; "{rows}" = size-dependent (MobileNetV2)
+    weights_url: str  # include_top=False ImageNet weights; "{rows}" = size-dependent (MobileNetV2)
 
     def weights_file(self, size: int | None = None) -> tuple[str, str]:
         """(file name, URL) of the ImageNet notop weights Keras downloads for this model at `size`."""
@@ -53,62 +56,175 @@ class KerasModel:
 
 
 def _effnet(b: int, size: int, dim: int) -> KerasModel:
-    return KerasModel(f"efficientnetb{b}", "efficientnet", f"EfficientNetB{b}", size, 32, dim, IN_MODEL_TORCH,
-                      f"https://storage.googleapis.com/keras-applications/efficientnetb{b}_notop.h5")
+    return KerasModel(
+        f"efficientnetb{b}",
+        "efficientnet",
+        f"EfficientNetB{b}",
+        size,
+        32,
+        dim,
+        IN_MODEL_TORCH,
+        f"https://storage.googleapis.com/keras-applications/efficientnetb{b}_notop.h5",
+    )
 
 
 def _effnet2(v: str, size: int, dim: int, pre: str) -> KerasModel:
-    return KerasModel(f"efficientnetv2{v}", "efficientnet_v2", f"EfficientNetV2{v.upper()}", size, 32, dim, pre,
-                      f"{_G}efficientnet_v2/efficientnetv2-{v}_notop.h5")
+    return KerasModel(
+        f"efficientnetv2{v}",
+        "efficientnet_v2",
+        f"EfficientNetV2{v.upper()}",
+        size,
+        32,
+        dim,
+        pre,
+        f"{_G}efficientnet_v2/efficientnetv2-{v}_notop.h5",
+    )
 
 
 def _resnet(name: str, module: str, ctor: str, pre: str) -> KerasModel:
-    return KerasModel(name, module, ctor, 224, 32, 2048, pre,
-                      f"{_G}resnet/{name}_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    return KerasModel(
+        name, module, ctor, 224, 32, 2048, pre, f"{_G}resnet/{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    )
 
 
 def _densenet(depth: int, dim: int) -> KerasModel:
-    return KerasModel(f"densenet{depth}", "densenet", f"DenseNet{depth}", 224, 32, dim, TORCH,
-                      f"{_G}densenet/densenet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    return KerasModel(
+        f"densenet{depth}",
+        "densenet",
+        f"DenseNet{depth}",
+        224,
+        32,
+        dim,
+        TORCH,
+        f"{_G}densenet/densenet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    )
 
 
 def _convnext(size: str, dim: int) -> KerasModel:
-    return KerasModel(f"convnext{size}", "convnext", f"ConvNeXt{size.capitalize()}", 224, 32, dim, IN_MODEL_TORCH,
-                      f"{_G}convnext/convnext_{size}_notop.h5")
+    return KerasModel(
+        f"convnext{size}",
+        "convnext",
+        f"ConvNeXt{size.capitalize()}",
+        224,
+        32,
+        dim,
+        IN_MODEL_TORCH,
+        f"{_G}convnext/convnext_{size}_notop.h5",
+    )
 
 
 # Feature dims and minimum sizes were checked by building every model (weights=None) at its minimum size.
-MODELS: dict[str, KerasModel] = {m.name: m for m in [
-    KerasModel("vgg16", "vgg16", "VGG16", 224, 32, 512, CAFFE,
-               f"{_G}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    KerasModel("vgg19", "vgg19", "VGG19", 224, 32, 512, CAFFE,
-               f"{_G}vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    _resnet("resnet50", "resnet50", "ResNet50", CAFFE),
-    _resnet("resnet101", "resnet", "ResNet101", CAFFE),
-    _resnet("resnet152", "resnet", "ResNet152", CAFFE),
-    _resnet("resnet50v2", "resnet_v2", "ResNet50V2", TF),
-    _resnet("resnet101v2", "resnet_v2", "ResNet101V2", TF),
-    _resnet("resnet152v2", "resnet_v2", "ResNet152V2", TF),
-    KerasModel("inceptionv3", "inception_v3", "InceptionV3", 299, 75, 2048, TF,
-               f"{_G}inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    KerasModel("inceptionresnetv2", "inception_resnet_v2", "InceptionResNetV2", 299, 75, 1536, TF,
-               f"{_G}inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    KerasModel("xception", "xception", "Xception", 299, 71, 2048, TF,
-               f"{_G}xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    KerasModel("mobilenetv2", "mobilenet_v2", "MobileNetV2", 224, 32, 1280, TF,
-               f"{_G}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{{rows}}_no_top.h5"),
-    KerasModel("mobilenetv3small", "mobilenet_v3", "MobileNetV3Small", 224, 32, 576, IN_MODEL_M11,
-               f"{_G}mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
-    KerasModel("mobilenetv3large", "mobilenet_v3", "MobileNetV3Large", 224, 32, 960, IN_MODEL_M11,
-               f"{_G}mobilenet_v3/weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
-    _effnet(0, 224, 1280), _effnet(1, 240, 1280), _effnet(2, 260, 1408), _effnet(3, 300, 1536),
-    _effnet(4, 380, 1792), _effnet(5, 456, 2048), _effnet(6, 528, 2304), _effnet(7, 600, 2560),
-    _effnet2("b0", 224, 1280, IN_MODEL_TORCH), _effnet2("b1", 240, 1280, IN_MODEL_TORCH),
-    _effnet2("b2", 260, 1408, IN_MODEL_TORCH), _effnet2("b3", 300, 1536, IN_MODEL_TORCH),
-    _effnet2("s", 384, 1280, IN_MODEL_V2SML), _effnet2("m", 480, 1280, IN_MODEL_V2SML),
-    _densenet(121, 1024), _densenet(169, 1664), _densenet(201, 1920),
-    _convnext("tiny", 768), _convnext("small", 768), _convnext("base", 1024),
-]}
+MODELS: dict[str, KerasModel] = {
+    m.name: m
+    for m in [
+        KerasModel(
+            "vgg16",
+            "vgg16",
+            "VGG16",
+            224,
+            32,
+            512,
+            CAFFE,
+            f"{_G}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        KerasModel(
+            "vgg19",
+            "vgg19",
+            "VGG19",
+            224,
+            32,
+            512,
+            CAFFE,
+            f"{_G}vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        _resnet("resnet50", "resnet50", "ResNet50", CAFFE),
+        _resnet("resnet101", "resnet", "ResNet101", CAFFE),
+        _resnet("resnet152", "resnet", "ResNet152", CAFFE),
+        _resnet("resnet50v2", "resnet_v2", "ResNet50V2", TF),
+        _resnet("resnet101v2", "resnet_v2", "ResNet101V2", TF),
+        _resnet("resnet152v2", "resnet_v2", "ResNet152V2", TF),
+        KerasModel(
+            "inceptionv3",
+            "inception_v3",
+            "InceptionV3",
+            299,
+            75,
+            2048,
+            TF,
+            f"{_G}inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        KerasModel(
+            "inceptionresnetv2",
+            "inception_resnet_v2",
+            "InceptionResNetV2",
+            299,
+            75,
+            1536,
+            TF,
+            f"{_G}inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        KerasModel(
+            "xception",
+            "xception",
+            "Xception",
+            299,
+            71,
+            2048,
+            TF,
+            f"{_G}xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        KerasModel(
+            "mobilenetv2",
+            "mobilenet_v2",
+            "MobileNetV2",
+            224,
+            32,
+            1280,
+            TF,
+            f"{_G}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{{rows}}_no_top.h5",
+        ),
+        KerasModel(
+            "mobilenetv3small",
+            "mobilenet_v3",
+            "MobileNetV3Small",
+            224,
+            32,
+            576,
+            IN_MODEL_M11,
+            f"{_G}mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+        ),
+        KerasModel(
+            "mobilenetv3large",
+            "mobilenet_v3",
+            "MobileNetV3Large",
+            224,
+            32,
+            960,
+            IN_MODEL_M11,
+            f"{_G}mobilenet_v3/weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+        ),
+        _effnet(0, 224, 1280),
+        _effnet(1, 240, 1280),
+        _effnet(2, 260, 1408),
+        _effnet(3, 300, 1536),
+        _effnet(4, 380, 1792),
+        _effnet(5, 456, 2048),
+        _effnet(6, 528, 2304),
+        _effnet(7, 600, 2560),
+        _effnet2("b0", 224, 1280, IN_MODEL_TORCH),
+        _effnet2("b1", 240, 1280, IN_MODEL_TORCH),
+        _effnet2("b2", 260, 1408, IN_MODEL_TORCH),
+        _effnet2("b3", 300, 1536, IN_MODEL_TORCH),
+        _effnet2("s", 384, 1280, IN_MODEL_V2SML),
+        _effnet2("m", 480, 1280, IN_MODEL_V2SML),
+        _densenet(121, 1024),
+        _densenet(169, 1664),
+        _densenet(201, 1920),
+        _convnext("tiny", 768),
+        _convnext("small", 768),
+        _convnext("base", 1024),
+    ]
+}
 
 
 def _norm(name: str) -> str:
@@ -127,8 +243,10 @@ def lookup(name: str) -> KerasModel:
         return MODELS[key]
     close = difflib.get_close_matches(key, list(MODELS), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    raise FeatkitError(f"unknown backbone {name!r}: {hint}Run `featkit backbones` to list the known ones, "
-                       f"or give the path of a .onnx file.")
+    raise FeatkitError(
+        f"unknown backbone {name!r}: {hint}Run `featkit backbones` to list the known ones, "
+        f"or give the path of a .onnx file."
+    )
 
 
 def weights_arg(weights: Any, name: str) -> str | None:
@@ -139,8 +257,10 @@ def weights_arg(weights: Any, name: str) -> str | None:
         return "imagenet"
     path = Path(os.path.expanduser(str(weights)))
     if not path.is_file():
-        raise FeatkitError(f"weights file {path} does not exist: give the path of a .weights.h5 or .h5 file "
-                           f"for {name} (include_top=False), or --weights imagenet / none.")
+        raise FeatkitError(
+            f"weights file {path} does not exist: give the path of a .weights.h5 or .h5 file "
+            f"for {name} (include_top=False), or --weights imagenet / none."
+        )
     if not path.name.lower().endswith(".h5"):
         raise FeatkitError(f"weights file {path} should be a Keras .weights.h5 or .h5 file for {name}.")
     return str(path.resolve())
@@ -150,6 +270,7 @@ def _keras_cache_dir() -> str:
     """Where keras.utils.get_file looks for and stores application weights."""
     try:
         from keras.src.backend.config import keras_home
+
         base = os.path.expanduser(keras_home())
     except ImportError:  # pragma: no cover - other Keras layouts
         base = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
@@ -182,8 +303,9 @@ def _offline_error(entry: KerasModel, size: int, exc: BaseException) -> FeatkitE
     )
 
 
-def keras_base(name: str, size: int | None = None, weights: str | None = "imagenet",
-               pooling: str | None = None) -> tuple[Any, Callable]:
+def keras_base(
+    name: str, size: int | None = None, weights: str | None = "imagenet", pooling: str | None = None
+) -> tuple[Any, Callable]:
     """Build a headless keras.applications model from the registry; shared by backbones and train-cnn.
 
     keras_base(name: str, size: int | None = None, weights: str | None = "imagenet", pooling: str | None = None)
@@ -223,8 +345,9 @@ def keras_base(name: str, size: int | None = None, weights: str | None = "imagen
             raise _offline_error(entry, size, e) from e
         if w_arg not in (None, "imagenet"):
             first = " ".join(str(e).split())[:300]
-            raise FeatkitError(f"weights file {w_arg} does not fit {entry.name} with include_top=False "
-                               f"({type(e).__name__}: {first}).") from e
+            raise FeatkitError(
+                f"weights file {w_arg} does not fit {entry.name} with include_top=False ({type(e).__name__}: {first})."
+            ) from e
         raise
     return model, module.preprocess_input
 
@@ -239,8 +362,14 @@ def _on_gpu(tf: Any) -> bool:
 class KerasBackbone(Backbone):
     kind = "keras"
 
-    def __init__(self, name: str, size: int | None = None, weights: str | None = "imagenet",
-                 pooling: str = "avg", batch_size: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        size: int | None = None,
+        weights: str | None = "imagenet",
+        pooling: str = "avg",
+        batch_size: int | None = None,
+    ):
         entry = lookup(name)
         size = check_size(entry.native_size if size is None else size, entry.min_size, entry.name)
         pooling = check_pooling(pooling, entry.name)
@@ -265,29 +394,51 @@ class KerasBackbone(Backbone):
         def forward(x):  # uint8 in, features out; cast + preprocessing run inside the graph (on GPU if any)
             return model(preprocess(tf.cast(x, tf.float32)), training=False)
 
-        self._forward = tf.function(forward, autograph=False, reduce_retracing=True,
-                                    input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
+        self._forward = tf.function(
+            forward,
+            autograph=False,
+            reduce_retracing=True,
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
+        )
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward(chunk), dtype=np.float32)
 
     @property
     def spec(self) -> BackboneSpec:
-        from .. import __version__
+        from featkit.core.version import __version__
 
         extra = {"input": "uint8 RGB NHWC"}
         if self.weights == "imagenet":
             extra["weights_file"] = self.entry.weights_file(self.size)[0]
-        return BackboneSpec(kind="keras", name=self.name, size=self.size, pooling=self.pooling, weights=self.weights,
-                            preprocessing=self.preprocessing, feature_dim=self.feature_dim,
-                            versions={"featkit": __version__, **self._versions}, extra=extra)
+        return BackboneSpec(
+            kind="keras",
+            name=self.name,
+            size=self.size,
+            pooling=self.pooling,
+            weights=self.weights,
+            preprocessing=self.preprocessing,
+            feature_dim=self.feature_dim,
+            versions={"featkit": __version__, **self._versions},
+            extra=extra,
+        )
 
 
 def keras_table() -> list[dict[str, Any]]:
     rows = []
     for m in MODELS.values():
         fname, url = m.weights_file(m.native_size)
-        rows.append({"name": m.name, "kind": "keras", "native_size": m.native_size, "min_size": m.min_size,
-                     "feature_dim": m.feature_dim, "preprocessing": m.preprocessing, "weights_file": fname,
-                     "weights_url": url, "keras": f"keras.applications.{m.module}.{m.ctor}"})
+        rows.append(
+            {
+                "name": m.name,
+                "kind": "keras",
+                "native_size": m.native_size,
+                "min_size": m.min_size,
+                "feature_dim": m.feature_dim,
+                "preprocessing": m.preprocessing,
+                "weights_file": fname,
+                "weights_url": url,
+                "keras": f"keras.applications.{m.module}.{m.ctor}",
+            }
+        )
     return rows

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeatkitError
-from ..schema import BackboneSpec
-from .base import Backbone, check_pooling, check_size, file_identity
+from featkit.backbones.base import Backbone, check_pooling, check_size, file_identity
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import BackboneSpec
 
 MIN_DYNAMIC_SIZE = 32  # CNN graphs downsample by 32; the shared models run at any H, W >= 32
 _DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
@@ -56,8 +56,11 @@ _CONTRACT_TYPES = (
     ("output_name", lambda v: isinstance(v, str), "a string"),
     ("input_layout", lambda v: v in ("NHWC", "NCHW"), "NHWC or NCHW"),
     ("input_dtype", lambda v: v in ("uint8", "float32", "float"), "uint8 or float32"),
-    ("input_size", lambda v: _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(map(_pos_int, v))
-                                             and v[0] == v[1]), "a size N or [N, N] (N > 0)"),
+    (
+        "input_size",
+        lambda v: _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(map(_pos_int, v)) and v[0] == v[1]),
+        "a size N or [N, N] (N > 0)",
+    ),
     ("dynamic_size", lambda v: isinstance(v, bool), "true or false"),
     ("feature_size", _pos_int, "a whole number > 0"),
 )
@@ -87,8 +90,12 @@ def session_settings() -> dict[str, Any]:
     count: one Ray actor among several on a node must not spin on every core.
     """
     threads = int(os.environ.get("FEATKIT_ONNX_THREADS") or available_cores())
-    return {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
-            "graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL"}
+    return {
+        "intra_op_num_threads": threads,
+        "inter_op_num_threads": 1,
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "execution_mode": "ORT_SEQUENTIAL",
+    }
 
 
 def open_session(path: Path, settings: dict[str, Any] | None = None):
@@ -117,24 +124,38 @@ def _pick_output(sess, path: Path) -> Any:
     if len(two_d) == 1:
         return two_d[0]
     listing = ", ".join(f"{o.name} {o.shape}" for o in outs)
-    raise FeatkitError(f"{path} has no single 2-D feature output to use (outputs: {listing}): "
-                       f"name one with onnx_output=NAME or in {path.with_suffix('.json').name}.")
+    raise FeatkitError(
+        f"{path} has no single 2-D feature output to use (outputs: {listing}): "
+        f"name one with onnx_output=NAME or in {path.with_suffix('.json').name}."
+    )
 
 
 class OnnxBackbone(Backbone):
     kind = "onnx"
 
-    def __init__(self, path: str | os.PathLike, size: int | None = None, pooling: str = "avg",
-                 batch_size: int | None = None, *, onnx_input: str | None = None, onnx_output: str | None = None,
-                 input_dtype: str | None = None, input_layout: str | None = None,
-                 input_mean: list[float] | None = None, input_std: list[float] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        size: int | None = None,
+        pooling: str = "avg",
+        batch_size: int | None = None,
+        *,
+        onnx_input: str | None = None,
+        onnx_output: str | None = None,
+        input_dtype: str | None = None,
+        input_layout: str | None = None,
+        input_mean: list[float] | None = None,
+        input_std: list[float] | None = None,
+    ):
         path = Path(os.path.expanduser(str(path)))
         if not path.is_file():
             raise FeatkitError(f"ONNX model {path} does not exist: give the path of a .onnx file.")
         check_pooling(pooling, path.name)
         if pooling != "avg":
-            raise FeatkitError(f"{path.name} outputs features that are already pooled (global average), so "
-                               f"pooling={pooling!r} is not possible: use pooling 'avg' or a Keras backbone.")
+            raise FeatkitError(
+                f"{path.name} outputs features that are already pooled (global average), so "
+                f"pooling={pooling!r} is not possible: use pooling 'avg' or a Keras backbone."
+            )
         meta = read_contract(path)
         self.path = path.resolve()
         self.name = str(meta.get("name") or path.stem)
@@ -155,20 +176,26 @@ class OnnxBackbone(Backbone):
         dtype = input_dtype or meta.get("input_dtype") or graph_dtype
         dtype = {"float": "float32"}.get(str(dtype), str(dtype))
         if graph_dtype is None or dtype != graph_dtype:
-            raise FeatkitError(f"{path}: input {in_name!r} is {inp.type}, declared {dtype}; only uint8 or float32 "
-                               f"image inputs are supported.")
+            raise FeatkitError(
+                f"{path}: input {in_name!r} is {inp.type}, declared {dtype}; only uint8 or float32 "
+                f"image inputs are supported."
+            )
         shape = list(inp.shape)
         if len(shape) != 4:
             raise FeatkitError(f"{path}: input {in_name!r} has shape {shape}; a 4-D image batch is needed.")
-        layout = (input_layout or meta.get("input_layout") or
-                  ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None))
+        layout = (
+            input_layout or meta.get("input_layout") or ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None)
+        )
         if layout not in ("NHWC", "NCHW"):
-            raise FeatkitError(f"{path}: cannot tell the layout of input {in_name!r} {shape}; "
-                               f"pass input_layout='NHWC' or 'NCHW'.")
+            raise FeatkitError(
+                f"{path}: cannot tell the layout of input {in_name!r} {shape}; pass input_layout='NHWC' or 'NCHW'."
+            )
         hw = shape[1:3] if layout == "NHWC" else shape[2:4]
         fixed = all(isinstance(d, int) and d > 0 for d in hw)
         if fixed and hw[0] != hw[1]:
-            raise FeatkitError(f"{path}: input {in_name!r} is fixed at {hw[0]}x{hw[1]}; only square inputs are supported.")
+            raise FeatkitError(
+                f"{path}: input {in_name!r} is fixed at {hw[0]}x{hw[1]}; only square inputs are supported."
+            )
         if meta.get("dynamic_size") is False and not fixed:
             fixed_size = meta.get("input_size")
             hw = list(fixed_size) if isinstance(fixed_size, (list, tuple)) else [fixed_size, fixed_size]
@@ -180,8 +207,10 @@ class OnnxBackbone(Backbone):
             size = native
         if fixed:
             if size != hw[0]:
-                raise FeatkitError(f"{path} has a fixed input size of {hw[0]}x{hw[1]}; size={size} is not "
-                                   f"possible (use --size {hw[0]}).")
+                raise FeatkitError(
+                    f"{path} has a fixed input size of {hw[0]}x{hw[1]}; size={size} is not "
+                    f"possible (use --size {hw[0]})."
+                )
             self.size = check_size(size, 1, self.name)
         else:
             self.size = check_size(size, MIN_DYNAMIC_SIZE, self.name)
@@ -202,9 +231,11 @@ class OnnxBackbone(Backbone):
         elif dtype == "uint8":
             self.preprocessing = "in graph (uint8 input; not described)"
         else:
-            raise FeatkitError(f"{path} takes float input but says nothing about its preprocessing: add "
-                               f"'preprocessing_in_graph' to {path.with_suffix('.json').name} if it takes "
-                               f"0..255 values, or pass input_mean/input_std (0..255 units).")
+            raise FeatkitError(
+                f"{path} takes float input but says nothing about its preprocessing: add "
+                f"'preprocessing_in_graph' to {path.with_suffix('.json').name} if it takes "
+                f"0..255 values, or pass input_mean/input_std (0..255 units)."
+            )
 
         # output
         if onnx_output or meta.get("output_name"):
@@ -216,8 +247,9 @@ class OnnxBackbone(Backbone):
         else:
             out = _pick_output(sess, path)
         if len(out.shape) != 2:
-            raise FeatkitError(f"{path}: output {out.name!r} has shape {out.shape}; a 2-D (N, features) output "
-                               f"is needed.")
+            raise FeatkitError(
+                f"{path}: output {out.name!r} has shape {out.shape}; a 2-D (N, features) output is needed."
+            )
         self._out_name = out.name
         self._providers = sess.get_providers()
         self.batch_size = int(batch_size) if batch_size else (256 if "CUDAExecutionProvider" in self._providers else 64)
@@ -250,8 +282,12 @@ class OnnxBackbone(Backbone):
     @property
     def options(self) -> dict[str, Any]:
         """The keyword options that rebuild exactly this backbone (stored in the spec)."""
-        opts: dict[str, Any] = {"onnx_input": self._in_name, "onnx_output": self._out_name,
-                                "input_dtype": self._dtype, "input_layout": self._layout}
+        opts: dict[str, Any] = {
+            "onnx_input": self._in_name,
+            "onnx_output": self._out_name,
+            "input_dtype": self._dtype,
+            "input_layout": self._layout,
+        }
         if self._mean is not None:
             opts["input_mean"], opts["input_std"] = self._mean.tolist(), self._std.tolist()
         return opts
@@ -260,18 +296,27 @@ class OnnxBackbone(Backbone):
     def spec(self) -> BackboneSpec:
         import onnxruntime as ort
 
-        from .. import __version__
+        from featkit.core.version import __version__
 
         extra = {"input": f"{self._dtype} RGB {self._layout}", "native_size": self.native_size}
         if self.precision != "float32":
             q = self.quantization or {}
             extra["precision"] = self.precision
-            extra["quantization"] = {k: q.get(k) for k in ("method", "source_model", "calibration_photos",
-                                                           "calibration_size")}
+            extra["quantization"] = {
+                k: q.get(k) for k in ("method", "source_model", "calibration_photos", "calibration_size")
+            }
         return BackboneSpec(
-            kind="onnx", name=self.name, size=self.size, pooling=self.pooling, weights=dict(self.weights),
-            preprocessing=self.preprocessing, feature_dim=self.feature_dim, options=self.options,
-            versions={"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__}, extra=extra)
+            kind="onnx",
+            name=self.name,
+            size=self.size,
+            pooling=self.pooling,
+            weights=dict(self.weights),
+            preprocessing=self.preprocessing,
+            feature_dim=self.feature_dim,
+            options=self.options,
+            versions={"featkit": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+            extra=extra,
+        )
 
 
 def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:
@@ -283,10 +328,12 @@ def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:
             meta = read_contract(path)
             size = meta.get("input_size")
             if meta.get("feature_size") and size:
-                row.update(native_size=size[0] if isinstance(size, (list, tuple)) else size,
-                           feature_dim=meta["feature_size"],
-                           preprocessing=f"in graph: {meta.get('preprocessing_in_graph', 'not described')}",
-                           dynamic_size=bool(meta.get("dynamic_size")))
+                row.update(
+                    native_size=size[0] if isinstance(size, (list, tuple)) else size,
+                    feature_dim=meta["feature_size"],
+                    preprocessing=f"in graph: {meta.get('preprocessing_in_graph', 'not described')}",
+                    dynamic_size=bool(meta.get("dynamic_size")),
+                )
             else:
                 try:
                     bb = OnnxBackbone(path)

@@ -6,14 +6,23 @@ TensorFlow / Keras when first used, so `featkit train-cnn --list` starts at once
 
 from importlib import import_module
 
-from .presets import PRESETS, STUDY_ORDER, Preset, get_preset, list_presets
+from featkit.cnn.presets import PRESETS, STUDY_ORDER, Preset, get_preset, list_presets
 
 _LAZY = {
-    "build_custom_cnn": "models", "build_model": "models", "build_transfer_model": "models",
-    "compile_model": "models", "set_fine_tuning": "models",
-    "channel_stats": "preprocess", "fit_zca": "preprocess",
-    "load_cnn_model": "train", "predict_images": "train", "train_cnn": "train",
-    "run_series": "series", "train_preset": "series", "study_comparison": "study", "study_section": "study",
+    "build_custom_cnn": "models",
+    "build_model": "models",
+    "build_transfer_model": "models",
+    "compile_model": "models",
+    "set_fine_tuning": "models",
+    "channel_stats": "preprocess",
+    "fit_zca": "preprocess",
+    "load_cnn_model": "train",
+    "predict_images": "train",
+    "train_cnn": "train",
+    "run_series": "series",
+    "train_preset": "series",
+    "study_comparison": "study",
+    "study_section": "study",
 }
 
 __all__ = ["PRESETS", "STUDY_ORDER", "Preset", "get_preset", "list_presets", *_LAZY]

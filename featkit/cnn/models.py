@@ -10,20 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .._tf import tf_keras
+from featkit.core.tfkeras import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402
 import numpy as np
 
-from ..errors import FeatkitError
-from .presets import Preset
-from .preprocess import BackbonePreprocess, Standardize, ZCAWhitening
+from featkit.cnn.preprocess import BackbonePreprocess, Standardize, ZCAWhitening
+from featkit.cnn.presets import Preset
+from featkit.core.errors import FeatkitError
+
 
 def _base_model(name: str, size: int, weights: str | Path | None) -> tuple[keras.Model, str]:
     """A headless backbone (no pooling) for `size` px from the registry (featkit.backbones.keras_zoo), and the
     keras.applications module whose preprocess_input goes with it (stored by name in the saved model)."""
-    from ..backbones.keras_zoo import keras_base, lookup
+    from featkit.backbones.keras_zoo import keras_base, lookup
 
     if weights is not None and str(weights).lower() not in ("none", "imagenet"):
         weights = str(weights)
@@ -37,13 +38,26 @@ def _augmentation(cfg: Preset, seed: int) -> list[keras.layers.Layer]:
     if not cfg.augment:
         return layers
     if cfg.rotation:
-        layers.append(keras.layers.RandomRotation(cfg.rotation / 360.0, fill_mode="nearest", seed=seed,
-                                                  dtype="float32", name="aug_rotation"))
+        layers.append(
+            keras.layers.RandomRotation(
+                cfg.rotation / 360.0, fill_mode="nearest", seed=seed, dtype="float32", name="aug_rotation"
+            )
+        )
     if cfg.shift:
-        layers.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="nearest", seed=seed + 1,
-                                                     dtype="float32", name="aug_shift"))
-    mode = "horizontal_and_vertical" if cfg.hflip and cfg.vflip else "horizontal" if cfg.hflip else \
-        "vertical" if cfg.vflip else None
+        layers.append(
+            keras.layers.RandomTranslation(
+                cfg.shift, cfg.shift, fill_mode="nearest", seed=seed + 1, dtype="float32", name="aug_shift"
+            )
+        )
+    mode = (
+        "horizontal_and_vertical"
+        if cfg.hflip and cfg.vflip
+        else "horizontal"
+        if cfg.hflip
+        else "vertical"
+        if cfg.vflip
+        else None
+    )
     if mode:
         layers.append(keras.layers.RandomFlip(mode, seed=seed + 2, dtype="float32", name="aug_flip"))
     return layers
@@ -54,8 +68,15 @@ def _head(x, n_classes: int):
     return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
-def build_custom_cnn(cfg: Preset, n_classes: int, *, mean: np.ndarray | None = None, std: np.ndarray | None = None,
-                     zca: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> keras.Model:
+def build_custom_cnn(
+    cfg: Preset,
+    n_classes: int,
+    *,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    zca: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> keras.Model:
     """The study's CNN: [augment] -> rescale 1/255 | standardise -> [ZCA] -> N x (Conv2D(k, same, relu) -> [Dropout]
     -> MaxPool 2) -> GlobalAveragePooling -> Dense softmax. `mean`/`std` are needed when cfg.standardize,
     `zca` = (pixel mean, W) when cfg.zca."""
@@ -104,8 +125,7 @@ def _layer_index(base: keras.Model, ref: str | int) -> int:
         return i % len(base.layers)
     names = [layer.name for layer in base.layers]
     if ref not in names:
-        raise FeatkitError(f"fine_tune_from={ref!r}: no such layer in {base.name} "
-                           f"(e.g. {', '.join(names[-8:])})")
+        raise FeatkitError(f"fine_tune_from={ref!r}: no such layer in {base.name} (e.g. {', '.join(names[-8:])})")
     return names.index(ref)
 
 
@@ -121,10 +141,18 @@ def set_fine_tuning(base: keras.Model, fine_tune_from: str | int | None) -> None
         layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def build_transfer_model(backbone: str = "vgg16", size: int = 128, n_classes: int = 2,
-                         weights: str | Path | None = "imagenet", fine_tune_from: str | int | None = None, *,
-                         dense: int = 1024, dropout: float = 0.0, augment: Preset | None = None,
-                         seed: int = 0) -> keras.Model:
+def build_transfer_model(
+    backbone: str = "vgg16",
+    size: int = 128,
+    n_classes: int = 2,
+    weights: str | Path | None = "imagenet",
+    fine_tune_from: str | int | None = None,
+    *,
+    dense: int = 1024,
+    dropout: float = 0.0,
+    augment: Preset | None = None,
+    seed: int = 0,
+) -> keras.Model:
     """uint8 photos -> [augment] -> preprocess_input of the family -> backbone (frozen, inference mode)
     -> GlobalAveragePooling -> Dense(dense, relu) -> [Dropout] -> Dense softmax."""
     base, module = _base_model(backbone, size, weights)
@@ -149,11 +177,21 @@ def build_transfer_model(backbone: str = "vgg16", size: int = 128, n_classes: in
 def build_model(cfg: Preset, n_classes: int, *, seed: int = 0, **stats: Any) -> keras.Model:
     if cfg.model == "transfer":
         if cfg.standardize or cfg.zca:
-            raise FeatkitError(f"preset {cfg.name}: standardisation / ZCA do not apply to a pretrained backbone "
-                               f"(it has its own preprocessing)")
-        return build_transfer_model(cfg.backbone, cfg.size, n_classes, cfg.weights, cfg.fine_tune_from,
-                                    dense=cfg.dense, dropout=cfg.dropout, augment=cfg if cfg.augment else None,
-                                    seed=seed)
+            raise FeatkitError(
+                f"preset {cfg.name}: standardisation / ZCA do not apply to a pretrained backbone "
+                f"(it has its own preprocessing)"
+            )
+        return build_transfer_model(
+            cfg.backbone,
+            cfg.size,
+            n_classes,
+            cfg.weights,
+            cfg.fine_tune_from,
+            dense=cfg.dense,
+            dropout=cfg.dropout,
+            augment=cfg if cfg.augment else None,
+            seed=seed,
+        )
     return build_custom_cnn(cfg, n_classes, seed=seed, **stats)
 
 

@@ -11,22 +11,22 @@ All three layers compute in float32 even under a mixed-precision policy.
 
 from __future__ import annotations
 
-
-from .._tf import tf_keras
+from featkit.core.tfkeras import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402
 import numpy as np
 from keras import ops
 
-from ..errors import FeatkitError
-from ..resources import available_memory_bytes
+from featkit.core.errors import FeatkitError
+from featkit.core.resources import available_memory_bytes
 
 STD_EPSILON = 1e-6  # as ImageDataGenerator: (x - mean) / (std + 1e-6)
-ZCA_MATRICES = 3     # d x d float32 matrices alive at the peak of fit_zca + putting W in the model
+ZCA_MATRICES = 3  # d x d float32 matrices alive at the peak of fit_zca + putting W in the model
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
+
 
 def channel_stats(x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of uint8 photos (N, H, W, C), accumulated in float64 chunk by chunk (memmap-safe)."""
@@ -36,13 +36,13 @@ def channel_stats(x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndar
     s = np.zeros(c, np.float64)
     n = 0
     for i in range(0, len(x), chunk):
-        b = np.asarray(x[i:i + chunk], dtype=np.float64).reshape(-1, c)
+        b = np.asarray(x[i : i + chunk], dtype=np.float64).reshape(-1, c)
         s += b.sum(axis=0)
         n += len(b)
     mean = s / n
     ss = np.zeros(c, np.float64)
     for i in range(0, len(x), chunk):  # second pass: sum of squared deviations (no catastrophic cancellation)
-        b = np.asarray(x[i:i + chunk], dtype=np.float64).reshape(-1, c) - mean
+        b = np.asarray(x[i : i + chunk], dtype=np.float64).reshape(-1, c) - mean
         ss += (b * b).sum(axis=0)
     return mean, np.sqrt(ss / n)
 
@@ -70,14 +70,20 @@ def check_zca_memory(size: int, n_samples: int, channels: int = 3) -> None:
             break
     d = size * size * channels
     raise FeatkitError(
-        f"ZCA whitening at {size} px needs about {need / 1024 ** 3:.1f} GiB ({d:,}x{d:,} float32 covariance "
-        f"+ decomposition) but {avail / 1024 ** 3:.1f} GiB is available: the largest size that fits is {fits} px; "
-        f"use --size {fits} or smaller, or turn ZCA off.")
+        f"ZCA whitening at {size} px needs about {need / 1024**3:.1f} GiB ({d:,}x{d:,} float32 covariance "
+        f"+ decomposition) but {avail / 1024**3:.1f} GiB is available: the largest size that fits is {fits} px; "
+        f"use --size {fits} or smaller, or turn ZCA off."
+    )
 
 
-def fit_zca(x: np.ndarray, n_samples: int = 2000, epsilon: float = 1e-6, seed: int = 0,
-            mean: np.ndarray | None = None, std: np.ndarray | None = None,
-            ) -> tuple[np.ndarray, np.ndarray, dict]:
+def fit_zca(
+    x: np.ndarray,
+    n_samples: int = 2000,
+    epsilon: float = 1e-6,
+    seed: int = 0,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """ZCA whitening from up to `n_samples` training photos (uint8 (N, H, W, C)), sampled with `seed`.
 
     If `mean`/`std` are given the sample is standardised with them first (the order ImageDataGenerator used).
@@ -107,21 +113,27 @@ def fit_zca(x: np.ndarray, n_samples: int = 2000, epsilon: float = 1e-6, seed: i
     sample -= mu
     _, sv, vt = np.linalg.svd(sample, full_matrices=False)  # vt (k, d), k = min(n, d); float64
     del sample
-    s = sv.astype(np.float64) ** 2 / n                       # covariance eigenvalues, descending
+    s = sv.astype(np.float64) ** 2 / n  # covariance eigenvalues, descending
     top = float(s[0]) if s[0] > 0 else 1.0
     eps = float(epsilon) * top
-    g = 1.0 / np.sqrt(s + eps)                               # scale of the sampled directions
-    cst = 1.0 / np.sqrt(eps)                                 # scale of the directions orthogonal to them
+    g = 1.0 / np.sqrt(s + eps)  # scale of the sampled directions
+    cst = 1.0 / np.sqrt(eps)  # scale of the directions orthogonal to them
     vt32 = vt.astype(np.float32)
     del vt
-    wmat = (vt32.T * (g - cst).astype(np.float32)) @ vt32    # U diag(g - c) U^T ...
-    wmat[np.diag_indices(d)] += np.float32(cst)              # ... + c I
-    info = {"samples": int(n), "dim": int(d), "epsilon_abs": eps,
-            "rank": int((s > 1e-6 * top).sum()), "top_eigenvalue": top}
+    wmat = (vt32.T * (g - cst).astype(np.float32)) @ vt32  # U diag(g - c) U^T ...
+    wmat[np.diag_indices(d)] += np.float32(cst)  # ... + c I
+    info = {
+        "samples": int(n),
+        "dim": int(d),
+        "epsilon_abs": eps,
+        "rank": int((s > 1e-6 * top).sum()),
+        "top_eigenvalue": top,
+    }
     return mu, wmat, info
 
 
 # --------------------------------------------------------------------------------------------------- layers
+
 
 @keras.saving.register_keras_serializable(package="featkit")
 class Standardize(keras.layers.Layer):

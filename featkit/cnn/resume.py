@@ -7,9 +7,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import FeatkitError
-from ..runs import Run
-from .presets import Preset
+from featkit.cnn.presets import Preset
+from featkit.core.errors import FeatkitError
+from featkit.runs.store import Run
 
 # may differ on resume: train a finished run for longer, change early stopping; the note and the study_* fields
 # (what the study reported for that row) are labels, not settings
@@ -27,8 +27,10 @@ def check_resume(run: Run, cfg: Preset, extra: Mapping[str, Any], seed: int) -> 
     dataset fingerprint and key, --per-class, resize) and `seed`; return quietly when they are the same."""
     config = run.config
     if config.kind != "cnn":
-        raise FeatkitError(f"run {run.id} is a {config.kind} run, not a train-cnn run: --resume only continues "
-                           f"an interrupted train-cnn run; nothing was changed in {run.path}.")
+        raise FeatkitError(
+            f"run {run.id} is a {config.kind} run, not a train-cnn run: --resume only continues "
+            f"an interrupted train-cnn run; nothing was changed in {run.path}."
+        )
     diffs = []
     if config.name != cfg.name:
         diffs.append(f"preset {config.name!r} (now {cfg.name!r})")
@@ -37,13 +39,20 @@ def check_resume(run: Run, cfg: Preset, extra: Mapping[str, Any], seed: int) -> 
             continue
         if key in config.params and config.params[key] != value:
             diffs.append(f"{key} {config.params[key]!r} (now {value!r})")
-    had = {"fingerprint": config.fingerprint, "dataset": config.dataset, "resize": config.resize,
-           "seed": config.seed, "per_class": config.extra.get("per_class")}
+    had = {
+        "fingerprint": config.fingerprint,
+        "dataset": config.dataset,
+        "resize": config.resize,
+        "seed": config.seed,
+        "per_class": config.extra.get("per_class"),
+    }
     now = _plain({**{k: extra.get(k) for k in DATA_KEYS if k != "seed"}, "seed": seed})
     for key in DATA_KEYS:
         if had[key] != now[key]:
             label = {"fingerprint": "dataset fingerprint", "dataset": "dataset and split"}.get(key, key)
             diffs.append(f"{label} {had[key]!r} (now {now[key]!r})")
     if diffs:
-        raise FeatkitError(f"run {run.id} cannot be resumed with these options: it was trained with "
-                           f"{'; '.join(diffs)}. Give the run's own options, or start a new run without --resume.")
+        raise FeatkitError(
+            f"run {run.id} cannot be resumed with these options: it was trained with "
+            f"{'; '.join(diffs)}. Give the run's own options, or start a new run without --resume."
+        )

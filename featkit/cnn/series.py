@@ -8,16 +8,17 @@ reports folder, and continues an unfinished one from its last checkpoint; so re-
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import FeatkitError
-from ..runs import Run, new_run, runs_dir
-from ..schema import RunConfig
-from .presets import PRESETS, STUDY_ORDER, Preset, preset_with_options
-from .resume import check_resume
+from featkit.cnn.presets import PRESETS, STUDY_ORDER, Preset, preset_with_options
+from featkit.cnn.resume import check_resume
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import RunConfig
+from featkit.runs.store import Run, new_run, runs_dir
 
 DATASET_NAMES = {"food101": "Food-101", "uec": "UECFOOD"}
 
@@ -38,21 +39,31 @@ def series_names(presets: Sequence[str]) -> list[str]:
         return list(PRESETS)
     unknown = [name for name in presets if name not in PRESETS]
     if unknown:  # stops here, before hours of training
-        raise FeatkitError(f"no CNN preset {', '.join(map(repr, unknown))}: give 'study', 'all' or preset names "
-                           f"from `featkit train-cnn --list`.")
+        raise FeatkitError(
+            f"no CNN preset {', '.join(map(repr, unknown))}: give 'study', 'all' or preset names "
+            f"from `featkit train-cnn --list`."
+        )
     return list(presets)
 
 
 def _training_view(rc: RunConfig) -> dict[str, Any]:
     """What a CNN run was trained with, under the names `find_runs` compares."""
-    return {**rc.extra, **rc.params, "preset": rc.name, "dataset": rc.dataset, "fingerprint": rc.fingerprint,
-            "resize": rc.resize, "manifest": rc.manifest, "seed": rc.seed}
+    return {
+        **rc.extra,
+        **rc.params,
+        "preset": rc.name,
+        "dataset": rc.dataset,
+        "fingerprint": rc.fingerprint,
+        "resize": rc.resize,
+        "manifest": rc.manifest,
+        "seed": rc.seed,
+    }
 
 
 def find_runs(cfg: Preset, identity: dict[str, Any], reports: str | Path) -> tuple[Run | None, Run | None]:
     """(newest finished run, newest unfinished run with checkpoints) of `cfg` whose config.json matches the
     training settings of `cfg` and every key of `identity` (dataset fingerprint, manifest, subset, seed ...)."""
-    from .train import read_json_roundtrip
+    from featkit.cnn.train import read_json_roundtrip
 
     want = read_json_roundtrip({**cfg.training_settings(), **identity})
     base = runs_dir(reports)
@@ -76,23 +87,40 @@ def find_runs(cfg: Preset, identity: dict[str, Any], reports: str | Path) -> tup
     return finished, unfinished
 
 
-def train_preset(preset: str, data: str | Path, overrides: dict[str, Any] | None = None, *,
-                 per_class: int | None = None, resume: str | Path | Run | None = None, split: str = "70/20/10",
-                 seed: int = 0, cache: str | Path = "cache", reports: str | Path = "reports", quiet: bool = False,
-                 skip_finished: bool = False) -> tuple[Run, bool]:
+def train_preset(
+    preset: str,
+    data: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    per_class: int | None = None,
+    resume: str | Path | Run | None = None,
+    split: str = "70/20/10",
+    seed: int = 0,
+    cache: str | Path = "cache",
+    reports: str | Path = "reports",
+    quiet: bool = False,
+    skip_finished: bool = False,
+) -> tuple[Run, bool]:
     """Train `preset` (with `overrides`: command-line options, see `preset_with_options`) on `data`; returns
     (run, trained). With `skip_finished`, a finished run of the same settings on the same data is returned
     untrained and an unfinished one is resumed."""
-    from ..data import SplitConfig, prepare
-    from ..data.arrays import decoded_arrays, subset_rows
-    from ..runs import load_run
+    from featkit.data import SplitConfig, prepare
+    from featkit.data.arrays import decoded_arrays, subset_rows
+    from featkit.runs.store import load_run
 
     overrides = dict(overrides or {})
     resize = overrides.pop("resize", None) or "stretch"
     cfg = preset_with_options(preset, overrides)
     prep = prepare(data, cache_dir=cache, split=SplitConfig.parse(split, seed), quiet=quiet, exclude=(reports,))
-    identity = {"preset": cfg.name, "dataset": prep.key, "fingerprint": prep.fingerprint, "resize": resize,
-                "per_class": per_class, "manifest": str(prep.manifest_path), "seed": seed}
+    identity = {
+        "preset": cfg.name,
+        "dataset": prep.key,
+        "fingerprint": prep.fingerprint,
+        "resize": resize,
+        "per_class": per_class,
+        "manifest": str(prep.manifest_path),
+        "seed": seed,
+    }
     rows = subset_rows(prep, per_class)
     if resume is not None:
         run = resume if isinstance(resume, Run) else load_run(resume, reports)
@@ -108,23 +136,51 @@ def train_preset(preset: str, data: str | Path, overrides: dict[str, Any] | None
     parts = {s: np.flatnonzero(split_of == s) for s in ("train", "valid", "test")}
     for s, idx in parts.items():
         if len(idx) == 0:
-            raise FeatkitError(f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
-                               "use more photos per class or another --split.")
+            raise FeatkitError(
+                f"{data}: the {s} split is empty{f' with --per-class {per_class}' if per_class else ''}: "
+                "use more photos per class or another --split."
+            )
     y = m["label"].to_numpy()
-    extra = {**{k: v for k, v in identity.items() if k not in ("preset", "seed")}, "data": str(data),
-             "dataset_name": dataset_name(prep)}
-    from .train import train_cnn
+    extra = {
+        **{k: v for k, v in identity.items() if k not in ("preset", "seed")},
+        "data": str(data),
+        "dataset_name": dataset_name(prep),
+    }
+    from featkit.cnn.train import train_cnn
 
-    run = train_cnn(cfg, x[parts["train"]], y[parts["train"]], x[parts["valid"]], y[parts["valid"]],
-                    x[parts["test"]], y[parts["test"]], prep.classes, run, seed=seed, quiet=quiet, resume=True,
-                    extra_config=extra, test_ids=m["image_id"].to_numpy()[parts["test"]])
+    run = train_cnn(
+        cfg,
+        x[parts["train"]],
+        y[parts["train"]],
+        x[parts["valid"]],
+        y[parts["valid"]],
+        x[parts["test"]],
+        y[parts["test"]],
+        prep.classes,
+        run,
+        seed=seed,
+        quiet=quiet,
+        resume=True,
+        extra_config=extra,
+        test_ids=m["image_id"].to_numpy()[parts["test"]],
+    )
     return run, True
 
 
-def run_series(names: Sequence[str], data: str | Path, *, epochs: int | None = None, weights: str | None = None,
-               per_class: int | None = None, split: str = "70/20/10", seed: int = 0, cache: str | Path = "cache",
-               reports: str | Path = "reports", quiet: bool = False,
-               on_result: Callable[[dict], None] | None = None) -> tuple[list[dict], list[dict]]:
+def run_series(
+    names: Sequence[str],
+    data: str | Path,
+    *,
+    epochs: int | None = None,
+    weights: str | None = None,
+    per_class: int | None = None,
+    split: str = "70/20/10",
+    seed: int = 0,
+    cache: str | Path = "cache",
+    reports: str | Path = "reports",
+    quiet: bool = False,
+    on_result: Callable[[dict], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
     """Train the presets `names` one after another (see `series_names`), skipping finished ones and resuming
     unfinished ones. Returns (results, failures): one dict per preset {"preset", "run", "skipped", "top1", "top5",
     "fit_seconds", "seconds_per_epoch"}, and {"preset", "error"} for each that failed (the series goes on)."""
@@ -132,15 +188,32 @@ def run_series(names: Sequence[str], data: str | Path, *, epochs: int | None = N
     for name in names:
         overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
         try:
-            run, trained = train_preset(name, data, overrides, per_class=per_class, split=split, seed=seed,
-                                        cache=cache, reports=reports, quiet=quiet, skip_finished=True)
+            run, trained = train_preset(
+                name,
+                data,
+                overrides,
+                per_class=per_class,
+                split=split,
+                seed=seed,
+                cache=cache,
+                reports=reports,
+                quiet=quiet,
+                skip_finished=True,
+            )
         except FeatkitError as e:
             failed.append({"preset": name, "error": str(e)})
             sys.stderr.write(f"error: preset {name} failed: {e}\n")
             continue
         m = run.metrics
-        result = {"preset": name, "run": run.id, "skipped": not trained, "top1": m.top1, "top5": m.top5,
-                  "fit_seconds": m.fit_seconds, "seconds_per_epoch": m.get("seconds_per_epoch")}
+        result = {
+            "preset": name,
+            "run": run.id,
+            "skipped": not trained,
+            "top1": m.top1,
+            "top5": m.top5,
+            "fit_seconds": m.fit_seconds,
+            "seconds_per_epoch": m.get("seconds_per_epoch"),
+        }
         done.append(result)
         if on_result is not None:
             on_result(result)

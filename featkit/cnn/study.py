@@ -10,28 +10,54 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import FeatkitError
-from ..runs import DEFAULT_REPORTS, Run, list_runs
-from ..schema import RunConfig, RunMetrics
-from .presets import PRESETS, STUDY_DATASET, Preset, format_seconds_range
+from featkit.cnn.presets import PRESETS, STUDY_DATASET, Preset, format_seconds_range
+from featkit.core.errors import FeatkitError
+from featkit.core.schema import RunConfig, RunMetrics
+from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs
 
-COMPARISON_COLUMNS = ("run_id", "preset", "study_row", "study_top1", "study_top5", "featkit_top1", "featkit_top5",
-                      "dataset", "n_train", "epochs", "study_s_per_epoch", "featkit_s_per_epoch", "differs")
+COMPARISON_COLUMNS = (
+    "run_id",
+    "preset",
+    "study_row",
+    "study_top1",
+    "study_top5",
+    "featkit_top1",
+    "featkit_top5",
+    "dataset",
+    "n_train",
+    "epochs",
+    "study_s_per_epoch",
+    "featkit_s_per_epoch",
+    "differs",
+)
 
 # The study's robustness test (digest section 5): its best model, VGG16 at 128 px, on "perturbed" test tensors.
 STUDY_SENSITIVITY = (
     {"rotation": 45, "height_shift": 0.1, "width_shift": 0.1, "flips": "none", "top1": 21.7285, "top5": 49.0040},
-    {"rotation": 45, "height_shift": 0.1, "width_shift": 0.1, "flips": "horizontal+vertical", "top1": 21.7285,
-     "top5": 49.0040},
-    {"rotation": 180, "height_shift": 0.3, "width_shift": 0.4, "flips": "horizontal+vertical", "top1": 21.7285,
-     "top5": 49.0040},
+    {
+        "rotation": 45,
+        "height_shift": 0.1,
+        "width_shift": 0.1,
+        "flips": "horizontal+vertical",
+        "top1": 21.7285,
+        "top5": 49.0040,
+    },
+    {
+        "rotation": 180,
+        "height_shift": 0.3,
+        "width_shift": 0.4,
+        "flips": "horizontal+vertical",
+        "top1": 21.7285,
+        "top5": 49.0040,
+    },
 )
 ROBUSTNESS_REMARK = (
     "The study's robustness rows (VGG16, 128 px, table below) are all 21.7285 % / 49.0040 %: exactly its "
     "unperturbed score (709 and 1,599 of 3,263 test photos), where one changed prediction would move top-1 by "
     "0.03 points. No change at all under 180-degree rotations and vertical flips is implausible: the perturbations "
     "were most likely never applied to the test tensors, so the study's robustness is untested "
-    "(study digest, section 5 and A4). featkit scores transformed test photos.")
+    "(study digest, section 5 and A4). featkit scores transformed test photos."
+)
 
 
 def _dataset_name(config: RunConfig) -> str:
@@ -79,16 +105,23 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
         if config.kind != "cnn" or preset is None:
             continue
         spe = metrics.get("seconds_per_epoch")
-        rows.append({
-            "run_id": run.id, "preset": preset.name, "study_row": preset.study_row,
-            "study_top1": preset.study_top1, "study_top5": preset.study_top5,
-            "featkit_top1": _pct(metrics.top1), "featkit_top5": _pct(metrics.top5),
-            "dataset": _dataset_name(config), "n_train": config.extra.get("n_train"),
-            "epochs": f"{metrics.get('epochs_run', '?')} / {preset.epochs if preset.model == 'custom' else 'n/s'}",
-            "study_s_per_epoch": format_seconds_range(preset.study_epoch_seconds) or None,
-            "featkit_s_per_epoch": None if spe is None else round(float(spe), 1),
-            "differs": "; ".join(_differences(preset, config, metrics)),
-        })
+        rows.append(
+            {
+                "run_id": run.id,
+                "preset": preset.name,
+                "study_row": preset.study_row,
+                "study_top1": preset.study_top1,
+                "study_top5": preset.study_top5,
+                "featkit_top1": _pct(metrics.top1),
+                "featkit_top5": _pct(metrics.top5),
+                "dataset": _dataset_name(config),
+                "n_train": config.extra.get("n_train"),
+                "epochs": f"{metrics.get('epochs_run', '?')} / {preset.epochs if preset.model == 'custom' else 'n/s'}",
+                "study_s_per_epoch": format_seconds_range(preset.study_epoch_seconds) or None,
+                "featkit_s_per_epoch": None if spe is None else round(float(spe), 1),
+                "differs": "; ".join(_differences(preset, config, metrics)),
+            }
+        )
     rows.sort(key=lambda r: r["study_row"])  # stable: newest run first within a row, as list_runs gives them
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
@@ -97,7 +130,7 @@ def _robustness(run: Run) -> list[str]:
     """Markdown lines for one CNN run's sensitivity.csv, with a check that its perturbed rows differ from plain."""
     import pandas as pd
 
-    from ..tables import markdown_table
+    from featkit.core.tables import markdown_table
 
     df = pd.read_csv(run.path / "sensitivity.csv")
     lines = [f"Run `{run.id}` ({run.config.name}):", "", markdown_table(df), ""]
@@ -106,32 +139,51 @@ def _robustness(run: Run) -> list[str]:
         others = df[df["view"] != "plain"]
         same = others[(others["top1"] == plain["top1"]) & (others["top5"] == plain["top5"])]
         if len(others) and len(same) == len(others):
-            lines += ["**Every perturbed row equals the plain score, as in the study: check that the perturbations "
-                      "were applied.**", ""]
+            lines += [
+                "**Every perturbed row equals the plain score, as in the study: check that the perturbations "
+                "were applied.**",
+                "",
+            ]
         elif len(others):
-            lines += [f"{len(others) - len(same)} of {len(others)} perturbed rows differ from the plain score "
-                      "(the perturbations changed predictions).", ""]
+            lines += [
+                f"{len(others) - len(same)} of {len(others)} perturbed rows differ from the plain score "
+                "(the perturbations changed predictions).",
+                "",
+            ]
     return lines
 
 
 def study_section(reports: str | Path = DEFAULT_REPORTS) -> str:
     """The "Study vs featkit" section of reports/results.md ('' when there is no CNN run of a study preset)."""
-    from ..tables import markdown_table
+    from featkit.core.tables import markdown_table
 
     df = study_comparison(reports)
     if df.empty:
         return ""
-    lines = ["## Study vs featkit (CNN series)", "",
-             f"Top-1 / top-5 in %. Study: its {STUDY_DATASET} test split (`featkit train-cnn --list`); featkit: the "
-             "test split of the dataset named. `epochs`: run / the study's (n/s: not stated); `differs`: what is "
-             "not as the study ran it.", "", markdown_table(df), ""]
-    sens = [r for r in list_runs(reports)
-            if (r.path / "sensitivity.csv").exists() and r.config.kind == "cnn"]
+    lines = [
+        "## Study vs featkit (CNN series)",
+        "",
+        f"Top-1 / top-5 in %. Study: its {STUDY_DATASET} test split (`featkit train-cnn --list`); featkit: the "
+        "test split of the dataset named. `epochs`: run / the study's (n/s: not stated); `differs`: what is "
+        "not as the study ran it.",
+        "",
+        markdown_table(df),
+        "",
+    ]
+    sens = [r for r in list_runs(reports) if (r.path / "sensitivity.csv").exists() and r.config.kind == "cnn"]
     if sens:
         import pandas as pd
 
-        lines += ["### Robustness of CNN runs", "", ROBUSTNESS_REMARK, "",
-                  "The study's rows:", "", markdown_table(pd.DataFrame(list(STUDY_SENSITIVITY))), ""]
+        lines += [
+            "### Robustness of CNN runs",
+            "",
+            ROBUSTNESS_REMARK,
+            "",
+            "The study's rows:",
+            "",
+            markdown_table(pd.DataFrame(list(STUDY_SENSITIVITY))),
+            "",
+        ]
         for run in sens:
             lines += _robustness(run)
     return "\n".join(lines)

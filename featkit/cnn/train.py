@@ -16,32 +16,34 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from .._tf import tf_keras
+from featkit.core.tfkeras import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402
 import numpy as np
 import tensorflow as tf
 
-from .. import __version__
-from ..calibration import apply_temperature, fit_temperature
-from ..errors import DamagedFileError, FeatkitError
-from ..fileio import atomic_path, read_json, to_json, write_json, write_text
-from ..runs import Run, finish
-from ..schema import BackboneSpec, RunConfig
-from .models import build_model, compile_model
-from .presets import Preset
-from .preprocess import channel_stats, fit_zca
+from featkit.cnn.models import build_model, compile_model
+from featkit.cnn.preprocess import channel_stats, fit_zca
+from featkit.cnn.presets import Preset
+from featkit.core.errors import DamagedFileError, FeatkitError
+from featkit.core.fileio import atomic_path, read_json, to_json, write_json, write_text
+from featkit.core.schema import BackboneSpec, RunConfig
+from featkit.core.version import __version__
+from featkit.runs.calibration import apply_temperature, fit_temperature
+from featkit.runs.store import Run, finish
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 CHECKPOINTS = "checkpoints"
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
+
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:
     """model.save to a temporary .keras name beside `path`, then rename: never a half-written checkpoint."""
@@ -66,8 +68,10 @@ def read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{"epoch": int(r["epoch"]), **{k: float(r[k]) for k in HISTORY_FIELDS[1:] if r.get(k) not in (None, "")}}
-                for r in csv.DictReader(fh)]
+        return [
+            {"epoch": int(r["epoch"]), **{k: float(r[k]) for k in HISTORY_FIELDS[1:] if r.get(k) not in (None, "")}}
+            for r in csv.DictReader(fh)
+        ]
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
@@ -84,8 +88,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, epochs: range | None = None) -> tf.data.Dataset:
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    n_classes: int,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epochs: range | None = None,
+) -> tf.data.Dataset:
     """Batches of (uint8 photos, one-hot labels) gathered from `x` (an array or a memmap: never copied whole into the
     graph), reshuffled each epoch with a fixed seed, prefetched. With `epochs` (a range of 0-based epochs), the
     batches of those epochs one after another, each epoch in `epoch_order` (fit with steps_per_epoch)."""
@@ -94,8 +105,11 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size
     if epochs is not None:
         ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(
             lambda e: tf.data.Dataset.from_tensor_slices(
-                tf.numpy_function(lambda ep: epoch_order(n, seed, int(ep)).astype(np.int64), [e], tf.int64,
-                                  stateful=False)).batch(batch_size))
+                tf.numpy_function(
+                    lambda ep: epoch_order(n, seed, int(ep)).astype(np.int64), [e], tf.int64, stateful=False
+                )
+            ).batch(batch_size)
+        )
     else:
         ds = tf.data.Dataset.range(n)
         if shuffle:
@@ -103,20 +117,27 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, n_classes: int, batch_size
         ds = ds.batch(batch_size)
 
     if y is None:
+
         def gather_x(idx):
             out = tf.numpy_function(lambda i: np.ascontiguousarray(x[np.asarray(i)]), [idx], tf.uint8, stateful=False)
             out.set_shape(shape)
             return out
+
         ds = ds.map(gather_x, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         y = np.asarray(y, np.int64)
 
         def gather(idx):
-            xb, yb = tf.numpy_function(lambda i: (np.ascontiguousarray(x[np.asarray(i)]), y[np.asarray(i)]), [idx],
-                                       (tf.uint8, tf.int64), stateful=False)
+            xb, yb = tf.numpy_function(
+                lambda i: (np.ascontiguousarray(x[np.asarray(i)]), y[np.asarray(i)]),
+                [idx],
+                (tf.uint8, tf.int64),
+                stateful=False,
+            )
             xb.set_shape(shape)
             yb.set_shape((None,))
             return xb, tf.one_hot(yb, n_classes)
+
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -161,7 +182,14 @@ class _CheckpointLog(keras.callbacks.Callback):
 
     def __init__(self, run: Run, rows: list[dict], state: dict, epochs: int, patience: int | None, quiet: bool):
         super().__init__()
-        self.run, self.rows, self.state, self.epochs, self.patience, self.quiet = run, rows, state, epochs, patience, quiet
+        self.run, self.rows, self.state, self.epochs, self.patience, self.quiet = (
+            run,
+            rows,
+            state,
+            epochs,
+            patience,
+            quiet,
+        )
         self.ck = run.path / CHECKPOINTS
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -170,8 +198,11 @@ class _CheckpointLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.perf_counter() - self._t0
-        row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
-               **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5] if k in logs}}
+        row = {
+            "epoch": epoch + 1,
+            "seconds": round(seconds, 3),
+            **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5] if k in logs},
+        }
         self.rows.append(row)
         save_model_atomic(self.model, self.ck / "last.keras")
         val_loss = float(logs.get("val_loss", np.nan))
@@ -188,16 +219,23 @@ class _CheckpointLog(keras.callbacks.Callback):
         self.state.update(epoch=epoch + 1, stopped_early=bool(stop))
         write_json(self.ck / "state.json", self.state)  # the commit point of the epoch
         if not self.quiet:
-            print(f"epoch {epoch + 1}/{self.epochs}  loss {row.get('loss', float('nan')):.4f}  "
-                  f"acc {row.get('accuracy', float('nan')):.4f}  val_loss {val_loss:.4f}  "
-                  f"val_acc {row.get('val_accuracy', float('nan')):.4f}  {seconds:.1f}s"
-                  + ("  *" if improved else "") + ("  (early stop)" if stop else ""), file=sys.stderr, flush=True)
+            print(
+                f"epoch {epoch + 1}/{self.epochs}  loss {row.get('loss', float('nan')):.4f}  "
+                f"acc {row.get('accuracy', float('nan')):.4f}  val_loss {val_loss:.4f}  "
+                f"val_acc {row.get('val_accuracy', float('nan')):.4f}  {seconds:.1f}s"
+                + ("  *" if improved else "")
+                + ("  (early stop)" if stop else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _check_split(name: str, x: np.ndarray, y: np.ndarray, size: int, n_classes: int) -> None:
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (size, size, 3):
-        raise FeatkitError(f"{name} photos should be a uint8 array (N, {size}, {size}, 3) for this preset; got "
-                           f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}: decode at {size} px.")
+        raise FeatkitError(
+            f"{name} photos should be a uint8 array (N, {size}, {size}, 3) for this preset; got "
+            f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}: decode at {size} px."
+        )
     if len(x) == 0:
         raise FeatkitError(f"the {name} split is empty")
     if len(y) != len(x):
@@ -215,10 +253,25 @@ def _fingerprint(cfg: Preset, n_classes: int, seed: int, extra: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- train
 
-def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              x_test: np.ndarray, y_test: np.ndarray, classes: list[dict], run_dir: str | Path | Run, *,
-              seed: int = 0, quiet: bool = False, resume: bool = True, extra_config: dict | None = None,
-              test_ids: Sequence[str] | None = None, deterministic: bool = False) -> Run:
+
+def train_cnn(
+    cfg: Preset,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: list[dict],
+    run_dir: str | Path | Run,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+    resume: bool = True,
+    extra_config: dict | None = None,
+    test_ids: Sequence[str] | None = None,
+    deterministic: bool = False,
+) -> Run:
     """Train `cfg` on uint8 arrays (N, size, size, 3) with integer labels (indices into `classes`), checkpointing the
     best epoch by val_loss; then predict the test split with the best model and write the run folder.
 
@@ -241,8 +294,10 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     if resume and (ck / "state.json").exists() and (ck / "last.keras").exists():
         state = read_json(ck / "state.json", dict, fix=f"delete {ck} to train this run again from its start")
         if state.get("fingerprint") != read_json_roundtrip(fingerprint):
-            raise FeatkitError(f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
-                               f"or resume=False (--no-resume) to start this one again from scratch.")
+            raise FeatkitError(
+                f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
+                f"or resume=False (--no-resume) to start this one again from scratch."
+            )
     else:  # a fresh start: nothing of an earlier attempt may be mistaken for this run's output
         if ck.exists():
             shutil.rmtree(ck)
@@ -252,15 +307,34 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     set_seed(seed, deterministic)
     run.write_json("classes.json", classes)
     stats: dict[str, Any] = {}
-    known = {k: extra_config.pop(k) for k in ("dataset", "fingerprint", "data", "manifest", "resize")
-             if k in extra_config}
-    backbone = (BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
-                if cfg.model == "transfer" else None)
-    config = RunConfig(kind="cnn", name=cfg.name, backbone=backbone, size=cfg.size, params=cfg.to_dict(),
-                       n_classes=n_classes, seed=seed, augment=cfg.augment, featkit_version=__version__,
-                       **known, extra=extra_config)
-    facts: dict[str, Any] = {"n_train": len(x_train), "n_val": len(x_val), "n_test": len(x_test),
-                             "keras": keras.__version__, "tensorflow": tf.__version__}
+    known = {
+        k: extra_config.pop(k) for k in ("dataset", "fingerprint", "data", "manifest", "resize") if k in extra_config
+    }
+    backbone = (
+        BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
+        if cfg.model == "transfer"
+        else None
+    )
+    config = RunConfig(
+        kind="cnn",
+        name=cfg.name,
+        backbone=backbone,
+        size=cfg.size,
+        params=cfg.to_dict(),
+        n_classes=n_classes,
+        seed=seed,
+        augment=cfg.augment,
+        featkit_version=__version__,
+        **known,
+        extra=extra_config,
+    )
+    facts: dict[str, Any] = {
+        "n_train": len(x_train),
+        "n_val": len(x_val),
+        "n_test": len(x_test),
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+    }
 
     with _device_setup(quiet) as strategy:
         facts["mixed_precision"] = keras.mixed_precision.dtype_policy().name
@@ -283,19 +357,28 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
                     build_stats.update(mean=mean, std=std)
                     stats.update(standardize_mean=mean.tolist(), standardize_std=std.tolist())
                 if cfg.zca:
-                    mu, wmat, info = fit_zca(x_train, cfg.zca_samples, cfg.zca_epsilon, seed,
-                                             build_stats.get("mean"), build_stats.get("std"))
+                    mu, wmat, info = fit_zca(
+                        x_train, cfg.zca_samples, cfg.zca_epsilon, seed, build_stats.get("mean"), build_stats.get("std")
+                    )
                     build_stats["zca"] = (mu, wmat)
                     stats["zca_info"] = info
                     del wmat
                 model = compile_model(build_model(cfg, n_classes, seed=seed, **build_stats), cfg)
                 build_stats.clear()
                 rows = []
-                state = {"epoch": 0, "best_val_loss": None, "best_epoch": 0, "stopped_early": False,
-                         "fingerprint": read_json_roundtrip(fingerprint)}
-        facts.update(stats, prepare_seconds=round(time.perf_counter() - t_prep, 3),
-                     trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                     n_params=int(model.count_params()))
+                state = {
+                    "epoch": 0,
+                    "best_val_loss": None,
+                    "best_epoch": 0,
+                    "stopped_early": False,
+                    "fingerprint": read_json_roundtrip(fingerprint),
+                }
+        facts.update(
+            stats,
+            prepare_seconds=round(time.perf_counter() - t_prep, 3),
+            trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            n_params=int(model.count_params()),
+        )
         run.write_config(config.replace(extra={**config.extra, **facts}))
 
         batch = cfg.batch_size * strategy.num_replicas_in_sync
@@ -304,8 +387,16 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
         val_ds = make_dataset(x_val, y_val, n_classes, batch)
         if start < cfg.epochs and not state.get("stopped_early"):
             cb = _CheckpointLog(run, rows, state, cfg.epochs, cfg.patience, quiet)
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start, verbose=0, shuffle=False,
-                      steps_per_epoch=-(-len(x_train) // batch), callbacks=[_EpochSeeds(seed), cb])
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                initial_epoch=start,
+                verbose=0,
+                shuffle=False,
+                steps_per_epoch=-(-len(x_train) // batch),
+                callbacks=[_EpochSeeds(seed), cb],
+            )
         del model
 
         # the best epoch's model predicts the test split
@@ -323,16 +414,32 @@ def train_cnn(cfg: Preset, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     ids = [str(i) for i in range(len(labels))] if test_ids is None else [str(i) for i in test_ids]
     fit_seconds = float(sum(r.get("seconds", 0.0) for r in rows))
     epochs_run = len(rows)
-    metrics = finish(run, probs, labels, ids, extra={  # history.csv is already written, epoch by epoch
-        "fit_seconds": round(fit_seconds, 3), "epochs_run": epochs_run,
-        "seconds_per_epoch": round(fit_seconds / epochs_run, 3) if epochs_run else None,
-        "best_epoch": int(state.get("best_epoch", 0)), "best_val_loss": state.get("best_val_loss"),
-        "stopped_early": bool(state.get("stopped_early")), "predict_seconds": round(predict_seconds, 3),
-        "n_test": int(len(labels)), "study_top1": cfg.study_top1, "study_top5": cfg.study_top5,
-    }, temperature=temperature, raw_probs=raw)
+    metrics = finish(
+        run,
+        probs,
+        labels,
+        ids,
+        extra={  # history.csv is already written, epoch by epoch
+            "fit_seconds": round(fit_seconds, 3),
+            "epochs_run": epochs_run,
+            "seconds_per_epoch": round(fit_seconds / epochs_run, 3) if epochs_run else None,
+            "best_epoch": int(state.get("best_epoch", 0)),
+            "best_val_loss": state.get("best_val_loss"),
+            "stopped_early": bool(state.get("stopped_early")),
+            "predict_seconds": round(predict_seconds, 3),
+            "n_test": int(len(labels)),
+            "study_top1": cfg.study_top1,
+            "study_top5": cfg.study_top5,
+        },
+        temperature=temperature,
+        raw_probs=raw,
+    )
     if not quiet:
-        print(f"train-cnn: test top-1 {100 * metrics.top1:.2f}%  top-5 {100 * metrics.top5:.2f}%  ({epochs_run} epochs, "
-              f"{fit_seconds:.1f}s) -> {run.path}", file=sys.stderr)
+        print(
+            f"train-cnn: test top-1 {100 * metrics.top1:.2f}%  top-5 {100 * metrics.top5:.2f}%  ({epochs_run} epochs, "
+            f"{fit_seconds:.1f}s) -> {run.path}",
+            file=sys.stderr,
+        )
     return run
 
 
@@ -379,8 +486,10 @@ def predict_images(run: Run | str | Path, images: np.ndarray, batch_size: int = 
     if images.ndim == 3:
         images = images[None]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-        raise FeatkitError(f"this CNN takes uint8 photos (N, {size}, {size}, 3); got {images.dtype} {images.shape}: "
-                           f"decode them at {size} px.")
+        raise FeatkitError(
+            f"this CNN takes uint8 photos (N, {size}, {size}, 3); got {images.dtype} {images.shape}: "
+            f"decode them at {size} px."
+        )
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     return apply_temperature(model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32), temperature)

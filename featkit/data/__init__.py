@@ -1,9 +1,9 @@
 """Datasets: layouts, one scan of every photo, and the split manifest every later command reuses.
 
-    prep = prepare("../shared/data/food101-64.zip")
-    prep.manifest      # DataFrame: path, label, class_id, split, image_id, group, sha1, pixel_hash, x1..y2
-    prep.classes       # [{"index", "id", "name"}, ...]
-    prep.read(path)    # bytes of one photo
+prep = prepare("../shared/data/food101-64.zip")
+prep.manifest      # DataFrame: path, label, class_id, split, image_id, group, sha1, pixel_hash, x1..y2
+prep.classes       # [{"index", "id", "name"}, ...]
+prep.read(path)    # bytes of one photo
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..fileio import read_json, write_json
-from .layouts import Dataset, detect
-from .scan import scan_dataset
-from .source import Source, open_source
-from .splits import MANIFEST_FORMAT, SplitConfig, make_manifest, read_manifest, write_manifest
+from featkit.core.fileio import read_json, write_json
+from featkit.data.layouts import Dataset, detect
+from featkit.data.scan import scan_dataset
+from featkit.data.source import Source, open_source
+from featkit.data.splits import MANIFEST_FORMAT, SplitConfig, make_manifest, read_manifest, write_manifest
 
 __all__ = ["Prepared", "prepare", "open_run_photos", "check_dataset", "dataset_dir", "SplitConfig", "Dataset"]
 
@@ -56,8 +56,14 @@ def dataset_dir(ds: Dataset, fingerprint: str, cache_dir: str | Path) -> Path:
     return Path(cache_dir) / "datasets" / f"{stem}-{fingerprint[:12]}"
 
 
-def prepare(path: str | Path, cache_dir: str | Path = "cache", split: SplitConfig | None = None,
-            quiet: bool = False, rescan: bool = False, exclude: tuple[str | Path, ...] = ()) -> Prepared:
+def prepare(
+    path: str | Path,
+    cache_dir: str | Path = "cache",
+    split: SplitConfig | None = None,
+    quiet: bool = False,
+    rescan: bool = False,
+    exclude: tuple[str | Path, ...] = (),
+) -> Prepared:
     """Detect the layout, scan every photo once, and write (or reuse) the split manifest.
 
     `rescan`: decode every photo again even if a scan of the same files is cached; the manifests are rebuilt when
@@ -96,6 +102,8 @@ def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool
     ds = detect(source)
     scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet, rescan=True)
     bad = scan[scan["error"] != ""]
-    return {"path": str(path), "photos": len(scan),
-            "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error}
-                           for r in bad.itertuples()]}
+    return {
+        "path": str(path),
+        "photos": len(scan),
+        "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error} for r in bad.itertuples()],
+    }

@@ -9,15 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
-from ..errors import FeatkitError
-from ..progress import Progress
-from . import Prepared
-from .images import ImageFailure, default_threads, load_images
+from featkit.core.errors import FeatkitError
+from featkit.core.progress import Progress
+from featkit.data import Prepared
+from featkit.data.images import ImageFailure, default_threads, load_images
 
 
 def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
@@ -31,9 +31,17 @@ def subset_rows(prep: Prepared, per_class: int | None = None) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def load_rows(prep: Prepared, rows, size: int, resize: str = "stretch", crop_box: bool = False, decode: str = "draft",
-              transform: Callable[[int, np.ndarray], np.ndarray] | None = None, pool: ThreadPoolExecutor | None = None,
-              out: np.ndarray | None = None) -> tuple[np.ndarray, list[ImageFailure]]:
+def load_rows(
+    prep: Prepared,
+    rows,
+    size: int,
+    resize: str = "stretch",
+    crop_box: bool = False,
+    decode: str = "draft",
+    transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[ImageFailure]]:
     """Photos of manifest `rows` through the one image loader (`featkit.data.images.load_images`), with their
     bounding boxes when `crop_box` (UECFOOD). Failures are indexed by position in `rows`."""
     m = prep.manifest
@@ -43,12 +51,14 @@ def load_rows(prep: Prepared, rows, size: int, resize: str = "stretch", crop_box
     if crop_box:
         table = m[["x1", "y1", "x2", "y2"]].to_numpy()
         boxes = [None if table[r][0] in ("", None) else tuple(int(v) for v in table[r]) for r in rows]
-    return load_images(prep.read, [paths[r] for r in rows], size, resize, boxes, transform, pool, out=out,
-                       decode=decode)
+    return load_images(
+        prep.read, [paths[r] for r in rows], size, resize, boxes, transform, pool, out=out, decode=decode
+    )
 
 
-def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "stretch", crop_box: bool = False,
-                   quiet: bool = False) -> np.ndarray:
+def decoded_arrays(
+    prep: Prepared, rows: np.ndarray, size: int, resize: str = "stretch", crop_box: bool = False, quiet: bool = False
+) -> np.ndarray:
     """uint8 (len(rows), size, size, 3) for the given manifest rows, memory-mapped from a cached .npy file."""
     key = hashlib.sha1(np.asarray(rows, np.int64).tobytes() + prep.manifest_sha1.encode()).hexdigest()[:12]
     path = prep.dir / f"decoded-{size}px-{resize}{'-box' if crop_box else ''}-{key}.npy"
@@ -57,8 +67,10 @@ def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "s
     need = len(rows) * size * size * 3
     free = _free_disk(prep.dir)
     if free is not None and need > free:
-        raise FeatkitError(f"decoded photos need {need / 2**30:.1f} GiB in {prep.dir} but only {free / 2**30:.1f} GiB "
-                           "are free: use a smaller --size or --per-class, or free disk space.")
+        raise FeatkitError(
+            f"decoded photos need {need / 2**30:.1f} GiB in {prep.dir} but only {free / 2**30:.1f} GiB "
+            "are free: use a smaller --size or --per-class, or free disk space."
+        )
     tmp = path.with_name(path.name + ".partial.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
     failures: list[ImageFailure] = []
@@ -70,8 +82,10 @@ def decoded_arrays(prep: Prepared, rows: np.ndarray, size: int, resize: str = "s
             bar.update(stop - start)
     if failures:
         tmp.unlink()
-        raise FeatkitError(f"{len(failures)} photos could not be decoded (first: {failures[0]}); "
-                           f"run `featkit data check` on the dataset and fix or remove them.")
+        raise FeatkitError(
+            f"{len(failures)} photos could not be decoded (first: {failures[0]}); "
+            f"run `featkit data check` on the dataset and fix or remove them."
+        )
     out.flush()
     out = None  # drop the memmap so its file is closed before the rename
     os.replace(tmp, path)

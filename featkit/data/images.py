@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import FeatkitError
+from featkit.core.errors import FeatkitError
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 # A photo's pixel count is checked from its header before decoding: two 13,000 x 13,000 PNGs of 164 KB each would
@@ -101,8 +101,10 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > _limits["max_pixels"]:
-            raise ImageDecodeError(f"{w:,} x {h:,} pixels, over the limit of {_limits['max_pixels']:,} pixels per "
-                                   "photo (--max-pixels): not decoded")
+            raise ImageDecodeError(
+                f"{w:,} x {h:,} pixels, over the limit of {_limits['max_pixels']:,} pixels per "
+                "photo (--max-pixels): not decoded"
+            )
         region = None
         if box is not None:
             w, h = img.size
@@ -127,8 +129,11 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
         if scale == 1:
             img = img.crop(region)
         else:  # the box in drafted pixels to the sub-pixel, so it is not shifted against a full-size crop
-            img = img.resize((-(-(x2 - x1) // scale), -(-(y2 - y1) // scale)), Image.BILINEAR,
-                             box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale))
+            img = img.resize(
+                (-(-(x2 - x1) // scale), -(-(y2 - y1) // scale)),
+                Image.BILINEAR,
+                box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale),
+            )
     img.info["draft_scale"] = scale
     return img
 
@@ -152,8 +157,9 @@ def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.nd
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, size: int, resize: str = "stretch", box: Sequence[int] | None = None,
-                 decode: str = "draft") -> np.ndarray:
+def decode_image(
+    data: bytes, size: int, resize: str = "stretch", box: Sequence[int] | None = None, decode: str = "draft"
+) -> np.ndarray:
     """Bytes -> uint8 array (size, size, 3), RGB. Raises ImageDecodeError for unreadable data.
 
     decode: "draft" (default) decodes big JPEGs at a reduced scale that is still at least `size`; "full" never.

@@ -17,8 +17,8 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from ..errors import FeatkitError
-from .source import Source
+from featkit.core.errors import FeatkitError
+from featkit.data.source import Source
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
@@ -129,8 +129,10 @@ def detect(source: Source) -> Dataset:
             skipped = list(getattr(source, "skipped", []))
             ds.ignored.extend(skipped)
             if skipped:
-                ds.warnings.append(f"{len(skipped)} entries not read (first: {skipped[0][0]}: {skipped[0][1]}); "
-                                   "`featkit data summary --json` lists them under ignored_files")
+                ds.warnings.append(
+                    f"{len(skipped)} entries not read (first: {skipped[0][0]}: {skipped[0][1]}); "
+                    "`featkit data summary --json` lists them under ignored_files"
+                )
             return ds
         subs = tree.subdirs(root)
         if len(subs) == 1 and not any(is_image(f) for f in tree.dir_files.get(root, ())):
@@ -148,7 +150,9 @@ def _match(tree: _Tree, d: str) -> str | None:
     if tree.has_file(d, "meta/classes.txt") and "images" in subs:
         return "food101"
     numeric = [s for s in subs if s.isdigit()]
-    if tree.has_file(d, "category.txt") or (numeric and any(tree.has_file(tree.join(d, s), "bb_info.txt") for s in numeric)):
+    if tree.has_file(d, "category.txt") or (
+        numeric and any(tree.has_file(tree.join(d, s), "bb_info.txt") for s in numeric)
+    ):
         return "uec"
     if "train" in subs and subs & {"test", "valid", "val", "validation"}:
         return "presplit"
@@ -162,9 +166,13 @@ def _numbered_lines(source: Source, rel: str) -> list[tuple[int, str]]:
     try:
         text = source.read(rel).decode("utf-8-sig")
     except KeyError:
-        raise FeatkitError(f"{source.display(rel)} is missing: restore it from the dataset's official archive.") from None
+        raise FeatkitError(
+            f"{source.display(rel)} is missing: restore it from the dataset's official archive."
+        ) from None
     except UnicodeDecodeError:
-        raise FeatkitError(f"{source.display(rel)} is not UTF-8 text: restore it from the dataset's official archive.") from None
+        raise FeatkitError(
+            f"{source.display(rel)} is not UTF-8 text: restore it from the dataset's official archive."
+        ) from None
     return [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
 
 
@@ -181,7 +189,9 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
     if tree.has_file(meta, "labels.txt"):
         labels = _read_lines(source, f"{meta}/labels.txt")
         if len(labels) != len(class_ids):
-            raise FeatkitError(f"{source.display(meta + '/labels.txt')} has {len(labels)} names for {len(class_ids)} classes in classes.txt: restore the official files.")
+            raise FeatkitError(
+                f"{source.display(meta + '/labels.txt')} has {len(labels)} names for {len(class_ids)} classes in classes.txt: restore the official files."
+            )
         names = labels
     classes = [ClassInfo(i, c, n) for i, (c, n) in enumerate(zip(class_ids, names))]
     index = {c: i for i, c in enumerate(class_ids)}
@@ -189,7 +199,7 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
     on_disk = {}
     ds = Dataset(source, root, "food101", classes, [])
     for f in tree.files_under(images):
-        rel = f[len(images) + 1:]
+        rel = f[len(images) + 1 :]
         if not is_image(f):
             ds.ignored.append((f, "not an image file"))
             continue
@@ -204,11 +214,15 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
     listed: dict[str, str] = {}
     for split in ("train", "test"):
         if not tree.has_file(meta, f"{split}.txt"):
-            raise FeatkitError(f"{source.display(meta + '/' + split + '.txt')} is missing: restore it from the official archive.")
+            raise FeatkitError(
+                f"{source.display(meta + '/' + split + '.txt')} is missing: restore it from the official archive."
+            )
         missing = 0
         for key in _read_lines(source, f"{meta}/{split}.txt"):
             if key in listed:
-                ds.warnings.append(f"{key} is listed in both meta/{listed[key]}.txt and meta/{split}.txt: kept in {listed[key]}")
+                ds.warnings.append(
+                    f"{key} is listed in both meta/{listed[key]}.txt and meta/{split}.txt: kept in {listed[key]}"
+                )
                 continue
             if key not in on_disk:
                 missing += 1
@@ -224,28 +238,41 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
             split = "train"
         ds.items.append(Item(f, index[key.split("/")[0]], key, split))
     if unlisted:
-        ds.warnings.append(f"{unlisted} photos in images/ are in neither meta/train.txt nor meta/test.txt: put in train")
+        ds.warnings.append(
+            f"{unlisted} photos in images/ are in neither meta/train.txt nor meta/test.txt: put in train"
+        )
     have = {it.label for it in ds.items}
-    ds.warnings.extend(f"class {c.id} ({c.name}) in meta/classes.txt has no photos in {source.display(images + '/' + c.id)}"
-                       for c in classes if c.index not in have)
+    ds.warnings.extend(
+        f"class {c.id} ({c.name}) in meta/classes.txt has no photos in {source.display(images + '/' + c.id)}"
+        for c in classes
+        if c.index not in have
+    )
     return ds
 
 
 def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
     cat = tree.join(root, "category.txt")
     if not tree.has_file(root, "category.txt"):
-        raise FeatkitError(f"{source.display(cat)} is missing: UECFOOD needs it (a header line, then id<TAB>name per class); restore it from the official zip.")
+        raise FeatkitError(
+            f"{source.display(cat)} is missing: UECFOOD needs it (a header line, then id<TAB>name per class); restore it from the official zip."
+        )
     lines = _numbered_lines(source, cat)
     if not lines or lines[0][1].split()[0].lower() != "id":
-        raise FeatkitError(f"{source.display(cat)} is malformed: the first line should be the header 'id<TAB>name'; restore the official file.")
+        raise FeatkitError(
+            f"{source.display(cat)} is malformed: the first line should be the header 'id<TAB>name'; restore the official file."
+        )
     by_id: dict[int, str] = {}
     for n, ln in lines[1:]:
         parts = ln.split("\t", 1) if "\t" in ln else ln.split(None, 1)
         if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
-            raise FeatkitError(f"{source.display(cat)} line {n} is malformed ({ln!r}): expected 'id<TAB>name'; fix or restore the official file.")
+            raise FeatkitError(
+                f"{source.display(cat)} line {n} is malformed ({ln!r}): expected 'id<TAB>name'; fix or restore the official file."
+            )
         cid = int(parts[0])
         if cid in by_id:
-            raise FeatkitError(f"{source.display(cat)} line {n} repeats class id {cid}: each id should appear once; fix or restore the official file.")
+            raise FeatkitError(
+                f"{source.display(cat)} line {n} repeats class id {cid}: each id should appear once; fix or restore the official file."
+            )
         by_id[cid] = parts[1].strip()
     if not by_id:
         raise FeatkitError(f"{source.display(cat)} lists no classes after its header: restore the official file.")
@@ -277,17 +304,22 @@ def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
                 continue
             seen[stem] = f
             ds.items.append(Item(f, index[sub], stem, None, boxes.get(stem)))
-        ds.ignored.extend((f, "in a subfolder of a class folder") for f in tree.files_under(d)
-                          if f.count("/") > d.count("/") + 1)
+        ds.ignored.extend(
+            (f, "in a subfolder of a class folder") for f in tree.files_under(d) if f.count("/") > d.count("/") + 1
+        )
     for c in classes:
         if c.id not in tree.dirs.get(root, ()):
-            ds.warnings.append(f"class {c.id} ({c.name}) in category.txt has no folder {source.display(tree.join(root, c.id))}")
+            ds.warnings.append(
+                f"class {c.id} ({c.name}) in category.txt has no folder {source.display(tree.join(root, c.id))}"
+            )
     return ds
 
 
 def _read_bb_info(source: Source, tree: _Tree, d: str, ds: Dataset) -> dict[str, tuple[int, int, int, int]]:
     if not tree.has_file(d, "bb_info.txt"):
-        ds.warnings.append(f"{source.display(d + '/bb_info.txt')} is missing: photos of that class cannot be cropped to their box")
+        ds.warnings.append(
+            f"{source.display(d + '/bb_info.txt')} is missing: photos of that class cannot be cropped to their box"
+        )
         return {}
     rel = d + "/bb_info.txt"
     lines = _read_lines(source, rel)
@@ -306,12 +338,21 @@ def _read_bb_info(source: Source, tree: _Tree, d: str, ds: Dataset) -> dict[str,
             continue
         boxes[parts[0]] = (x1, y1, x2, y2)
     if bad:
-        ds.warnings.append(f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2' with x1 < x2, y1 < y2) ignored: those photos are not cropped")
+        ds.warnings.append(
+            f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2' with x1 < x2, y1 < y2) ignored: those photos are not cropped"
+        )
     return boxes
 
 
-def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str], split: str | None, index: dict[str, int],
-                        id_prefix: str = "") -> None:
+def _class_folder_items(
+    tree: _Tree,
+    ds: Dataset,
+    d: str,
+    class_dirs: list[str],
+    split: str | None,
+    index: dict[str, int],
+    id_prefix: str = "",
+) -> None:
     """Items of the class folders `class_dirs` under `d`; image ids are <id_prefix><class>/<name without extension>."""
     for c in class_dirs:
         cd = tree.join(d, c)
@@ -322,10 +363,10 @@ def _class_folder_items(tree: _Tree, ds: Dataset, d: str, class_dirs: list[str],
                 photos.append(f)
             else:
                 ds.ignored.append((f, "not an image file"))
-        stems = [f[len(cd) + 1:].rsplit(".", 1)[0] for f in photos]
+        stems = [f[len(cd) + 1 :].rsplit(".", 1)[0] for f in photos]
         clash = {k for k, n in Counter(stems).items() if n > 1}  # a.jpg and a.png: keep the extension in both ids
         for f, key in zip(photos, stems):
-            ds.items.append(Item(f, index[c], f"{id_prefix}{c}/{f[len(cd) + 1:] if key in clash else key}", split))
+            ds.items.append(Item(f, index[c], f"{id_prefix}{c}/{f[len(cd) + 1 :] if key in clash else key}", split))
         if not photos:
             ds.warnings.append(f"class folder {ds.source.display(cd)} has no photos: ignored")
 
@@ -339,7 +380,8 @@ def _refuse_nested(tree: _Tree, ds: Dataset, class_dir: str) -> None:
         raise FeatkitError(
             f"{ds.source.display(class_dir)} holds sub-folders of photos ({shown}): featkit reads one folder of photos "
             f"per class and will not merge them into one class; if those are the classes, give "
-            f"{ds.source.display(class_dir)} as the dataset, else move the photos up or the other folders out.")
+            f"{ds.source.display(class_dir)} as the dataset, else move the photos up or the other folders out."
+        )
 
 
 def _loose_files(tree: _Tree, ds: Dataset, d: str) -> None:
@@ -365,18 +407,26 @@ def _parse_presplit(source: Source, tree: _Tree, root: str) -> Dataset:
             continue
         _loose_files(tree, ds, d)
         # the split folder is part of the id: train/a/1.jpg and test/a/1.jpg are different photos
-        _class_folder_items(tree, ds, d, [c for c in tree.subdirs(d) if c in index], split_dirs[s], index, id_prefix=f"{s}/")
+        _class_folder_items(
+            tree, ds, d, [c for c in tree.subdirs(d) if c in index], split_dirs[s], index, id_prefix=f"{s}/"
+        )
         for c in tree.subdirs(d):
             if c not in index:
                 ds.warnings.append(f"class folder {source.display(tree.join(d, c))} has no photos: ignored")
                 ds.ignored.extend((f, "not an image file") for f in tree.files_under(tree.join(d, c)))
     splits = set(split_dirs.values())
     if len([s for s in tree.subdirs(root) if s in SPLIT_DIRS and SPLIT_DIRS[s] == "valid"]) > 1:
-        ds.warnings.append(f"{source.display(root)} has several validation folders ({', '.join(s for s in split_dirs if split_dirs[s] == 'valid')}): all are used as valid")
+        ds.warnings.append(
+            f"{source.display(root)} has several validation folders ({', '.join(s for s in split_dirs if split_dirs[s] == 'valid')}): all are used as valid"
+        )
     if "test" not in splits:
         ds.warnings.append(f"{source.display(tree.join(root, 'test'))} does not exist: there is no test split")
     in_train = {it.label for it in ds.items if it.official_split == "train"}
-    ds.warnings.extend(f"class {c.name} has no photos in train/: a model cannot learn it" for c in ds.classes if c.index not in in_train)
+    ds.warnings.extend(
+        f"class {c.name} has no photos in train/: a model cannot learn it"
+        for c in ds.classes
+        if c.index not in in_train
+    )
     return ds
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DamagedFileError
-from ..fileio import atomic_path
-from ..progress import Progress
-from .images import ImageDecodeError, default_threads, open_image
-from .layouts import Dataset
+from featkit.core.errors import DamagedFileError
+from featkit.core.fileio import atomic_path
+from featkit.core.progress import Progress
+from featkit.data.images import ImageDecodeError, default_threads, open_image
+from featkit.data.layouts import Dataset
 
 SCAN_COLUMNS = ["path", "sha1", "pixel_hash", "width", "height", "error"]
 
@@ -62,7 +62,7 @@ def scan_dataset(ds: Dataset, dataset_dir: Path, quiet: bool = False, rescan: bo
     with Progress(len(paths), "scan", quiet=quiet) as bar, ThreadPoolExecutor(default_threads()) as pool:
         chunk = 512
         for start in range(0, len(paths), chunk):
-            part = paths[start:start + chunk]
+            part = paths[start : start + chunk]
             rows.extend(pool.map(lambda p: _scan_one(ds, p), part))
             bar.update(len(part))
     df = pd.DataFrame(rows, columns=SCAN_COLUMNS)
@@ -87,9 +87,13 @@ def _read_scan(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"path": str, "sha1": str, "pixel_hash": str, "error": str}, keep_default_na=False)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DamagedFileError(path, f"{path} is damaged ({type(e).__name__}): delete it, or run `featkit data check` "
-                                     "(which scans again).") from None
+        raise DamagedFileError(
+            path, f"{path} is damaged ({type(e).__name__}): delete it, or run `featkit data check` (which scans again)."
+        ) from None
     if list(df.columns) != SCAN_COLUMNS:
-        raise DamagedFileError(path, f"{path} is damaged (columns {list(df.columns)[:6]}): delete it, or run "
-                                     "`featkit data check` (which scans again).")
+        raise DamagedFileError(
+            path,
+            f"{path} is damaged (columns {list(df.columns)[:6]}): delete it, or run "
+            "`featkit data check` (which scans again).",
+        )
     return df

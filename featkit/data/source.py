@@ -13,9 +13,9 @@ import threading
 import zipfile
 from pathlib import Path
 
-from ..errors import FeatkitError
-from ..outputs import MARKER, is_output_dir, output_dir, warn_if_inside
-from .images import max_file_bytes
+from featkit.core.errors import FeatkitError
+from featkit.core.outputs import MARKER, is_output_dir, output_dir, warn_if_inside
+from featkit.data.images import max_file_bytes
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 UNPACKED_MARKER = ".featkit-unpacked"
@@ -45,7 +45,7 @@ class Source:
 
 class FolderSource(Source):
     """A folder of photos. Symlinks are followed once (a loop or a dangling link is skipped and named); featkit's
-    own output folders (--cache, --reports: see featkit.outputs) are never read as part of the dataset."""
+    own output folders (--cache, --reports: see featkit.core.outputs) are never read as part of the dataset."""
 
     def __init__(self, path: Path, origin: Path | None = None, exclude: tuple[Path, ...] = ()):
         self.path = path
@@ -95,8 +95,13 @@ class FolderSource(Source):
                     try:
                         st = os.stat(full)
                     except OSError as e:  # a dangling symlink, a symlink loop, a file gone meanwhile
-                        why = "symlink loop" if e.errno == errno.ELOOP else \
-                            "dangling symlink" if os.path.islink(full) else "unreadable"
+                        why = (
+                            "symlink loop"
+                            if e.errno == errno.ELOOP
+                            else "dangling symlink"
+                            if os.path.islink(full)
+                            else "unreadable"
+                        )
                         self.skipped.append((rel, f"{why} ({e.strerror or e}): skipped"))
                         continue
                     # what a scan is keyed by: a photo replaced in place with the same size and mtime still
@@ -127,8 +132,10 @@ def _check_size(size: int) -> None:
     """Refuse, before reading it, a file no photo within --max-pixels could need (a 1 GiB 'photo')."""
     limit = max_file_bytes()
     if size > limit:
-        raise OSError(f"{size / 2**20:,.0f} MiB, over the {limit / 2**20:,.0f} MiB read limit per photo file "
-                      f"(4 bytes x --max-pixels): not read")
+        raise OSError(
+            f"{size / 2**20:,.0f} MiB, over the {limit / 2**20:,.0f} MiB read limit per photo file "
+            f"(4 bytes x --max-pixels): not read"
+        )
 
 
 class ZipSource(Source):
@@ -147,8 +154,11 @@ class ZipSource(Source):
             name = _member_name(i.filename)
             if not name:
                 continue
-            if i.filename.replace("\\", "/").startswith("/") or ".." in i.filename.replace("\\", "/").split("/") \
-                    or (len(i.filename) > 1 and i.filename[1] == ":"):
+            if (
+                i.filename.replace("\\", "/").startswith("/")
+                or ".." in i.filename.replace("\\", "/").split("/")
+                or (len(i.filename) > 1 and i.filename[1] == ":")
+            ):
                 self.skipped.append((i.filename, "absolute path or '..' in a zip member: not read"))
                 continue
             if i.is_dir() or i.filename.endswith("\\"):
@@ -214,7 +224,9 @@ def open_source(path: str | Path, cache_dir: str | Path = "cache", exclude: tupl
         return ZipSource(path)
     if name.endswith(TAR_SUFFIXES):
         return FolderSource(_unpack_tar(path, Path(cache_dir)), origin=path)
-    raise FeatkitError(f"{path} is neither a folder nor a .zip / .tar / .tar.gz archive: give the dataset folder or its archive.")
+    raise FeatkitError(
+        f"{path} is neither a folder nor a .zip / .tar / .tar.gz archive: give the dataset folder or its archive."
+    )
 
 
 def _unpack_tar(path: Path, cache_dir: Path) -> Path:
@@ -253,15 +265,29 @@ def safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
         try:
             tar.extractall(dest, filter="data")
         except tarfile.FilterError as e:
-            raise FeatkitError(f"{tar.name} tries to write outside the folder it is unpacked in ({e}): refused; "
-                               "unpack it yourself if you trust it.") from None
+            raise FeatkitError(
+                f"{tar.name} tries to write outside the folder it is unpacked in ({e}): refused; "
+                "unpack it yourself if you trust it."
+            ) from None
         return
     root = dest.resolve()
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
-        link = (target.parent / m.linkname).resolve() if m.issym() else (dest / m.linkname).resolve() if m.islnk() else root
-        if m.name.startswith("/") or root not in (target, *target.parents) or root not in (link, *link.parents) \
-                or m.isdev():
-            raise FeatkitError(f"{tar.name}: member {m.name!r} would be written outside the folder it is unpacked in: "
-                               "refused; unpack it yourself if you trust it.")
+        link = (
+            (target.parent / m.linkname).resolve()
+            if m.issym()
+            else (dest / m.linkname).resolve()
+            if m.islnk()
+            else root
+        )
+        if (
+            m.name.startswith("/")
+            or root not in (target, *target.parents)
+            or root not in (link, *link.parents)
+            or m.isdev()
+        ):
+            raise FeatkitError(
+                f"{tar.name}: member {m.name!r} would be written outside the folder it is unpacked in: "
+                "refused; unpack it yourself if you trust it."
+            )
     tar.extractall(dest)

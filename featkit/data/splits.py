@@ -16,13 +16,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DamagedFileError, FeatkitError
-from .layouts import Dataset
+from featkit.core.errors import DamagedFileError, FeatkitError
+from featkit.data.layouts import Dataset
 
 SPLITS = ("train", "valid", "test")
 # Bump when the way manifests are made changes, so older cached manifests are not reused.
 MANIFEST_FORMAT = 2
-MANIFEST_COLUMNS = ["path", "label", "class_id", "split", "image_id", "group", "sha1", "pixel_hash", "x1", "y1", "x2", "y2"]
+MANIFEST_COLUMNS = [
+    "path",
+    "label",
+    "class_id",
+    "split",
+    "image_id",
+    "group",
+    "sha1",
+    "pixel_hash",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+]
 
 
 @dataclass(frozen=True)
@@ -34,25 +47,35 @@ class SplitConfig:
 
     def __post_init__(self):
         fr = (self.train, self.valid, self.test)
-        if not all(isinstance(f, numbers.Real) and math.isfinite(f) for f in fr) \
-                or min(fr) < 0 or self.train <= 0 or abs(sum(fr) - 1.0) > 1e-6:
-            raise FeatkitError(f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, and sum to 1 (e.g. 0.7/0.2/0.1).")
+        if (
+            not all(isinstance(f, numbers.Real) and math.isfinite(f) for f in fr)
+            or min(fr) < 0
+            or self.train <= 0
+            or abs(sum(fr) - 1.0) > 1e-6
+        ):
+            raise FeatkitError(
+                f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, and sum to 1 (e.g. 0.7/0.2/0.1)."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise FeatkitError(f"seed {self.seed!r} should be a whole number >= 0, e.g. --seed 0.")
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0) -> "SplitConfig":
+    def parse(cls, text: str, seed: int = 0) -> SplitConfig:
         """'70/20/10' or '0.7/0.2/0.1'."""
         try:
             parts = [float(p) for p in text.split("/")]
             if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] <= 0:
                 raise ValueError
         except ValueError:
-            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10.") from None
+            raise FeatkitError(
+                f"--split {text!r} should be three numbers train/valid/test, >= 0 with train > 0, e.g. 70/20/10."
+            ) from None
         total = sum(parts)
         if abs(total - 100) > 1e-6 and abs(total - 1) > 1e-9:
-            raise FeatkitError(f"--split {text!r} should be three numbers train/valid/test summing to 100 (e.g. "
-                               f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}.")
+            raise FeatkitError(
+                f"--split {text!r} should be three numbers train/valid/test summing to 100 (e.g. "
+                f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}."
+            )
         # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
         return cls(*(round(p / total, 12) for p in parts), seed=seed)
 
@@ -95,8 +118,13 @@ def group_items(frame: pd.DataFrame, same_id_is_same_photo: bool) -> np.ndarray:
     return np.array([uf.find(i) for i in range(len(frame))])
 
 
-def _assign(groups_by_class: dict[int, list[int]], fractions: tuple[float, float, float], rng: np.random.Generator,
-            class_names: list[str], warnings: list[str]) -> dict[int, str]:
+def _assign(
+    groups_by_class: dict[int, list[int]],
+    fractions: tuple[float, float, float],
+    rng: np.random.Generator,
+    class_names: list[str],
+    warnings: list[str],
+) -> dict[int, str]:
     """Split each class's groups into train/valid/test by the given fractions (of that class's groups)."""
     out: dict[int, str] = {}
     _, f_valid, f_test = fractions
@@ -107,8 +135,10 @@ def _assign(groups_by_class: dict[int, list[int]], fractions: tuple[float, float
         n = len(groups)
         if n == 1:
             if held_out:
-                warnings.append(f"class {class_names[label]!r} has one photo (or one set of identical photos): "
-                                "it cannot be stratified, so it stays in train")
+                warnings.append(
+                    f"class {class_names[label]!r} has one photo (or one set of identical photos): "
+                    "it cannot be stratified, so it stays in train"
+                )
             out[groups[0]] = "train"
             continue
         n_test = int(math.floor(n * f_test + 0.5 + 1e-9))  # round half up, the same for every n (and float noise)
@@ -117,7 +147,9 @@ def _assign(groups_by_class: dict[int, list[int]], fractions: tuple[float, float
             n_test = min(n_test, n - 1)
             n_valid = n - 1 - n_test
         if held_out and n_test + n_valid == 0:
-            warnings.append(f"class {class_names[label]!r} has only {n} photos: all stay in train, none in {' or '.join(held_out)}")
+            warnings.append(
+                f"class {class_names[label]!r} has only {n} photos: all stay in train, none in {' or '.join(held_out)}"
+            )
         for j, g in enumerate(groups):
             out[g] = "test" if j < n_test else "valid" if j < n_test + n_valid else "train"
     return out
@@ -133,11 +165,24 @@ def make_manifest(ds: Dataset, scan: pd.DataFrame, cfg: SplitConfig) -> tuple[pd
         if s["error"]:
             continue  # unreadable: reported by the summary, never in a split
         box = it.box or ("", "", "", "")
-        rows.append((it.path, it.label, ds.classes[it.label].id, it.official_split or "", it.image_id, 0,
-                     s["sha1"], s["pixel_hash"], *box))
+        rows.append(
+            (
+                it.path,
+                it.label,
+                ds.classes[it.label].id,
+                it.official_split or "",
+                it.image_id,
+                0,
+                s["sha1"],
+                s["pixel_hash"],
+                *box,
+            )
+        )
     frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if frame.empty:
-        raise FeatkitError(f"{ds.source.origin}: no readable photos found; run `featkit data check {ds.source.origin}` to see why.")
+        raise FeatkitError(
+            f"{ds.source.origin}: no readable photos found; run `featkit data check {ds.source.origin}` to see why."
+        )
     frame = frame.sort_values(["label", "path"], kind="stable").reset_index(drop=True)
     group = group_items(frame, same_id_is_same_photo=ds.layout == "uec")
     frame["group"] = group
@@ -188,11 +233,13 @@ def _warn_straddling(frame: pd.DataFrame, official: np.ndarray, warnings: list[s
         if len(idx) < 2 or len(set(official[idx])) < 2:
             continue
         members = " = ".join(f"{frame['image_id'].iat[i]} ({official[i]})" for i in idx)
-        warnings.append(f"identical photos straddle the official splits, kept where the official split puts them: {members}")
+        warnings.append(
+            f"identical photos straddle the official splits, kept where the official split puts them: {members}"
+        )
 
 
 def write_manifest(frame: pd.DataFrame, path) -> None:
-    from ..fileio import atomic_path
+    from featkit.core.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
@@ -204,10 +251,15 @@ def read_manifest(path, ds: Dataset | None = None, scan: pd.DataFrame | None = N
     readable photos of the scan) is refused in one line."""
     fix = "delete it and run the command again: featkit writes it anew from the scan"
     try:
-        frame = pd.read_csv(path, dtype={"class_id": str, "image_id": str, "group": str, "sha1": str,
-                                         "pixel_hash": str, "split": str}, keep_default_na=False)
+        frame = pd.read_csv(
+            path,
+            dtype={"class_id": str, "image_id": str, "group": str, "sha1": str, "pixel_hash": str, "split": str},
+            keep_default_na=False,
+        )
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DamagedFileError(path, f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}): {fix}.") from None
+        raise DamagedFileError(
+            path, f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}): {fix}."
+        ) from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing or frame.empty:
         what = f"no column {', '.join(missing)}" if missing else "no rows"

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from . import Prepared
-from .splits import group_items
+from featkit.data import Prepared
+from featkit.data.splits import group_items
 
 
 def duplicate_groups(prep: Prepared) -> tuple[list[list[int]], list[list[int]]]:
@@ -50,9 +50,14 @@ def summarize(prep: Prepared) -> dict[str, Any]:
 
     def describe(idx: list[int]) -> dict:
         rows = m.iloc[idx]
-        return {"photos": [{"path": r.path, "class": r.class_id, "image_id": r.image_id, "split": r.split}
-                           for r in rows.itertuples()],
-                "across_splits": rows["split"].nunique() > 1, "across_classes": rows["label"].nunique() > 1}
+        return {
+            "photos": [
+                {"path": r.path, "class": r.class_id, "image_id": r.image_id, "split": r.split}
+                for r in rows.itertuples()
+            ],
+            "across_splits": rows["split"].nunique() > 1,
+            "across_classes": rows["label"].nunique() > 1,
+        }
 
     dup_list = [describe(g) for g in dups]
     official = Counter(it.official_split for it in ds.items if it.official_split)
@@ -65,10 +70,19 @@ def summarize(prep: Prepared) -> dict[str, Any]:
         "class_list": prep.classes,
         "photos": len(ds.items),
         "photos_readable": len(m),
-        "photos_per_class": {"min": int(per_class.min()), "median": float(np.median(per_class)), "max": int(per_class.max())},
+        "photos_per_class": {
+            "min": int(per_class.min()),
+            "median": float(np.median(per_class)),
+            "max": int(per_class.max()),
+        },
         "official_split": dict(official),
         "splits": {s: int((m["split"] == s).sum()) for s in ("train", "valid", "test")},
-        "split_config": {"train": prep.split.train, "valid": prep.split.valid, "test": prep.split.test, "seed": prep.split.seed},
+        "split_config": {
+            "train": prep.split.train,
+            "valid": prep.split.valid,
+            "test": prep.split.test,
+            "seed": prep.split.seed,
+        },
         "manifest": str(prep.manifest_path),
         "duplicates": {
             "groups": len(dups),
@@ -92,7 +106,9 @@ def format_summary(s: dict[str, Any], limit: int = 10) -> str:
     out = [
         f"dataset   {s['path']}",
         f"layout    {s['layout']}" + (f" (root {s['root']}/)" if s["root"] else ""),
-        f"classes   {s['classes']}: " + ", ".join(c["name"] for c in s["class_list"][:8]) + (", ..." if s["classes"] > 8 else ""),
+        f"classes   {s['classes']}: "
+        + ", ".join(c["name"] for c in s["class_list"][:8])
+        + (", ..." if s["classes"] > 8 else ""),
         f"photos    {s['photos']:,} ({s['photos_readable']:,} readable); per class min/median/max "
         f"{s['photos_per_class']['min']}/{s['photos_per_class']['median']:g}/{s['photos_per_class']['max']}",
     ]
@@ -104,8 +120,10 @@ def format_summary(s: dict[str, Any], limit: int = 10) -> str:
     if w:
         out.append(f"size      width {w[0]}-{w[1]} px, height {h[0]}-{h[1]} px")
     d = s["duplicates"]
-    out.append(f"duplicates {d['pairs']} pairs in {d['groups']} groups of identical photos "
-               f"({d['across_splits']} across splits, {d['across_classes']} across classes)")
+    out.append(
+        f"duplicates {d['pairs']} pairs in {d['groups']} groups of identical photos "
+        f"({d['across_splits']} across splits, {d['across_classes']} across classes)"
+    )
     for g in d["list"][:limit]:
         out.append("    " + " = ".join(f"{p['image_id']} ({p['split']})" for p in g["photos"]))
     if len(d["list"]) > limit:
@@ -128,5 +146,11 @@ def format_summary(s: dict[str, Any], limit: int = 10) -> str:
 def unreadable_note(prep: Prepared, data) -> str:
     """How many photos the scan found unreadable (left out of every split) and where they are listed; "" if none."""
     n = int((prep.scan["error"] != "").sum())
-    return (f"{n} unreadable photo{'s' if n != 1 else ''} left out of every split: listed in {prep.dir / 'scan.csv'} "
-            f"(column error) and by `featkit data check {data}`") if n else ""
+    return (
+        (
+            f"{n} unreadable photo{'s' if n != 1 else ''} left out of every split: listed in {prep.dir / 'scan.csv'} "
+            f"(column error) and by `featkit data check {data}`"
+        )
+        if n
+        else ""
+    )

@@ -10,25 +10,34 @@ Only the softmax head imports TensorFlow, and only when it is fitted or loaded.
 from __future__ import annotations
 
 import difflib
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import DamagedFileError, FeatkitError
-from ..fileio import read_json
-from .base import HEAD_JSON, Head, HeadInputError, NotFittedError
-from .gbm import LightGBMHead
-from .knn import KNNHead
-from .logreg import LogRegHead
-from .softmax import SoftmaxHead
+from featkit.core.errors import DamagedFileError, FeatkitError
+from featkit.core.fileio import read_json
+from featkit.heads.base import HEAD_JSON, Head, HeadInputError, NotFittedError
+from featkit.heads.gbm import LightGBMHead
+from featkit.heads.knn import KNNHead
+from featkit.heads.logreg import LogRegHead
+from featkit.heads.softmax import SoftmaxHead
+from featkit.runs.store import DEFAULT_REPORTS, Run, load_run
 
-HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead,
-                                "knn": KNNHead}
+HEADS: dict[str, type[Head]] = {"softmax": SoftmaxHead, "logreg": LogRegHead, "lightgbm": LightGBMHead, "knn": KNNHead}
 
-__all__ = ["HEADS", "Head", "HeadInputError", "NotFittedError", "get_head", "load_head", "head_params",
-           "coerce_param", "search_grid"]
+__all__ = [
+    "load_run_head",
+    "HEADS",
+    "Head",
+    "HeadInputError",
+    "NotFittedError",
+    "get_head",
+    "load_head",
+    "head_params",
+    "coerce_param",
+    "search_grid",
+]
 
 
 def head_params(name: str) -> dict[str, Any]:
@@ -97,13 +106,19 @@ def load_head(directory: str | Path) -> Head:
     if not f.exists():
         raise FeatkitError(f"{f} is missing: {directory} holds no saved head ({redo}).")
     info = read_json(f, dict, fix=redo)
-    if not isinstance(info.get("params"), dict) or not isinstance(info.get("model_file"), str) \
-            or not isinstance(info.get("n_classes"), int) or not isinstance(info.get("n_features"), int):
-        raise DamagedFileError(f, f"{f} is damaged (params, model_file, n_classes or n_features missing or of the "
-                                  f"wrong type): {redo}.")
+    if (
+        not isinstance(info.get("params"), dict)
+        or not isinstance(info.get("model_file"), str)
+        or not isinstance(info.get("n_classes"), int)
+        or not isinstance(info.get("n_features"), int)
+    ):
+        raise DamagedFileError(
+            f, f"{f} is damaged (params, model_file, n_classes or n_features missing or of the wrong type): {redo}."
+        )
     if info.get("head") not in HEADS:
-        raise FeatkitError(f"{f} names head {info.get('head')!r}, which this featkit does not know "
-                           f"(known: {', '.join(HEADS)}).")
+        raise FeatkitError(
+            f"{f} names head {info.get('head')!r}, which this featkit does not know (known: {', '.join(HEADS)})."
+        )
     try:
         head = HEADS[info["head"]](**info["params"])
     except TypeError as e:
@@ -123,4 +138,15 @@ def load_head(directory: str | Path) -> Head:
     except Exception as e:  # joblib, pickle, Keras and h5py each raise their own kinds on a truncated file
         raise DamagedFileError(model, f"{model} is damaged ({type(e).__name__}): {redo}.") from None
     head.fitted_ = True
+    return head
+
+
+def load_run_head(run: Run | str | Path, reports: str | Path = DEFAULT_REPORTS):
+    """The fitted head of a head run (by Run, folder or id)."""
+    run = run if isinstance(run, Run) else load_run(run, reports)
+    kind = run.config.kind
+    if kind != "head":
+        raise FeatkitError(f"run {run.id} is a {kind!r} run, not a head run: it has no fitted head to load.")
+    head = load_head(run.path)
+    run.check_n_classes(head.n_classes_, "the fitted head")
     return head

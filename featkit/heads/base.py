@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -23,10 +24,10 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from .. import __version__
-from ..calibration import apply_temperature
-from ..errors import FeatkitError
-from ..fileio import write_json
+from featkit.core.errors import FeatkitError
+from featkit.core.fileio import write_json
+from featkit.core.version import __version__
+from featkit.runs.calibration import apply_temperature
 
 HEAD_JSON = "head.json"
 
@@ -60,7 +61,7 @@ class Head(ClassifierMixin, BaseEstimator):
         """Raise FeatkitError naming the parameter, the allowed values and what was received."""
 
     # ---- fitting ------------------------------------------------------------------------------------
-    def fit(self, X, y, X_val=None, y_val=None, n_classes: int | None = None) -> "Head":
+    def fit(self, X, y, X_val=None, y_val=None, n_classes: int | None = None) -> Head:
         """Fit on (X, y); (X_val, y_val) only steer early stopping where the head has it.
 
         With `n_classes`, labels are class indices and `classes_` is 0..n_classes-1 (a class without training
@@ -93,7 +94,7 @@ class Head(ClassifierMixin, BaseEstimator):
         epochs or boosting rounds early stopping chose)."""
         return {}
 
-    def refit(self, X, y, n_classes: int | None = None) -> "Head":
+    def refit(self, X, y, n_classes: int | None = None) -> Head:
         """A new head with this one's settings (and refit_params) fitted on (X, y), e.g. train + valid rows;
         it keeps this head's temperature."""
         head = clone(self).set_params(**self.refit_params())
@@ -102,8 +103,9 @@ class Head(ClassifierMixin, BaseEstimator):
         return head
 
     @classmethod
-    def fit_candidates(cls, candidates: list[dict[str, Any]], X, y, X_val, y_val,
-                       n_classes: int | None = None) -> Iterator[tuple[int, "Head", np.ndarray | None]]:
+    def fit_candidates(
+        cls, candidates: list[dict[str, Any]], X, y, X_val, y_val, n_classes: int | None = None
+    ) -> Iterator[tuple[int, Head, np.ndarray | None]]:
         """(index, head fitted on (X, y), its uncalibrated probabilities on X_val or None) for each parameter set
         of a search, in any order. Heads override this where candidates can share work (warm starts, one
         neighbour search)."""
@@ -146,12 +148,21 @@ class Head(ClassifierMixin, BaseEstimator):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = self._save_model(directory / self.model_file)
-        write_json(directory / HEAD_JSON, {
-            "head": self.name, "params": self.params, "model_file": self.model_file,
-            "n_classes": self.n_classes_, "n_features": self.n_features_in_, "history": self.history_,
-            "classes": self.classes_.tolist(), "temperature": float(self.temperature_),
-            "fitted": self.fitted_state(), "featkit_version": __version__,
-        })
+        write_json(
+            directory / HEAD_JSON,
+            {
+                "head": self.name,
+                "params": self.params,
+                "model_file": self.model_file,
+                "n_classes": self.n_classes_,
+                "n_features": self.n_features_in_,
+                "history": self.history_,
+                "classes": self.classes_.tolist(),
+                "temperature": float(self.temperature_),
+                "fitted": self.fitted_state(),
+                "featkit_version": __version__,
+            },
+        )
         return path
 
     def _save_model(self, path: Path) -> Path:
@@ -183,7 +194,9 @@ def _classes(y: np.ndarray, y_val: np.ndarray | None, n_classes: int | None) -> 
     if not np.issubdtype(seen.dtype, np.number) or np.any(np.mod(seen, 1) != 0) or seen.min() < 0:
         raise HeadInputError("labels must be class indices >= 0 when n_classes is given.")
     if seen.max() >= n_classes:
-        raise HeadInputError(f"labels go up to {int(seen.max())}, but n_classes={n_classes}: give the full class count.")
+        raise HeadInputError(
+            f"labels go up to {int(seen.max())}, but n_classes={n_classes}: give the full class count."
+        )
     return np.arange(int(n_classes))
 
 
@@ -208,7 +221,9 @@ def two_classes(head: str, y: np.ndarray) -> None:
 
 def one_of(head: str, param: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise FeatkitError(f"{head} head: {param} should be one of {', '.join(map(repr, allowed))}. Received {param}={value!r}")
+        raise FeatkitError(
+            f"{head} head: {param} should be one of {', '.join(map(repr, allowed))}. Received {param}={value!r}"
+        )
 
 
 def positive(head: str, param: str, value: Any, integer: bool = False, zero_ok: bool = False) -> None:
@@ -217,4 +232,6 @@ def positive(head: str, param: str, value: Any, integer: bool = False, zero_ok: 
         ok = ok and float(value) == int(value)
     if not ok:
         kind = "an integer" if integer else "a number"
-        raise FeatkitError(f"{head} head: {param} should be {kind} {'>= 0' if zero_ok else '> 0'}. Received {param}={value!r}")
+        raise FeatkitError(
+            f"{head} head: {param} should be {kind} {'>= 0' if zero_ok else '> 0'}. Received {param}={value!r}"
+        )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
-from .base import Head, one_of, positive, two_classes
+from featkit.core.fileio import atomic_path
+from featkit.heads.base import Head, one_of, positive, two_classes
 
 REDUCERS = ("lda", "pca", "none")
 
@@ -26,10 +26,23 @@ class LightGBMHead(Head):
     name = "lightgbm"
     model_file = "model.joblib"
 
-    def __init__(self, num_leaves: int = 7, learning_rate: float = 0.1, n_estimators: int = 2000,
-                 early_stopping_rounds: int = 20, reduce: str = "lda", pca: int = 128, min_child_samples: int = 50,
-                 lambda_l2: float = 1.0, feature_fraction: float = 0.5, bagging_fraction: float = 0.8,
-                 max_bin: int = 63, num_threads: int = 1, deterministic: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        num_leaves: int = 7,
+        learning_rate: float = 0.1,
+        n_estimators: int = 2000,
+        early_stopping_rounds: int = 20,
+        reduce: str = "lda",
+        pca: int = 128,
+        min_child_samples: int = 50,
+        lambda_l2: float = 1.0,
+        feature_fraction: float = 0.5,
+        bagging_fraction: float = 0.8,
+        max_bin: int = 63,
+        num_threads: int = 1,
+        deterministic: bool = True,
+        seed: int = 0,
+    ):
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
@@ -61,15 +74,22 @@ class LightGBMHead(Head):
 
     def _lgb_params(self) -> dict:
         return {
-            "objective": "multiclass", "num_class": self.n_classes_,
+            "objective": "multiclass",
+            "num_class": self.n_classes_,
             "metric": ["multi_logloss", "multi_error"],
-            "num_leaves": int(self.num_leaves), "learning_rate": float(self.learning_rate),
-            "min_data_in_leaf": int(self.min_child_samples), "lambda_l2": float(self.lambda_l2),
+            "num_leaves": int(self.num_leaves),
+            "learning_rate": float(self.learning_rate),
+            "min_data_in_leaf": int(self.min_child_samples),
+            "lambda_l2": float(self.lambda_l2),
             "feature_fraction": float(self.feature_fraction),
-            "bagging_fraction": float(self.bagging_fraction), "bagging_freq": int(self.bagging_fraction < 1),
+            "bagging_fraction": float(self.bagging_fraction),
+            "bagging_freq": int(self.bagging_fraction < 1),
             "max_bin": int(self.max_bin),
-            "num_threads": int(self.num_threads), "seed": int(self.seed), "deterministic": bool(self.deterministic),
-            "force_row_wise": True, "verbosity": -1,
+            "num_threads": int(self.num_threads),
+            "seed": int(self.seed),
+            "deterministic": bool(self.deterministic),
+            "force_row_wise": True,
+            "verbosity": -1,
         }
 
     def _fit(self, X, y, X_val, y_val) -> None:
@@ -90,9 +110,17 @@ class LightGBMHead(Head):
         if X_val is not None and self.early_stopping_rounds:
             # the train set is recognised by name and ignored; only the first metric (log-loss) decides
             callbacks.append(lgb.early_stopping(int(self.early_stopping_rounds), first_metric_only=True, verbose=False))
-        booster = lgb.train(self._lgb_params(), dtrain, num_boost_round=int(self.n_estimators),
-                            valid_sets=sets, valid_names=names, callbacks=callbacks)
-        self.best_iteration_ = int(booster.best_iteration) if booster.best_iteration > 0 else int(booster.current_iteration())
+        booster = lgb.train(
+            self._lgb_params(),
+            dtrain,
+            num_boost_round=int(self.n_estimators),
+            valid_sets=sets,
+            valid_names=names,
+            callbacks=callbacks,
+        )
+        self.best_iteration_ = (
+            int(booster.best_iteration) if booster.best_iteration > 0 else int(booster.current_iteration())
+        )
         self.model_ = booster
         self.history_ = _history(evals)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
-from .base import Head, positive, varying_keys
+from featkit.core.fileio import atomic_path
+from featkit.heads.base import Head, positive, varying_keys
 
 CHUNK = 1024  # query rows per similarity block: 1,024 x 43,000 float32 similarities = 176 MB
 
@@ -49,11 +49,15 @@ class KNNHead(Head):
         train = self.train_.astype(np.float32)
         idx, sims = np.empty((len(X), k), np.int64), np.empty((len(X), k), np.float32)
         for start in range(0, len(X), CHUNK):
-            sim = _normalise(np.asarray(X[start:start + CHUNK], np.float32)) @ train.T
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
+            sim = _normalise(np.asarray(X[start : start + CHUNK], np.float32)) @ train.T
+            top = (
+                np.argpartition(-sim, k - 1, axis=1)[:, :k]
+                if k < sim.shape[1]
+                else np.tile(np.arange(k), (len(sim), 1))
+            )
             rows = np.arange(len(sim))[:, None]
             top = top[rows, np.lexsort((top, -sim[rows, top]), axis=1)]
-            idx[start:start + CHUNK], sims[start:start + CHUNK] = top, sim[rows, top]
+            idx[start : start + CHUNK], sims[start : start + CHUNK] = top, sim[rows, top]
         return idx, sims
 
     def vote_proba(self, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
-from .base import Head, one_of, positive, two_classes, varying_keys
+from featkit.core.fileio import atomic_path
+from featkit.heads.base import Head, one_of, positive, two_classes, varying_keys
 
 
 class LogRegHead(Head):
@@ -43,8 +43,14 @@ class LogRegHead(Head):
         self._warm_start = None
         # multinomial loss is what LogisticRegression optimises for >= 3 classes (scikit-learn >= 1.5; the
         # `multi_class` argument is deprecated / removed). L2 penalty is the default (l1_ratio=0).
-        clf = LogisticRegression(C=float(self.C), max_iter=int(self.max_iter), solver=self.solver, tol=float(self.tol),
-                                 random_state=self.seed, warm_start=start is not None)
+        clf = LogisticRegression(
+            C=float(self.C),
+            max_iter=int(self.max_iter),
+            solver=self.solver,
+            tol=float(self.tol),
+            random_state=self.seed,
+            warm_start=start is not None,
+        )
         if start is not None and np.array_equal(start.classes_, np.unique(y)):
             clf.coef_, clf.intercept_ = start.coef_.copy(), start.intercept_.copy()
         self.model_ = Pipeline([("scale", StandardScaler()), ("clf", clf)]).fit(X, y)

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
-from .base import Head, one_of, positive
+from featkit.core.fileio import atomic_path
+from featkit.heads.base import Head, one_of, positive
 
 OPTIMIZERS = ("rmsprop", "adam")
 PREDICT_BATCH = 4096
 
 
 def _keras():
-    from .._tf import tf_keras
+    from featkit.core.tfkeras import tf_keras
 
     return tf_keras()[1]  # TensorFlow imported once, its start-up noise hidden
 
@@ -31,8 +31,17 @@ class SoftmaxHead(Head):
 
     search_grid = {"hidden": [0, 1024], "lr": [1e-4, 3e-4]}
 
-    def __init__(self, hidden: int = 1024, dropout: float = 0.5, optimizer: str = "rmsprop", lr: float = 1e-4,
-                 epochs: int = 30, batch_size: int = 128, patience: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        optimizer: str = "rmsprop",
+        lr: float = 1e-4,
+        epochs: int = 30,
+        batch_size: int = 128,
+        patience: int = 5,
+        seed: int = 0,
+    ):
         self.hidden = hidden
         self.dropout = dropout
         self.optimizer = optimizer
@@ -45,7 +54,7 @@ class SoftmaxHead(Head):
     def validate_params(self) -> None:
         positive(self.name, "hidden", self.hidden, integer=True, zero_ok=True)
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            from ..errors import FeatkitError
+            from featkit.core.errors import FeatkitError
 
             raise FeatkitError(f"softmax head: dropout should be in [0, 1). Received dropout={self.dropout!r}")
         one_of(self.name, "optimizer", str(self.optimizer).lower(), OPTIMIZERS)
@@ -55,8 +64,10 @@ class SoftmaxHead(Head):
         positive(self.name, "patience", self.patience, integer=True, zero_ok=True)
 
     def _build(self, keras, mean: np.ndarray, variance: np.ndarray):
-        layers = [keras.Input((self.n_features_in_,), name="features"),
-                  keras.layers.Normalization(mean=mean, variance=variance, name="standardise")]
+        layers = [
+            keras.Input((self.n_features_in_,), name="features"),
+            keras.layers.Normalization(mean=mean, variance=variance, name="standardise"),
+        ]
         if self.hidden:
             layers.append(keras.layers.Dense(int(self.hidden), activation="relu", name="hidden"))
             if self.dropout:
@@ -75,8 +86,9 @@ class SoftmaxHead(Head):
         variance[variance < 1e-12] = 1.0  # a feature constant on the training rows passes through unscaled
         model = self._build(keras, mean.astype(np.float32), variance.astype(np.float32))
         opt = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[str(self.optimizer).lower()]
-        model.compile(optimizer=opt(learning_rate=float(self.lr)), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=opt(learning_rate=float(self.lr)), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
 
         class EpochSeconds(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -89,21 +101,32 @@ class SoftmaxHead(Head):
         callbacks = [EpochSeconds()]
         stopper = None
         if X_val is not None:
-            stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(self.patience),
-                                                    restore_best_weights=True)
+            stopper = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(self.patience), restore_best_weights=True
+            )
             callbacks.append(stopper)
-        hist = model.fit(X, y, validation_data=None if X_val is None else (X_val, y_val), epochs=int(self.epochs),
-                         batch_size=int(self.batch_size), shuffle=True, verbose=0, callbacks=callbacks)
+        hist = model.fit(
+            X,
+            y,
+            validation_data=None if X_val is None else (X_val, y_val),
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
         keys = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
         n = len(hist.history.get("loss", []))
-        self.history_ = [{"epoch": i + 1, **{k: float(hist.history[k][i]) for k in keys if k in hist.history}}
-                         for i in range(n)]
+        self.history_ = [
+            {"epoch": i + 1, **{k: float(hist.history[k][i]) for k in keys if k in hist.history}} for i in range(n)
+        ]
         self.best_epoch_ = (stopper.best_epoch + 1) if stopper is not None else n
         self.model_ = model
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
-        out = [np.asarray(self.model_(X[i:i + PREDICT_BATCH], training=False))
-               for i in range(0, len(X), PREDICT_BATCH)]
+        out = [
+            np.asarray(self.model_(X[i : i + PREDICT_BATCH], training=False)) for i in range(0, len(X), PREDICT_BATCH)
+        ]
         return np.concatenate(out)
 
     def fitted_state(self) -> dict:

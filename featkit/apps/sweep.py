@@ -1,0 +1,417 @@
+"""`featkit sweep`: many head fits on cached features, one table, one choice made on the validation split only.
+
+    cands = grid({"logreg": {"C": [0.02, 0.05]}, "softmax": {"hidden": [0, 1024]}},
+                 cache_sets=[[mobilenet_224], [mobilenet_224, efficientnet_224]], tta=[None, "flip"])
+    result = sweep(cands, jobs=2, ensemble=3)    # reports/sweeps/<id>/sweep.csv + sweep.md
+    result.selected                               # the row with the best validation top-1
+
+Every candidate is a run folder made by `featkit.heads.fit.fit_head`. Candidates run through `run_candidates`, the one
+place that decides where they run (engine "local": joblib processes on this machine). After the candidates, the
+best runs by validation top-1 are averaged into ensembles of 2..`ensemble` members (`featkit.apps.ensemble`). Test
+scores are recorded in the table but never used to choose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featkit.core.errors import FeatkitError
+from featkit.runs.store import DEFAULT_REPORTS
+
+ENGINES = ("local", "ray")
+TABLE_COLUMNS = (
+    "candidate",
+    "kind",
+    "head",
+    "params",
+    "caches",
+    "tta",
+    "valid_top1",
+    "valid_top5",
+    "top1",
+    "top5",
+    "log_loss",
+    "ece",
+    "fit_seconds",
+    "seconds",
+    "run",
+    "selected",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+
+    head: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    caches: tuple[str, ...] = ()
+    tta: str | None = None
+
+    @property
+    def label(self) -> str:
+        params = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.head}({params}) on {caches_label(self.caches)}{' +tta-' + self.tta if self.tta else ''}"
+
+
+@dataclass
+class SweepResult:
+    id: str
+    path: Path
+    rows: list[dict]
+    selected: dict | None
+
+
+def caches_label(paths: Sequence[str | Path]) -> str:
+    """Short names of cache files: <backbone>-<size>/<view> from featkit's cache folder names."""
+    from featkit.features.cache import read_meta
+
+    names = []
+    for p in paths:
+        m = read_meta(p)
+        names.append(f"{m.backbone.name}-{m.size}" + ("" if m.view == "plain" else f"/{m.view}"))
+    return "+".join(names)
+
+
+def grid(
+    head_grid: Mapping[str, Mapping[str, Sequence[Any]]],
+    cache_sets: Sequence[Sequence[str | Path]],
+    tta: Sequence[str | None] = (None,),
+) -> list[Candidate]:
+    """Every combination of cache set x test-time view x head x head parameter values (cartesian product)."""
+    if not cache_sets:
+        raise FeatkitError("a sweep needs at least one cache: give --features, or --data with --backbone/--size.")
+    out = []
+    for caches, view in itertools.product(cache_sets, tta):
+        for head, params in head_grid.items():
+            keys = list(params)
+            for values in itertools.product(*(params[k] for k in keys)):
+                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+    return out
+
+
+def plan(
+    caches: Sequence[str | Path] = (),
+    combine: Sequence[str] = ("none",),
+    sets: Sequence[Sequence[str | Path]] = (),
+    heads: Sequence[str] = ("logreg",),
+    params: Sequence[str] = (),
+    tta: str = "off",
+    candidates_file: str | Path | None = None,
+) -> list[Candidate]:
+    """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
+    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
+    the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
+    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
+    if views is None:
+        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
+    all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
+    out = grid(parse_param_grid(params, heads), all_sets, views) if all_sets else []
+    return out + (read_candidates(candidates_file) if candidates_file else [])
+
+
+def read_candidates(path: str | Path) -> list[Candidate]:
+    """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
+    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
+    from featkit.core.fileio import read_json
+
+    try:
+        items = read_json(path)
+        out = [
+            Candidate(str(c["head"]), dict(c.get("params") or {}), tuple(str(p) for p in c["caches"]), c.get("tta"))
+            for c in items
+        ]
+    except FileNotFoundError:
+        raise FeatkitError(f"{path} does not exist: give a JSON list of candidates.") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise FeatkitError(
+            f"{path} is not a JSON list of candidates with head, params, caches and tta ({e})."
+        ) from None
+    if not all(c.caches for c in out):
+        raise FeatkitError(f"{path}: every candidate needs a non-empty list of caches.")
+    return out
+
+
+def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) -> list[list[str]]:
+    """Sets of caches to fit on, from a pool of plain caches: `none` each cache alone; `backbones` the caches of
+    each size concatenated; `sizes` the caches of each backbone concatenated; `all` every cache concatenated.
+    Several modes give the union, in order, without repeats."""
+    from featkit.features.cache import read_meta
+
+    unknown = [c for c in combine if c not in ("none", "backbones", "sizes", "all")]
+    if unknown:
+        raise FeatkitError(f"--combine {unknown[0]!r}: use none, backbones, sizes or all (repeatable).")
+    keys = []
+    for p in paths:
+        m = read_meta(p)
+        keys.append((m.backbone.name, m.size))
+    paths = [str(p) for p in paths]
+    sets: list[list[str]] = []
+    for mode in combine:
+        if mode == "none":
+            sets += [[p] for p in paths]
+        elif mode == "all":
+            sets.append(paths)
+        else:
+            by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
+            for value in dict.fromkeys(k[by] for k in keys):
+                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+    return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
+
+
+def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+    """`KEY=V1,V2` (for every head that has KEY) or `HEAD.KEY=V1,V2` into {head: {key: [values]}}."""
+    from featkit.heads import head_params
+
+    out: dict[str, dict[str, list[str]]] = {h: {} for h in heads}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise FeatkitError(f"--param {item!r} should be KEY=V1,V2 or HEAD.KEY=V1,V2, e.g. -p C=0.02,0.05,0.1.")
+        head, dot, name = key.strip().rpartition(".")
+        targets = [head] if dot else [h for h in heads if name in head_params(h)]
+        if dot and head not in out:
+            raise FeatkitError(
+                f"--param {item!r} names head {head!r}, which is not swept (--head {' --head '.join(heads)})."
+            )
+        if not targets:
+            raise FeatkitError(
+                f"--param {item!r}: none of the swept heads ({', '.join(heads)}) has a parameter {name!r}; "
+                "see `featkit fit-head --head NAME --list-params`."
+            )
+        for h in targets:
+            out[h][name] = [v.strip() for v in values.split(",") if v.strip()]
+    return out
+
+
+# ---- running -------------------------------------------------------------------------------------------
+
+
+def run_candidate(task: tuple[Candidate, str, int]) -> dict:
+    """Fit one candidate (a picklable task: candidate, reports folder, seed) and return its table row. A
+    FeatkitError becomes the row's `error` instead of stopping the sweep."""
+    from featkit.heads.fit import fit_head
+
+    cand, reports, seed = task
+    row = {
+        "candidate": cand.label,
+        "kind": "head",
+        "head": cand.head,
+        "params": dict(cand.params),
+        "caches": caches_label(cand.caches),
+        "tta": cand.tta or "",
+        "error": "",
+    }
+    t0 = time.perf_counter()
+    try:
+        run = fit_head(
+            list(cand.caches),
+            head=cand.head,
+            params=dict(cand.params),
+            reports=reports,
+            seed=seed,
+            quiet=True,
+            tta=cand.tta,
+        )
+    except FeatkitError as e:
+        return {**row, "seconds": round(time.perf_counter() - t0, 1), "error": str(e)}
+    return {**row, **_scores(run), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_candidates(
+    candidates: Sequence[Candidate],
+    jobs: int = 1,
+    engine: str = "local",
+    reports: str | Path = DEFAULT_REPORTS,
+    seed: int = 0,
+    quiet: bool = False,
+    address: str | None = None,
+) -> list[dict]:
+    """Fit every candidate and return their table rows in the candidates' order.
+
+    engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). engine "ray":
+    Ray actors (`address`: the cluster, see featkit.core.ray_tasks.ray_session; `jobs` > 1: that many actors), each
+    reading the caches and writing its run folder at the same paths, so those must be on a shared folder.
+    """
+    if engine not in ENGINES:
+        raise FeatkitError(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
+    if jobs < 1:
+        raise FeatkitError(f"--jobs should be 1 or more; got {jobs}.")
+    tasks = [(c, str(reports), seed) for c in candidates]
+    if engine == "ray":
+        from featkit.core.ray_tasks import run_tasks
+
+        return run_tasks(
+            run_candidate,
+            tasks,
+            address=address,
+            workers=jobs if jobs > 1 else None,
+            desc="sweep",
+            unit="candidates",
+            quiet=quiet,
+            name=lambda t: f"{t[0].head} {t[0].params}",
+        )
+    if address:
+        raise FeatkitError("--address applies to --engine ray only.")
+    from joblib import Parallel, delayed
+
+    from featkit.core.progress import Progress
+
+    rows = []
+    with Progress(len(tasks), "sweep", unit="candidates", quiet=quiet, every=0.0) as bar:
+        for row in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_candidate)(t) for t in tasks):
+            rows.append(row)
+            bar.update(1)
+    return rows
+
+
+def sweep(
+    candidates: Sequence[Candidate],
+    jobs: int = 1,
+    engine: str = "local",
+    ensemble: int = 0,
+    name: str = "sweep",
+    reports: str | Path = DEFAULT_REPORTS,
+    seed: int = 0,
+    quiet: bool = False,
+    address: str | None = None,
+) -> SweepResult:
+    """Run the candidates, add ensembles of the best 2..`ensemble` runs by validation top-1, choose the row with
+    the best validation top-1 (then top-5), and write reports/sweeps/<id>/sweep.csv, sweep.md and sweep.json."""
+    from featkit.core.fileio import write_json
+    from featkit.runs.store import new_run
+
+    if not candidates:
+        raise FeatkitError("the sweep has no candidates: give at least one --head and one cache.")
+    sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
+    write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
+
+    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
+    rows += ensemble_rows(rows, ensemble, reports, quiet)
+    selected = select(rows)
+    for r in rows:
+        r["selected"] = "yes" if r is selected else ""
+    write_table(rows, sweep_dir)
+    write_json(
+        sweep_dir / "sweep.json",
+        {
+            "id": sweep_dir.name,
+            "selected": selected,
+            "rows": rows,
+            "selection": "validation top-1, then validation top-5",
+        },
+    )
+    return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+
+
+def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool = False) -> list[dict]:
+    """Ensembles of the best 2, 3, ..., `up_to` runs by validation top-1 (runs without a validation score are
+    left out)."""
+    from featkit.apps.ensemble import ensemble_runs
+
+    ranked = sorted((r for r in rows if r.get("run") and r.get("valid_top1") is not None), key=_valid_key, reverse=True)
+    out = []
+    for k in range(2, min(up_to, len(ranked)) + 1):
+        members = ranked[:k]
+        t0 = time.perf_counter()
+        run = ensemble_runs([m["run"] for m in members], name=f"ensemble-top{k}", reports=reports, quiet=True)
+        out.append(
+            {
+                "candidate": f"ensemble of the best {k} by validation",
+                "kind": "ensemble",
+                "head": "ensemble",
+                "params": {"best": k},
+                "members": [m["run"] for m in members],
+                "caches": "",
+                "tta": "",
+                "error": "",
+                **_scores(run),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        if not quiet:
+            print(f"ensemble of {k}: valid top-1 {out[-1]['valid_top1']:.4f}", file=sys.stderr, flush=True)
+    return out
+
+
+def select(rows: Sequence[dict]) -> dict | None:
+    """The row with the best validation top-1 (ties: validation top-5, then the earlier row). Test never counts."""
+    scored = [r for r in rows if r.get("valid_top1") is not None and not r.get("error")]
+    if not scored:
+        return None
+    best = max(_valid_key(r) for r in scored)
+    return next(r for r in scored if _valid_key(r) == best)
+
+
+def _valid_key(row: dict) -> tuple[float, float]:
+    return (row["valid_top1"], row.get("valid_top5") or 0.0)
+
+
+def _scores(run) -> dict:
+    m = run.metrics
+    return {
+        "run": run.id,
+        "valid_top1": m.get("valid_top1"),
+        "valid_top5": m.get("valid_top5"),
+        "top1": m.get("top1"),
+        "top5": m.get("top5"),
+        "log_loss": m.get("log_loss"),
+        "ece": m.get("ece"),
+        "fit_seconds": m.get("fit_seconds"),
+    }
+
+
+def table(rows: Sequence[dict], compact: bool = False):
+    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first. compact: without the long
+    candidate label and without columns that are empty in every row (what the command prints)."""
+    import pandas as pd
+
+    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=list(TABLE_COLUMNS))
+    df["params"] = df["params"].map(lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else p)
+    df = df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    if compact:
+        empty = [c for c in df.columns if df[c].isna().all() or (df[c].astype(str) == "").all()]
+        df = df.drop(columns=["candidate", *empty])
+    return df
+
+
+def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult], list[dict]]:
+    """(finished sweeps under reports/sweeps/, newest first; [{"folder", "reason"}] of sweep folders without a
+    readable sweep.json: unfinished, interrupted or damaged), for the report."""
+    from featkit.core.fileio import read_json
+
+    base = Path(reports) / "sweeps"
+    done, other = [], []
+    for folder in sorted((d for d in base.iterdir() if d.is_dir()), reverse=True) if base.is_dir() else []:
+        if not (folder / "sweep.json").exists():
+            other.append({"folder": f"sweeps/{folder.name}", "reason": "no sweep.json (unfinished or interrupted)"})
+            continue
+        try:
+            data = read_json(folder / "sweep.json", dict)
+            rows = [r for r in data["rows"] if isinstance(r, dict)]
+        except (FeatkitError, KeyError, TypeError) as e:
+            other.append({"folder": f"sweeps/{folder.name}", "reason": f"unreadable sweep.json ({e})"})
+            continue
+        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.get("selected")), None)))
+    return done, other
+
+
+def write_table(rows: Sequence[dict], folder: Path) -> None:
+    from featkit.core.fileio import atomic_path, write_text
+    from featkit.core.tables import markdown_table
+
+    with atomic_path(folder / "sweep.csv") as tmp:
+        table(rows).to_csv(tmp, index=False)
+    write_text(
+        folder / "sweep.md",
+        f"# Sweep {folder.name}\n\nSelected by validation top-1 only.\n\n"
+        + markdown_table(table(rows, compact=True))
+        + "\n",
+    )

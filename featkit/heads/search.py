@@ -1,0 +1,205 @@
+"""Selection on validation, then refit: the search every head run (and `featkit sweep`) goes through.
+
+    final, sel = fit_selected("logreg", X, y, X_val, y_val, n_classes=101, params={"C": "0.01,0.03,0.1"})
+    sel.to_dict()       # grid, every candidate's validation scores, the choice, the temperature
+
+1. Candidates: the head's default grid (`Head.search_grid`), minus the settings fixed in `params`, plus the
+   values listed in `params` ("0.01,0.03,0.1" or a list). Each is fitted on the training rows (early stopping on
+   the validation rows where the head has it) and scored on the validation rows: top-1, ties broken by lower
+   log loss after temperature scaling (settings that leave the ranking alone, such as knn's smoothing, are
+   chosen by how well they calibrate).
+2. The temperature fitted on the chosen candidate's validation probabilities (held-out predictions) is kept.
+3. The chosen settings are refitted on train + valid rows (with the epochs / rounds early stopping chose) and
+   keep that temperature. Test rows are never seen here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featkit.core.errors import FeatkitError
+from featkit.heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
+from featkit.runs.calibration import apply_temperature, fit_temperature
+from featkit.runs.metrics import log_loss, topk_accuracy
+
+METRIC = "valid_top1"
+
+
+@dataclass
+class Candidate:
+    params: dict[str, Any]  # the searched settings of this candidate
+    valid_top1: float
+    valid_log_loss: float  # before temperature scaling
+    valid_log_loss_calibrated: float  # after its own temperature, fitted on these validation rows
+    temperature: float
+    fit_seconds: float
+    fitted: dict[str, Any] = field(default_factory=dict)  # e.g. best_epoch_, best_iteration_
+
+
+@dataclass
+class Selection:
+    head: str
+    grid: dict[str, list]  # searched values per setting ({} when one candidate)
+    fixed: dict[str, Any]  # settings given as one value
+    candidates: list[Candidate]
+    chosen: int
+    model: Head  # the chosen candidate, fitted on the training rows only, temperature set
+    valid_probs: np.ndarray | None  # its uncalibrated validation probabilities
+    temperature: float
+    seconds: float
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.model.params
+
+    def to_dict(self) -> dict[str, Any]:
+        """What config.json records under "search"."""
+        scored = self.valid_probs is not None
+        return {
+            "metric": METRIC if scored else None,
+            "grid": self.grid,
+            "fixed": self.fixed,
+            "candidates": [
+                {
+                    "params": c.params,
+                    "valid_top1": c.valid_top1,
+                    "valid_log_loss": c.valid_log_loss,
+                    "valid_log_loss_calibrated": c.valid_log_loss_calibrated,
+                    "temperature": c.temperature,
+                    "fit_seconds": round(c.fit_seconds, 3),
+                    **{k.rstrip("_"): v for k, v in c.fitted.items()},
+                }
+                for c in self.candidates
+            ],
+            "chosen": self.candidates[self.chosen].params,
+            "chosen_index": self.chosen,
+            "temperature": self.temperature,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def split_params(head: str, params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, list]]:
+    """(fixed, searched): a value with commas ("0.01,0.03") or a list/tuple is a list of values to search."""
+    known = head_params(head)
+    fixed, grid = {}, {}
+    for key, value in (params or {}).items():
+        if key not in known:
+            get_head(head, **{key: value})  # raises the one-line error naming the parameter
+        if isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            values = [coerce_param(head, key, v) for v in value]
+            grid[key] = list(dict.fromkeys(values))
+        else:
+            fixed[key] = coerce_param(head, key, value)
+    return fixed, grid
+
+
+def candidate_grid(head: str, params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, list]]:
+    """(fixed, grid) of a search: the head's default grid without the fixed settings, then the listed values."""
+    fixed, listed = split_params(head, params)
+    grid = {k: list(v) for k, v in search_grid(head).items() if k not in fixed}
+    grid.update(listed)
+    return fixed, grid
+
+
+def select(
+    head: str,
+    X,
+    y,
+    X_val=None,
+    y_val=None,
+    n_classes: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Selection:
+    """Fit every candidate on (X, y), score it on (X_val, y_val) (top-1, then log loss after its own
+    temperature), keep the best with its temperature.
+
+    Without validation rows nothing can be scored: the default grid is skipped (the head's defaults are used,
+    temperature 1) and listed values are an error."""
+    fixed, grid = candidate_grid(head, params)
+    has_valid = X_val is not None and len(X_val) > 0
+    if not has_valid:
+        listed = split_params(head, params)[1]
+        if listed:
+            key = next(iter(listed))
+            raise FeatkitError(
+                f"-p {key}={','.join(map(str, listed[key]))}: searching needs a valid split to score "
+                "the candidates, and this data has none; give one value."
+            )
+        grid = {}
+    keys = list(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] or [{}]
+    candidates = [get_head(head, **fixed, **combo).params for combo in combos]  # coerced and validated
+    t0 = time.perf_counter()
+    scored: list[Candidate | None] = [None] * len(candidates)
+    best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    last = time.perf_counter()
+    if has_valid:
+        X_val = np.asarray(X_val)
+        y_val = np.asarray(y_val)
+    for i, model, probs in HEADS[head].fit_candidates(
+        candidates, X, y, X_val if has_valid else None, y_val if has_valid else None, n_classes
+    ):
+        now = time.perf_counter()
+        seconds, last = now - last, now
+        top1 = loss = calibrated = float("nan")
+        temperature = 1.0
+        if has_valid:
+            if probs is None:
+                probs = model.predict_proba(X_val, calibrated=False)
+            idx = np.searchsorted(model.classes_, y_val)
+            top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
+            temperature = fit_temperature(probs, idx)
+            calibrated = log_loss(apply_temperature(probs, temperature), idx)
+            key = (top1, -calibrated, -i)
+            if best is None or key > best[0]:
+                best = (key, i, model, probs, temperature)
+        elif best is None:
+            best = (None, i, model, None, 1.0)
+        facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
+        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts)
+        if log and len(candidates) > 1:
+            shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
+            log(
+                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at T={temperature:.3g}) "
+                f"({seconds:.1f} s)"
+            )
+        last = time.perf_counter()
+    _, chosen, model, probs, temperature = best
+    model.temperature_ = temperature
+    return Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)
+
+
+def fit_selected(
+    head: str,
+    X,
+    y,
+    X_val=None,
+    y_val=None,
+    n_classes: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    refit: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Head, Selection]:
+    """select(), then (with `refit` and validation rows) the chosen settings fitted again on train + valid rows.
+    Returns the final head (temperature set) and the selection."""
+    sel = select(head, X, y, X_val, y_val, n_classes, params, log)
+    if not refit or sel.valid_probs is None:
+        return sel.model, sel
+    final = sel.model.refit(
+        np.concatenate([np.asarray(X), np.asarray(X_val)]),
+        np.concatenate([np.asarray(y), np.asarray(y_val)]),
+        n_classes=n_classes,
+    )
+    return final, sel
+
+
+__all__ = ["Candidate", "Selection", "METRIC", "split_params", "candidate_grid", "select", "fit_selected"]
