@@ -28,12 +28,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def splits(caches):
     fs = read_cache(caches.plain)

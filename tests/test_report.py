@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.heads.fit import fit_head
 from featkit.report.build import COLUMNS, build_report
 from featkit.runs.store import new_run
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.core.errors import FeatkitError
 from featkit.features.cache import read_cache
@@ -14,12 +14,6 @@ from featkit.heads import load_head
 from featkit.heads.fit import fit_head
 from featkit.heads.logreg import LogRegHead
 from featkit.heads.search import candidate_grid, fit_selected, select, split_params
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 def test_params_with_commas_are_searched_others_fixed():
