@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import traceback
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,47 @@ def report_workspace(tmp_path_factory, mini, mobilenet_onnx):
     from reportfixtures import build_report_workspace
 
     return build_report_workspace(tmp_path_factory.mktemp("report-ws"), mini, mobilenet_onnx)
+
+
+@dataclass
+class Result:
+    code: int | None
+    out: str
+    err: str
+
+
+def run_main(capsys, *args) -> Result:
+    """`featkit ARGS` through the entry point `featkit.cli.main`, in this process (a new interpreter costs seconds;
+    use a subprocess where signals, concurrency or imports matter); an exception escaping main is recorded as a
+    traceback in `err`, as the user would see it."""
+    from featkit.cli import main
+    from featkit.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
+
+    capsys.readouterr()
+    code, tb = None, ""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    except BaseException:  # noqa: BLE001 - what the user would see as a traceback
+        tb = traceback.format_exc()
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)
+    cap = capsys.readouterr()
+    return Result(code, cap.out, cap.err + tb)
+
+
+def invoke_json(*args) -> dict | list:
+    """`featkit ARGS --json` in this process (typer's CliRunner; usable in fixtures of any scope): its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    res = CliRunner().invoke(app, [*map(str, args), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
 
 
 @contextmanager

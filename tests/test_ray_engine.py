@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 from raycrash import dying_run_tasks
 
 from featkit.core import ray_tasks
@@ -188,26 +189,15 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     assert not (tmp_path / "features").exists()
 
 
-def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
-    base = [
-        sys.executable,
-        "-m",
-        "featkit.cli",
-        "extract",
-        "--data",
-        str(mini),
-        "--backbone",
-        str(mobilenet_onnx),
-        "--cache",
-        str(tmp_path),
-    ]
+def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx, capsys):
+    base = ["extract", "--data", mini, "--backbone", mobilenet_onnx, "--cache", tmp_path]
     for extra, says in [
         (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
         (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand"),
     ]:
-        proc = subprocess.run(base + extra, capture_output=True, text=True)
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # 2: usage errors
-        assert proc.stderr.startswith(says)
+        r = run_main(capsys, *base, *extra)
+        assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err  # 2: usage errors
+        assert r.err.startswith(says)
 
 
 @pytest.mark.slow

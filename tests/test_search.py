@@ -149,7 +149,7 @@ def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):
         valid.features,
         valid.labels,
         n_classes=CLASSES,
-        params={"n_estimators": 200, "pca": 16, "num_threads": 1, "learning_rate": 0.1},
+        params={"n_estimators": 200, "reduce": "pca", "pca": 16, "num_threads": 1, "learning_rate": 0.1},
     )
     assert 0 < sel.model.best_iteration_ < 200
     assert final.n_estimators == sel.model.best_iteration_ and final.early_stopping_rounds == 0
