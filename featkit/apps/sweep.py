@@ -48,7 +48,8 @@ TABLE_COLUMNS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time
+    view."""
 
     head: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -93,7 +94,7 @@ def grid(
         for head, params in head_grid.items():
             keys = list(params)
             for values in itertools.product(*(params[k] for k in keys)):
-                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+                out.append(Candidate(head, dict(zip(keys, values, strict=True)), tuple(str(c) for c in caches), view))
     return out
 
 
@@ -162,7 +163,7 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
         else:
             by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
             for value in dict.fromkeys(k[by] for k in keys):
-                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+                sets.append([p for p, k in zip(paths, keys, strict=True) if k[by] == value])
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 

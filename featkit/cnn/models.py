@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featkit.core.tfkeras import tf_keras
-
-tf_keras()  # TensorFlow's first import, with its start-up noise hidden
-import keras  # noqa: E402
 import numpy as np
 
 from featkit.cnn.preprocess import BackbonePreprocess, Standardize, ZCAWhitening
 from featkit.cnn.presets import Preset
 from featkit.core.errors import FeatkitError
+from featkit.core.tfkeras import tf_keras
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
 
 
 def _base_model(name: str, size: int, weights: str | Path | None) -> tuple[keras.Model, str]:

@@ -42,7 +42,7 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str | Path, title
     if title:
         ax.set_title(title + ("" if step == 1 else f"  (every {step}th class labelled)"))
     if n <= 30:
-        for i, j in zip(*np.nonzero(cm)):
+        for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(
                 j,
                 i,
@@ -124,7 +124,7 @@ def plot_history(history, path: str | Path, title: str = "") -> Path | None:
     x, xlabel = history_x(history)
     fig, axes = new_figure(4.2 * len(panels), 3.0, len(panels), dpi=100)
     marker = "o" if len(history) <= 30 else None
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         ys = []
         for col, name, ls in ((key, "train", "-"), (f"val_{key}", "valid", "--")):
             if col in history.columns and history[col].notna().any():

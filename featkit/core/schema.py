@@ -358,7 +358,7 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_
         if x == y:
             continue
         if k == "classes" and isinstance(x, list) and isinstance(y, list):
-            i = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+            i = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
             diffs.append(
                 f"classes: {len(x)} vs {len(y)}, first difference at index {i} "
                 f"({_show(x[i][1] if i < len(x) else None)} vs {_show(y[i][1] if i < len(y) else None)})"

@@ -54,7 +54,8 @@ class SplitConfig:
             or abs(sum(fr) - 1.0) > 1e-6
         ):
             raise FeatkitError(
-                f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, and sum to 1 (e.g. 0.7/0.2/0.1)."
+                f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, "
+                "and sum to 1 (e.g. 0.7/0.2/0.1)."
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise FeatkitError(f"seed {self.seed!r} should be a whole number >= 0, e.g. --seed 0.")

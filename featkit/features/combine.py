@@ -1,6 +1,7 @@
 """Several feature caches of the same photos as one: backbones, sizes and views side by side.
 
-    fs = concat_caches(["cache/.../mobilenet-v2-...-224px-.../plain.h5", "cache/.../efficientnet-lite0-...-224px-.../plain.h5"])
+    fs = concat_caches(["cache/.../mobilenet-v2-...-224px-.../plain.h5",
+                        "cache/.../efficientnet-lite0-...-224px-.../plain.h5"])
     fs.features.shape    # (N, 1280 + 1280), rows in the first cache's order
 
 The caches must hold the same photos of the same dataset: same dataset fingerprint, same class list, and the same
@@ -54,7 +55,7 @@ def concat_caches(paths: Sequence[str | Path]) -> FeatureSet:
     if len(sets) == 1:
         return base
     parts = [base.features]
-    for path, fs in zip(paths[1:], sets[1:]):
+    for path, fs in zip(paths[1:], sets[1:], strict=True):
         _check_same_dataset(first, base.meta, path, fs.meta)
         order = align_rows(base.image_ids, fs.image_ids, first, path)
         if not (np.array_equal(fs.labels[order], base.labels) and np.array_equal(fs.split[order], base.split)):
@@ -79,7 +80,7 @@ def concat_caches(paths: Sequence[str | Path]) -> FeatureSet:
         size=size,
         view="+".join(dict.fromkeys(m.view for m in metas)),
         seconds=round(sum(seconds), 3) if all(isinstance(s, (int, float)) for s in seconds) else None,
-        extra={**base.meta.extra, "caches": [describe_cache(p, fs) for p, fs in zip(paths, sets)]},
+        extra={**base.meta.extra, "caches": [describe_cache(p, fs) for p, fs in zip(paths, sets, strict=True)]},
     )
     return FeatureSet(np.concatenate(parts, axis=1), base.labels, base.split, base.image_ids, meta, base.copy, base.row)
 

@@ -654,7 +654,7 @@ def merge(
         )
     sets = [read_cache(p) for p in shard_files]
     metas = [s.meta for s in sets]
-    for p, m in zip(shard_files, metas):
+    for p, m in zip(shard_files, metas, strict=True):
         if m.shard is None:
             raise FeatkitError(f"{p} is not a shard file (made without --shard): nothing to merge.")
         check_comparable(
@@ -669,7 +669,8 @@ def merge(
     if got != list(range(n_shards)) or any(m.shard[1] != n_shards for m in metas):
         missing = sorted(set(range(n_shards)) - set(got))
         raise FeatkitError(
-            f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again."
+            f"shards {missing} of {n_shards} are missing (or some are given twice): "
+            f"run `featkit extract --shard i/{n_shards}` for each, then merge again."
         )
     row = np.concatenate([s.row for s in sets])
     order = np.argsort(row, kind="stable")

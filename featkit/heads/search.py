@@ -136,7 +136,7 @@ def select(
             )
         grid = {}
     keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] or [{}]
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
     candidates = [get_head(head, **fixed, **combo).params for combo in combos]  # coerced and validated
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
@@ -169,8 +169,8 @@ def select(
         if log and len(candidates) > 1:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(
-                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at T={temperature:.3g}) "
-                f"({seconds:.1f} s)"
+                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} "
+                f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
     _, chosen, model, probs, temperature = best

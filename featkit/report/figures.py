@@ -127,7 +127,7 @@ def plot_time(df, path: Path) -> Path | None:
     if not panels:
         return None
     fig, axes = new_figure(6.5 * len(panels), 5, len(panels))
-    for ax, (col, title) in zip(axes, panels):
+    for ax, (col, title) in zip(axes, panels, strict=True):
         g0 = d[d[col].notna()]
         keyf = _extract_label if col == "extract_seconds" else _label
         labels = sorted({keyf(r) for r in g0.to_dict("records")})

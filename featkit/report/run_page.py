@@ -201,7 +201,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
 
     # which photos each section shows, decided first so that the dataset is read once for all thumbnails
     pair_rows = []
-    for t, p in zip(pairs["true_index"], pairs["predicted_index"]):
+    for t, p in zip(pairs["true_index"], pairs["predicted_index"], strict=True):
         rows = np.flatnonzero((labels == t) & (preds == p))
         pair_rows.append(rows[np.argsort(-probs[rows, p], kind="stable")][:PHOTOS_PER_PAIR])
     wrong = np.flatnonzero(preds != labels)
@@ -222,7 +222,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     wanted = [r for rows in pair_rows for r in rows] + list(mistakes) + list(typical.values())
     photos = RunPhotos(run)
     got = photos.thumbs((ids[r], labels[r]) for r in wanted)
-    thumbs = dict(zip(wanted, got))
+    thumbs = dict(zip(wanted, got, strict=True))
     show = not (photos.unavailable and all(t.problem for t in got))
     shown = 0
 
@@ -252,7 +252,12 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
         rows = [
             [names[t], names[p], int(c), s, '<div class="thumbs">' + "".join(th(r) for r in rr) + "</div>"]
             for t, p, c, s, rr in zip(
-                pairs["true_index"], pairs["predicted_index"], pairs["count"], pairs["share_of_true"], pair_rows
+                pairs["true_index"],
+                pairs["predicted_index"],
+                pairs["count"],
+                pairs["share_of_true"],
+                pair_rows,
+                strict=True,
             )
         ]
         out.append(table(cols, rows, table_id="pairs"))

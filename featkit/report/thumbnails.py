@@ -194,7 +194,7 @@ def _manifest_lookup(frame) -> dict[tuple[str, int], dict]:
     out: dict[tuple[str, int], dict] = {}
     boxes = frame[["x1", "y1", "x2", "y2"]].to_numpy() if {"x1", "y1", "x2", "y2"} <= set(frame.columns) else None
     sha1s = frame["sha1"].astype(str).tolist() if "sha1" in frame else [""] * len(frame)
-    for i, (path, label, image_id) in enumerate(zip(frame["path"], frame["label"], frame["image_id"])):
+    for i, (path, label, image_id) in enumerate(zip(frame["path"], frame["label"], frame["image_id"], strict=True)):
         box = _box(boxes[i]) if boxes is not None else None
         rec = {"path": str(path), "sha1": sha1s[i], "box": box}
         out.setdefault((str(image_id), int(label)), rec)
