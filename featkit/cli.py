@@ -315,9 +315,8 @@ def extract_cmd(
         return _print_json([r.__dict__ for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
-        typer.echo(
-            f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}"
-        )
+        rate = "-" if r.photos_per_second is None else f"{r.photos_per_second:,.0f}"
+        typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {rate:>7} photos/s{fails}  {r.path}")
 
 
 @app.command("quantize")

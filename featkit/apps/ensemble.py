@@ -134,7 +134,7 @@ def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
 
 
 def _sizes(configs: list[RunConfig]) -> list:
-    out = []
+    out: list[int | None] = []
     for c in configs:
         s = c.extra.get("sizes") or c.size
         out.extend(s if isinstance(s, list) else [s])

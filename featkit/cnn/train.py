@@ -312,7 +312,7 @@ def train_cnn(
     }
     backbone = (
         BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
-        if cfg.model == "transfer"
+        if cfg.model == "transfer" and cfg.backbone is not None  # Preset refuses a transfer model without one
         else None
     )
     config = RunConfig(

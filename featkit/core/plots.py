@@ -9,7 +9,7 @@ empty).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,8 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str | Path, title
     step = max(1, math.ceil(n / 128))
     ticks = np.arange(0, n, step)
     font = float(min(8.0, max(3.0, 0.7 * side * 72.0 * step / max(n, 1))))
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=font)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=font)
+    ax.set_xticks(ticks, [names[int(i)] for i in ticks], rotation=90, fontsize=font)
+    ax.set_yticks(ticks, [names[int(i)] for i in ticks], fontsize=font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if title:
@@ -71,7 +71,7 @@ def save_png(fig, path: str | Path) -> Path:
 
 
 def keep_span(
-    values: Sequence[float], min_span: float, floor: float | None = None, ceiling: float | None = None
+    values: Iterable[float | None], min_span: float, floor: float | None = None, ceiling: float | None = None
 ) -> tuple[float, float]:
     """Axis limits covering `values` with at least `min_span` between them and a 5 % margin, clipped to
     [floor, ceiling]: one point (or one repeated value) sits in the middle of a sensible range instead of on an

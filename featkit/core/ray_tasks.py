@@ -139,7 +139,7 @@ class _Worker:
         self.fn, self.setup, self.state, self.ready = fn, setup, None, setup is None
 
     def run(self, item: Any) -> Any:
-        if not self.ready:
+        if not self.ready and self.setup is not None:
             self.state, self.ready = self.setup(), True
         return self.fn(item) if self.setup is None else self.fn(item, self.state)
 

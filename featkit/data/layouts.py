@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from featkit.core.errors import FeatkitError
@@ -85,7 +86,7 @@ def is_junk(path: str) -> bool:
 class _Tree:
     """Directory view of a flat file listing."""
 
-    def __init__(self, files: list[str], dirs: list[str] = ()):
+    def __init__(self, files: list[str], dirs: Iterable[str] = ()):
         self.files = files
         self.dirs: dict[str, set[str]] = defaultdict(set)  # dir -> child dir names
         self.dir_files: dict[str, list[str]] = defaultdict(list)  # dir -> file names directly inside
@@ -116,7 +117,8 @@ class _Tree:
 
 
 def detect(source: Source) -> Dataset:
-    files, junk = [], []
+    files: list[str] = []
+    junk: list[str] = []
     for f in source.list_files():
         (junk if is_junk(f) else files).append(f)
     tree = _Tree(files, [d for d in source.list_dirs() if not is_junk(d)])
@@ -197,7 +199,7 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
     classes = [ClassInfo(i, c, n) for i, (c, n) in enumerate(zip(class_ids, names, strict=True))]
     index = {c: i for i, c in enumerate(class_ids)}
     images = tree.join(root, "images")
-    on_disk = {}
+    on_disk: dict[str, str] = {}
     ds = Dataset(source, root, "food101", classes, [])
     for f in tree.files_under(images):
         rel = f[len(images) + 1 :]
@@ -233,8 +235,8 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
             ds.warnings.append(f"{missing} photos listed in meta/{split}.txt are not in images/: skipped")
     unlisted = 0
     for key, f in sorted(on_disk.items()):
-        split = listed.get(key)
-        if split is None:
+        split = listed.get(key, "")
+        if not split:
             unlisted += 1
             split = "train"
         ds.items.append(Item(f, index[key.split("/")[0]], key, split))

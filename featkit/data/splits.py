@@ -78,7 +78,8 @@ class SplitConfig:
                 f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}."
             )
         # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
-        return cls(*(round(p / total, 12) for p in parts), seed=seed)
+        train, valid, test = (round(p / total, 12) for p in parts)
+        return cls(train, valid, test, seed=seed)
 
     @property
     def key(self) -> str:

@@ -41,7 +41,9 @@ def plot_training_curves(reports: Path, rows: list[dict], path: Path) -> Path | 
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = new_figure(13, 5, 2)
-    xs, losses, accs = [], [], []
+    xs: list[float] = []
+    losses: list[float] = []
+    accs: list[float] = []
     for i, (rec, h) in enumerate(histories[:MAX_CURVES]):
         x = history_x(h)[0]
         xs.extend(x.tolist())

@@ -124,7 +124,7 @@ def _calibration(run: Run, m: RunMetrics) -> str:
             if isinstance(part, dict)
         ]
         out.append(table(cols, rows))
-        if not missing(t):
+        if t is not None and not missing(t):
             title = f"{run.id}  T = {float(t):.3g}"
     # the diagram calibration drew beside its table; drawn here (same function) when only the table is there
     png = "reliability.png" if (run.path / "reliability.png").exists() else RELIABILITY_PNG
@@ -202,8 +202,8 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     # which photos each section shows, decided first so that the dataset is read once for all thumbnails
     pair_rows = []
     for t, p in zip(pairs["true_index"], pairs["predicted_index"], strict=True):
-        rows = np.flatnonzero((labels == t) & (preds == p))
-        pair_rows.append(rows[np.argsort(-probs[rows, p], kind="stable")][:PHOTOS_PER_PAIR])
+        hits = np.flatnonzero((labels == t) & (preds == p))
+        pair_rows.append(hits[np.argsort(-probs[hits, p], kind="stable")][:PHOTOS_PER_PAIR])
     wrong = np.flatnonzero(preds != labels)
     mistakes = wrong[np.argsort(-conf[wrong], kind="stable")][:MISTAKES]
     n, acc1 = per_class_accuracy(probs, labels, 1)
