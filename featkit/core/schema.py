@@ -106,8 +106,9 @@ class BackboneSpec:
 
     def slug(self) -> str:
         """The folder name part that names these features (stable across featkit versions)."""
-        if self.kind == "onnx":
-            return f"{self.name}-{self.weights_sha256[:10]}"
+        sha = self.weights_sha256
+        if self.kind == "onnx":  # the model file by its digest; a spec that never read a file (no sha256) by its name
+            return f"{self.name}-{sha[:10]}" if sha else self.name
         w = self.weights
         if isinstance(w, Mapping):
             w = w["path"].rsplit("/", 1)[-1].split(".")[0] + "-" + w["sha256"][:10]
@@ -358,7 +359,7 @@ def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_
         if x == y:
             continue
         if k == "classes" and isinstance(x, list) and isinstance(y, list):
-            i = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+            i = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
             diffs.append(
                 f"classes: {len(x)} vs {len(y)}, first difference at index {i} "
                 f"({_show(x[i][1] if i < len(x) else None)} vs {_show(y[i][1] if i < len(y) else None)})"
