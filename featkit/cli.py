@@ -639,15 +639,20 @@ def sweep_cmd(
     )
     if json_out:
         return _print_json(
-            {"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows}
+            {
+                "sweep": result.id,
+                "path": str(result.path),
+                "selected": result.selected.to_dict() if result.selected else None,
+                "rows": [r.to_dict() for r in result.rows],
+            }
         )
     typer.echo(markdown_table(table(result.rows, compact=True)))
     sel = result.selected
     if sel is None:
         raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
     typer.echo(
-        f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: valid top-1 {sel['valid_top1']:.4f}, "
-        f"test top-1 {sel['top1']:.4f}, top-5 {sel['top5']:.4f}\ntable: {result.path}/sweep.csv, sweep.md"
+        f"\nselected by validation top-1: {sel.candidate} -> run {sel.run}: valid top-1 {sel.valid_top1:.4f}, "
+        f"test top-1 {sel.top1:.4f}, top-5 {sel.top5:.4f}\ntable: {result.path}/sweep.csv, sweep.md"
     )
 
 

@@ -98,7 +98,7 @@ def test_food101_official_test_kept_and_valid_carved_from_train(food):
     # duplicate of waffles staying in train
     valid = m[m["split"] == "valid"].groupby("class_id").size().to_dict()
     assert valid == {"apple_pie": 4, "cheesecake": 4, "cheese_plate": 4, "waffles": 4}
-    assert [c["id"] for c in prep.classes] == FOOD_CLASSES
+    assert [c.id for c in prep.classes] == FOOD_CLASSES
 
 
 def test_food101_duplicate_straddling_train_and_test_is_warned_and_kept(food):

@@ -42,7 +42,7 @@ def test_cache_equals_direct_forward_pass(mini, tmp_path, mobilenet_onnx):
     assert list(fs.labels) == m["label"].tolist() and list(fs.split) == m["split"].tolist()
     assert list(fs.image_ids) == m["image_id"].tolist()
     assert fs.meta.backbone.kind == "onnx" and fs.meta.size == 64
-    assert [c["id"] for c in fs.classes] == sorted(p.name for p in mini.iterdir())
+    assert [c.id for c in fs.classes] == sorted(p.name for p in mini.iterdir())
     assert fs.meta.photos_per_second > 0
 
 

@@ -219,7 +219,7 @@ def test_a_sweep_on_ray_picks_what_the_local_sweep_picks(ray_cluster, caches, tm
     cands = [Candidate("logreg", {"C": c, "max_iter": 300}, (str(caches.plain),)) for c in (0.001, 0.1, 10.0)]
     local = sweep(cands, reports=tmp_path / "local", quiet=True)
     on_ray = sweep(cands, engine="ray", jobs=2, reports=tmp_path / "ray", quiet=True)
-    assert on_ray.selected["candidate"] == local.selected["candidate"]
+    assert on_ray.selected.candidate == local.selected.candidate
     for a, b in zip(local.rows, on_ray.rows, strict=True):
-        assert (a["candidate"], a["valid_top1"], a["top1"]) == (b["candidate"], b["valid_top1"], b["top1"])
+        assert (a.candidate, a.valid_top1, a.top1) == (b.candidate, b.valid_top1, b.top1)
     assert len(list((tmp_path / "ray" / "runs").iterdir())) == 3  # each actor wrote its run folder

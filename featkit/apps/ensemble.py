@@ -42,7 +42,7 @@ def ensemble_runs(
     first = runs[0]
     classes = first.classes
     for r in runs[1:]:
-        if [c.get("id") for c in r.classes] != [c.get("id") for c in classes]:
+        if [c.id for c in r.classes] != [c.id for c in classes]:
             raise FeatkitError(f"run {r.id} has another class list than {first.id}: ensemble runs of the same dataset.")
     test = [r.load_predictions("test") for r in runs]
     _check_same_photos(runs, test, "test")
@@ -75,7 +75,7 @@ def ensemble_runs(
             },
         )
     )
-    run.write_json("classes.json", classes)
+    run.write_classes(classes)
     metrics = [r.metrics for r in runs]
     extra = {
         "n_members": len(runs),

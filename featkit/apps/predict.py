@@ -89,7 +89,7 @@ def predict(
                 {
                     "path": names[i],
                     "top": [
-                        {"class": classes[j]["id"], "name": classes[j]["name"], "probability": round(float(p[j]), 6)}
+                        {"class": classes[j].id, "name": classes[j].name, "probability": round(float(p[j]), 6)}
                         for j in idx
                     ],
                 }

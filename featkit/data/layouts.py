@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import ClassEntry
 from featkit.data.source import Source
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -26,14 +27,7 @@ SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "validation": 
 LAYOUTS = ("food101", "uec", "presplit", "folders")
 
 
-@dataclass(frozen=True)
-class ClassInfo:
-    index: int
-    id: str
-    name: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+ClassInfo = ClassEntry  # one record for a class, owned by featkit.core.schema
 
 
 @dataclass

@@ -606,11 +606,9 @@ def _assemble(
         final_name=job.path.name,
         identity=identity,
         featkit_version=__version__,
-        extra={
-            "data": str(prep.dataset.source.path),
-            "rebuild": rebuild,
-            "onnxruntime_session": getattr(backbone, "session_settings", None),
-        },
+        data=str(prep.dataset.source.path),
+        rebuild=rebuild or None,
+        extra={"onnxruntime_session": getattr(backbone, "session_settings", None)},
     )
     write_cache(
         target,

@@ -199,20 +199,20 @@ def render_sweeps(sweeps: Sequence[Any], runs: dict[str, dict]) -> str:
         "test scores are shown, never used to choose (&#9733; the selected row).</p>"
     ]
     for i, sw in enumerate(sweeps):
-        ranked = sorted(sw.rows, key=lambda r: -1.0 if missing(r.get("valid_top1")) else r["valid_top1"], reverse=True)
+        ranked = sorted(sw.rows, key=lambda r: -1.0 if missing(r.valid_top1) else r.valid_top1, reverse=True)
         values = [
             [
-                "\u2605" if r.get("selected") else "",
-                r.get("candidate"),
-                r.get("valid_top1"),
-                r.get("valid_top5"),
-                r.get("top1"),
-                r.get("top5"),
-                r.get("log_loss"),
-                r.get("ece"),
-                r.get("fit_seconds"),
-                r.get("run"),
-                r.get("error"),
+                "\u2605" if r.selected else "",
+                r.candidate,
+                r.valid_top1,
+                r.valid_top5,
+                r.top1,
+                r.top5,
+                r.log_loss,
+                r.ece,
+                r.fit_seconds,
+                r.run,
+                r.error,
             ]
             for r in ranked
         ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
-from featkit.core.schema import RunConfig, RunMetrics
+from featkit.core.schema import ClassEntry, RunConfig, RunMetrics
 from featkit.report.html import Column, cards, esc, missing, num, page, pct, table, thumb_html
 from featkit.report.thumbnails import RunPhotos
 from featkit.runs.store import Run
@@ -82,23 +82,23 @@ def _header(run: Run, row: dict, cfg: RunConfig) -> str:
 
 def _metrics(m: RunMetrics, row: dict) -> str:
     items = [
-        ("test top-1", pct(m.get("top1"))),
-        ("test top-5", pct(m.get("top5"))),
-        ("macro F1", num(m.get("macro_f1"), 4)),
-        ("log loss", num(m.get("log_loss"), 4)),
-        ("ECE", num(m.get("ece"), 4)),
-        ("Brier score", num(m.get("brier"), 4)),
-        ("valid top-1", pct(m.get("valid_top1"))),
-        ("test photos", num(m.n or m.get("n_test"), 0)),
+        ("test top-1", pct(m.top1)),
+        ("test top-5", pct(m.top5)),
+        ("macro F1", num(m.macro_f1, 4)),
+        ("log loss", num(m.log_loss, 4)),
+        ("ECE", num(m.ece, 4)),
+        ("Brier score", num(m.brier, 4)),
+        ("valid top-1", pct(m.valid_top1)),
+        ("test photos", num(m.n, 0)),
         ("fit seconds", num(row.get("fit_seconds"), 1)),
         ("extract seconds", num(row.get("extract_seconds"), 1)),
-        ("best epoch", num(m.get("best_epoch"), 0) if m.get("best_epoch") else ""),
+        ("best epoch", num(m.best_epoch, 0) if m.best_epoch else ""),
     ]
     return "<h2>Metrics</h2>" + cards(items)
 
 
 def _calibration(run: Run, m: RunMetrics) -> str:
-    cal = m.get("calibration")
+    cal = m.calibration
     rel = run.path / "reliability.csv"
     if not isinstance(cal, dict) and not rel.exists():
         return ""
@@ -182,7 +182,7 @@ def _fresh_plot(dst: Path, sources: tuple[Path, ...], draw) -> bool:
     return True
 
 
-def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str, int]:
+def _prediction_sections(run: Run, pred: dict, classes: list[ClassEntry]) -> tuple[str, int]:
     """Confusion matrix, confused pairs, confident mistakes and per-class accuracy; (html, thumbnails shown)."""
     from featkit.runs.metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy
 
@@ -314,7 +314,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     return "\n".join(out), shown
 
 
-def _confusion(run: Run, pred: dict, classes: list[dict]) -> str:
+def _confusion(run: Run, pred: dict, classes: list[ClassEntry]) -> str:
     """The confusion matrix evaluate drew (drawn here when the run was never evaluated)."""
     from featkit.runs.metrics import class_names
 
