@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import help_text, install_hint
 from featkit.data.augment import STUDY_AUGMENTATION
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ data_app = typer.Typer(
     help="Inspect a dataset: layout, classes, splits, duplicates, unreadable photos.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+RAY_EXTRA_HELP = help_text(install_hint("ray"))
 
 
 # Options with a fixed set of values: typer lists them in --help and refuses any other value as a usage error
@@ -85,8 +87,6 @@ class Optimizer(StrEnum):
     rmsprop = "rmsprop"
     adam = "adam"
 
-
-RAY_HINT = 'needs the ray extra: pip install "featkit\\[ray]"'  # escaped: rich markup would eat a bare [ray]
 
 CacheOpt = typer.Option("cache", "--cache", envvar="FEATKIT_CACHE", help="Folder for manifests and feature caches.")
 ReportsOpt = typer.Option("reports", "--reports", envvar="FEATKIT_REPORTS", help="Folder for run folders and reports.")
@@ -316,8 +316,8 @@ def extract_cmd(
     engine: Engine = typer.Option(
         Engine.local,
         "--engine",
-        help=f"local: this process. ray: shards on a Ray cluster, one actor per GPU ({RAY_HINT}; "
-        "--cache must be a folder every node reaches).",
+        help="local: this process. ray: shards on a Ray cluster, one actor per GPU "
+        f"(needs {RAY_EXTRA_HELP}; --cache must be a folder every node reaches).",
     ),
     address: str | None = AddressOpt,
     workers: int | None = typer.Option(
@@ -388,9 +388,8 @@ def extract_cmd(
         return _print_json([r.__dict__ for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
-        typer.echo(
-            f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}"
-        )
+        rate = "-" if r.photos_per_second is None else f"{r.photos_per_second:,.0f}"
+        typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {rate:>7} photos/s{fails}  {r.path}")
 
 
 @app.command("quantize")
@@ -696,7 +695,7 @@ def sweep_cmd(
         Engine.local,
         "--engine",
         help="Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; "
-        f"caches and --reports on a shared folder; {RAY_HINT}).",
+        f"caches and --reports on a shared folder; needs {RAY_EXTRA_HELP}).",
     ),
     address: str | None = AddressOpt,
     name: str = typer.Option("sweep", "--name", help="Name in the sweep's id: reports/sweeps/<time>-<name>/."),
@@ -741,15 +740,20 @@ def sweep_cmd(
     )
     if json_out:
         return _print_json(
-            {"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows}
+            {
+                "sweep": result.id,
+                "path": str(result.path),
+                "selected": result.selected.to_dict() if result.selected else None,
+                "rows": [r.to_dict() for r in result.rows],
+            }
         )
     typer.echo(markdown_table(table(result.rows, compact=True), SCORE_COLUMNS))
     sel = result.selected
     if sel is None:
         raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
     typer.echo(
-        f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: "
-        f"valid top-1 {pct(sel['valid_top1'])}, test top-1 {pct(sel['top1'])}, top-5 {pct(sel['top5'])}"
+        f"\nselected by validation top-1: {sel.candidate} -> run {sel.run}: "
+        f"valid top-1 {pct(sel.valid_top1)}, test top-1 {pct(sel.top1)}, top-5 {pct(sel.top5)}"
         f"\ntable: {result.path}/sweep.csv, sweep.md"
     )
 
