@@ -230,7 +230,20 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
     # b.h5's mirrored view beside it: the same photos, features reversed like b's
     _derived(caches.tta, tmp_path / "tta-flip.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     reports = ["--reports", tmp_path / "reports", "--json", "--quiet"]
-    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "flip", "-p", "max_iter=200", *reports)
+    run = fk(
+        "fit-head",
+        "--features",
+        caches.plain,
+        "--features",
+        b,
+        "--tta",
+        "flip",
+        "-p",
+        "C=0.01",
+        "-p",
+        "max_iter=200",
+        *reports,
+    )
     cfg = json.loads((tmp_path / "reports" / "runs" / run["run"] / "config.json").read_text())
     assert cfg["tta"] == "flip" and len(cfg["caches"]) == 2
     ens = fk("ensemble", run["run"], run["run"], "--name", "twice", *reports)

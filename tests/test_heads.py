@@ -124,6 +124,7 @@ def test_fit_checks_its_input(splits):
         head.predict_proba(np.full((2, 1280), np.nan))
 
 
+@pytest.mark.slow  # end to end in a new interpreter: fits, scores and a whole report (make test runs it)
 def test_logreg_lightgbm_scoring_and_reports_never_import_tensorflow(caches, tmp_path):
     code = f"""
 import sys
