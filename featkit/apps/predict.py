@@ -1,17 +1,18 @@
-"""`featkit predict`: top-k dish names for new photos, through the same backbone and preprocessing as the run."""
+"""`featkit predict`: top-k dish names for new photos with any run (head, multi-cache, mirrored view, ensemble, CNN),
+through the same backbones, decoding and calibration as the run (the plan: featkit.apps.run_model)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from featkit.apps.run_model import RunModel, load_plan, resolve_run
 from featkit.core.errors import FeatkitError
-from featkit.data.images import RESIZE_MODES, load_images
 from featkit.data.layouts import is_image, natural_key
-from featkit.heads import load_run_head
-from featkit.runs.store import DEFAULT_REPORTS, Run, load_run
+from featkit.runs.store import DEFAULT_REPORTS
 
 
 def expand_photos(paths: list[Path]) -> list[Path]:
@@ -29,68 +30,42 @@ def expand_photos(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
-    cfg = run.config
-    if cfg.kind == "head":
-        from featkit.backbones import get_backbone_from_spec
-
-        if cfg.backbone is None:
-            raise FeatkitError(
-                f"run {run.id} has no backbone spec in config.json: it cannot see photos; re-fit it from a featkit cache."
-            )
-        features = get_backbone_from_spec(cfg.backbone)(images)
-        return load_run_head(run).predict_proba(features)
-    if cfg.kind == "cnn":
-        from featkit.cnn.train import predict_images
-
-        return predict_images(run, images)
-    raise FeatkitError(f"run {run.id} is an {cfg.kind} run: predict needs a head or CNN run that can see photos.")
-
-
 def predict(
-    run_ref: str | Path, photos: list[Path], top: int = 5, reports: str | Path = DEFAULT_REPORTS, batch_size: int = 64
+    run_ref: str | Path,
+    photos: list[Path],
+    top: int = 5,
+    reports: str | Path = DEFAULT_REPORTS,
+    batch_size: int = 64,
+    quiet: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}])."""
+    """(predictions [{"path", "top": [{"class", "name", "probability"}]}], failures [{"path", "error"}]).
+
+    `run_ref`: a run id, folder, "latest", "sweep:latest" or "sweep:<id>" (featkit.apps.run_model.resolve_run);
+    any run kind (head on one or several caches, with or without the mirrored view, ensemble, CNN). `say` gets one
+    line naming the run taken when the reference was "latest" or a sweep. Probabilities are the run's calibrated
+    ones, computed from the photos as the run's test photos were (featkit.apps.run_model)."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise FeatkitError(f"--top {top} should be 1 or more classes to show per photo.")
-    run = load_run(run_ref, reports)
-    cfg, classes = run.config, run.classes
-    if top < 1:
-        raise FeatkitError(f"--top {top}: show at least 1 class per photo.")
-    if cfg.kind == "ensemble" or (cfg.backbone is not None and cfg.backbone.kind == "combined"):
-        raise FeatkitError(
-            f"run {run.id} combines several caches or runs; predict works with a run fitted on one "
-            "cache (or a CNN run): pick one of its member runs."
-        )
-    if isinstance(cfg.size, bool) or not isinstance(cfg.size, int) or cfg.size < 1 or cfg.resize not in RESIZE_MODES:
-        raise FeatkitError(
-            f"{run.path / 'config.json'} is damaged (size {cfg.size!r}, resize {cfg.resize!r}): "
-            "re-run the command that made the run."
-        )
+    run, note = resolve_run(run_ref, reports)
+    if note and say is not None:
+        say(note)
+    plan = load_plan(run, reports)
+    classes = plan.classes
     files = expand_photos(photos)
-    results, failures = [], []
-    for start in range(0, len(files), batch_size):
-        names = [str(f) for f in files[start : start + batch_size]]
-        images, failed = load_images(
-            lambda p: Path(p).read_bytes(), names, int(cfg.size), cfg.resize, decode=cfg.decode
-        )
-        failures += [{"path": f.path, "error": f"cannot read this photo ({f.error}); skipped"} for f in failed]
-        bad = {f.index for f in failed}
-        ok = [i for i in range(len(names)) if i not in bad]
-        if not ok:
-            continue
-        probs = _probabilities(run, images[ok])
-        run.check_n_classes(probs.shape[1], "the model")
-        k = min(top, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        for i, p, idx in zip(ok, probs, order):
-            results.append(
-                {
-                    "path": names[i],
-                    "top": [
-                        {"class": classes[j]["id"], "name": classes[j]["name"], "probability": round(float(p[j]), 6)}
-                        for j in idx
-                    ],
-                }
-            )
+    model = RunModel(plan, batch_size=batch_size, quiet=quiet)
+    probs, ok, failed = model.predict_files([str(f) for f in files])
+    failures = [{"path": f.path, "error": f"cannot read this photo ({f.error}); skipped"} for f in failed]
+    k = min(top, plan.n_classes)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    results = [
+        {
+            "path": str(files[i]),
+            "top": [
+                {"class": classes[j]["id"], "name": classes[j]["name"], "probability": round(float(p[j]), 6)}
+                for j in idx
+            ],
+        }
+        for i, p, idx in zip(ok, probs, order, strict=True)
+    ]
     return results, failures

@@ -415,3 +415,50 @@ def write_table(rows: Sequence[dict], folder: Path) -> None:
         + markdown_table(table(rows, compact=True))
         + "\n",
     )
+
+
+def selected_run(ref: str, reports: str | Path = DEFAULT_REPORTS):
+    """(the run a sweep selected, the sweep's id). `ref`: "latest" (the newest sweep with a sweep.json), a sweep id
+    under reports/sweeps/ (or a unique part of one), or a sweep folder. What `sweep:latest` / `sweep:<id>` name on
+    the command line (featkit.apps.run_model.resolve_run)."""
+    from featkit.core.fileio import read_json
+    from featkit.runs.store import load_run
+
+    base = Path(reports) / "sweeps"
+    ref = str(ref).strip()
+    if not ref:
+        raise FeatkitError("sweep: needs a sweep id or 'latest' after it, e.g. sweep:latest.")
+    if ref == "latest":
+        done, _ = list_sweeps(reports)
+        if not done:
+            raise FeatkitError(f"no finished sweep in {base}: run `featkit sweep` first (or give a run id).")
+        folder = done[0].path
+    elif Path(ref).is_dir() and (Path(ref) / "sweep.json").exists():
+        folder = Path(ref)
+    else:
+        found = sorted(d for d in base.glob("*") if d.is_dir() and ref in d.name) if base.is_dir() else []
+        exact = [d for d in found if d.name == ref]
+        if exact or len(found) == 1:
+            folder = (exact or found)[0]
+        elif not found:
+            raise FeatkitError(f"no sweep {ref!r} in {base}: give an id listed by `featkit report`, or sweep:latest.")
+        else:
+            names = ", ".join(d.name for d in found[:5])
+            raise FeatkitError(f"sweep {ref!r} is ambiguous ({names}, ...): give the full id.")
+    f = folder / "sweep.json"
+    if not f.exists():
+        raise FeatkitError(f"{f} is missing: the sweep did not finish; re-run `featkit sweep`.")
+    data = read_json(f, dict, fix="re-run `featkit sweep`")
+    selected = data.get("selected")
+    if not isinstance(selected, dict) or not selected.get("run"):
+        raise FeatkitError(
+            f"sweep {folder.name} selected no run (no candidate had a validation score; see {folder / 'sweep.md'}): "
+            "give a run id instead."
+        )
+    try:
+        return load_run(str(selected["run"]), reports), folder.name
+    except FeatkitError:
+        raise FeatkitError(
+            f"run {selected['run']}, selected by sweep {folder.name}, is not in {Path(reports) / 'runs'} any more: "
+            "restore it or re-run the sweep."
+        ) from None
