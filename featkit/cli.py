@@ -707,19 +707,27 @@ def report_cmd(reports: Path = ReportsOpt, json_out: bool = JsonOpt, quiet: bool
 
 @app.command("predict")
 def predict_cmd(
-    run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
+    run: str = typer.Argument(
+        ..., help="Run id, run folder, 'latest', or 'sweep:latest' / 'sweep:<id>' (the run a sweep selected)."
+    ),
     photos: list[Path] = typer.Argument(..., help="Photo files and/or folders of photos."),
     top: int = typer.Option(5, "--top", help="How many classes to show per photo."),
     reports: Path = ReportsOpt,
     json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
-    """Top-k dish names with probabilities for new photos, using the run's own backbone and preprocessing.
+    """Top-k dish names with calibrated probabilities for new photos, with any run: a head on one cache or several
+    (backbones and sizes side by side), with the mirrored view, an ensemble, or a CNN. Photos are decoded, resized
+    and passed through each backbone exactly as the run's test photos were; each backbone is loaded once.
 
     Unreadable photos get a message and do not stop the batch.
     """
     from featkit.apps.predict import predict
 
-    results, failures = predict(run, photos, top=top, reports=reports)
+    def say(text: str) -> None:  # which run "latest" / "sweep:..." named: always shown (stderr)
+        sys.stderr.write(text + "\n")
+
+    results, failures = predict(run, photos, top=top, reports=reports, quiet=quiet, say=say)
     for f in failures:
         sys.stderr.write(f"warning: {f['path']}: {f['error']}\n")
     if json_out:
