@@ -908,6 +908,73 @@ def series_cmd(
         raise typer.Exit(1)
 
 
+# ---- featkit export ---------------------------------------------------------------------------------------------
+export_app = typer.Typer(
+    help="Take features or a model out of featkit, in formats other tools read.", no_args_is_help=True
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("features")
+def export_features_cmd(
+    cache_file: Path | None = typer.Argument(None, help="The feature cache (.h5) to export; or use --data below."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
+    ),
+    backbone: str = typer.Option("vgg16", "--backbone", "-b", help="With --data: the backbone extracted with."),
+    size: int | None = typer.Option(None, "--size", help="With --data: the size extracted at."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
+    resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
+    decode: str = typer.Option("draft", "--decode", help="With --data: the --decode extracted with (draft or full)."),
+    precision: str = typer.Option("float32", "--precision", help="With --data: the --precision extracted with."),
+    fmt: str = typer.Option(
+        "parquet",
+        "--format",
+        help="parquet: one file, one row per photo, the feature vector as a fixed-size list (needs the export extra); "
+        "npy: a folder with features.npy, index.csv and meta.json.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Where to write (a .parquet file, or a folder for npy); must not exist."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export of the same format at --out."),
+    split: str = SplitOpt,
+    seed: int = SeedOpt,
+    cache: Path = CacheOpt,
+    json_out: bool = JsonOpt,
+):
+    """Write a feature cache as Parquet or NumPy files: image id, path in the dataset, label, class id and name,
+    split and the feature vector of every cached photo, exactly as stored (float16 or float32), with the cache's
+    backbone, size, classes and dataset fingerprint as metadata. Nothing partial is ever left at --out."""
+    from featkit.features.export import export_features
+
+    if cache_file is None:
+        caches = _plain_caches(
+            [],
+            data,
+            [backbone],
+            [size] if size else [],
+            weights,
+            pooling,
+            resize,
+            split,
+            seed,
+            cache,
+            decode=decode,
+            precision=precision,
+        )
+        cache_file = caches[0]
+    elif data is not None:
+        raise typer.BadParameter("give a cache file or --data, not both.")
+    summary = export_features(cache_file, out, fmt=fmt, force=force)
+    if json_out:
+        return _print_json(summary)
+    typer.echo(f"{summary['rows']:,} rows x {summary['feature_dim']} {summary['dtype']} features -> {summary['out']}")
+
+
+# export model: helper "onnx" adds `@export_app.command("model")` here.
+
+
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped."
 
 
