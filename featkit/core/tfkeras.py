@@ -76,7 +76,7 @@ def tf_keras() -> tuple[Any, Any]:
                         tf.config.experimental.set_memory_growth(gpu, True)
                     except (RuntimeError, ValueError):  # already initialised: keep TF's choice
                         pass
-        except ModuleNotFoundError as e:  # not one inside an installed TensorFlow: that is a broken install
+        except ModuleNotFoundError as e:  # another module missing means a broken install: not ours to explain
             if (e.name or "").split(".")[0] not in ("keras", "tensorflow"):
                 raise
             raise FeatkitError(NOT_INSTALLED) from None
