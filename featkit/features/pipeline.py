@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from featkit.core.errors import DamagedFileError
+from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
 from featkit.core.progress import Progress
 from featkit.core.schema import CacheMeta, StageSeconds
@@ -288,7 +288,7 @@ def _prior_timing(path: Path) -> tuple[float, StageSeconds]:
     if isinstance(saved, dict) and isinstance(saved.get("seconds"), (int, float)):
         try:
             return float(saved["seconds"]), StageSeconds.from_dict(saved, str(path))
-        except Exception:  # a damaged state file only loses the timing of earlier runs
+        except FeatkitError:  # a damaged state file only loses the timing of earlier runs
             return float(saved["seconds"]), StageSeconds()
     return 0.0, StageSeconds()
 
@@ -339,19 +339,19 @@ def run_view(
         for j, batch in enumerate(batches(reader, work)):
             decode += batch.seconds
             features = mapper(batch)
-            writer.add(batch, features, last_of_chunk=j + 1 == len(work) or work[j + 1][0] != batch.chunk)
             bar.update(len(batch.rows))
-            if on_progress is not None:
+            if on_progress is not None:  # before the chunk is saved: a worker stopped here redoes that chunk
                 on_progress(len(batch.rows))
+            writer.add(batch, features, last_of_chunk=j + 1 == len(work) or work[j + 1][0] != batch.chunk)
     seconds = time.perf_counter() - started
     timing = _timing_file(partial, opts.shard)
     prior_seconds, prior_stages = _prior_timing(timing)
     stages = prior_stages + StageSeconds(decode, mapper.seconds, writer.seconds)
     write_json(timing, {"seconds": prior_seconds + seconds, **stages.to_dict()})
+    total_seconds = prior_seconds + seconds
     return assemble(
-        prep, opts, job, identity, backbone, partial, mine, target, status, prior_seconds + seconds, stages, log, bound,
-        rebuild,
-    )  # fmt: skip
+        prep, opts, job, identity, backbone, partial, mine, target, status, total_seconds, stages, log, bound, rebuild
+    )
 
 
 def assemble(
