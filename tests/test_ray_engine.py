@@ -183,7 +183,8 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr  # a FeatkitError; 2 is for usage errors
     assert proc.stderr.strip().splitlines() == [
-        'error: --engine ray needs Ray, an optional extra of featkit: pip install -e ".[ray]" (or pip install "ray>=2.9").'
+        'error: --engine ray needs Ray, an optional extra of featkit: pip install "featkit[ray]" '
+        '(or pip install "ray>=2.9").'
     ]
     assert not (tmp_path / "features").exists()
 

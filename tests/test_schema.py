@@ -334,7 +334,7 @@ def test_a_bad_config_fails_with_one_line_naming_the_file(tmp_path, text, match)
     run.path.mkdir()
     (run.path / "config.json").write_text(text)
     with pytest.raises(FeatkitError, match=match) as e:
-        run.config
+        _ = run.config
     assert str(run.path / "config.json") in str(e.value) and "\n" not in str(e.value)
     assert "re-run the command that made the run" in str(e.value) or "upgrade featkit" in str(e.value)
 

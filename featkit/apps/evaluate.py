@@ -135,6 +135,8 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
             f"{run.path}/config.json names no dataset or no manifest that still exists "
             f"({cfg.data}, {cfg.manifest}): retrain the run with `featkit train-cnn`."
         )
+    if not cfg.size:
+        raise FeatkitError(f"{run.path}/config.json records no photo size: retrain the run with `featkit train-cnn`.")
     source, m = open_run_photos(cfg.data, manifest)
     read = source.read
     row_of = {str(i): r for r, i in enumerate(m["image_id"].astype(str))}

@@ -49,7 +49,8 @@ TABLE_COLUMNS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time
+    view."""
 
     head: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -94,7 +95,7 @@ def grid(
         for head, params in head_grid.items():
             keys = list(params)
             for values in itertools.product(*(params[k] for k in keys)):
-                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+                out.append(Candidate(head, dict(zip(keys, values, strict=True)), tuple(str(c) for c in caches), view))
     return out
 
 
@@ -110,7 +111,8 @@ def plan(
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
     `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
+    tta_views: dict[str, list[str | None]] = {"off": [None], "on": ["flip"], "both": [None, "flip"]}
+    views = tta_views.get(tta)
     if views is None:
         raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
@@ -153,17 +155,17 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     for p in paths:
         m = read_meta(p)
         keys.append((m.backbone.name, m.size))
-    paths = [str(p) for p in paths]
+    files = [str(p) for p in paths]
     sets: list[list[str]] = []
     for mode in combine:
         if mode == "none":
-            sets += [[p] for p in paths]
+            sets += [[p] for p in files]
         elif mode == "all":
-            sets.append(paths)
+            sets.append(files)
         else:
             by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
             for value in dict.fromkeys(k[by] for k in keys):
-                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+                sets.append([p for p, k in zip(files, keys, strict=True) if k[by] == value])
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 

@@ -240,7 +240,7 @@ class OnnxBackbone(Backbone):
             x = x.transpose(0, 3, 1, 2)
         if self._dtype == "float32":
             x = x.astype(np.float32)
-            if self._mean is not None:
+            if self._mean is not None and self._std is not None:
                 shape = (1, -1, 1, 1) if self._layout == "NCHW" else (1, 1, 1, -1)
                 x -= self._mean.reshape(shape) if self._mean.ndim else self._mean
                 x /= self._std.reshape(shape) if self._std.ndim else self._std
@@ -261,7 +261,7 @@ class OnnxBackbone(Backbone):
             "input_dtype": self._dtype,
             "input_layout": self._layout,
         }
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:
             opts["input_mean"], opts["input_std"] = self._mean.tolist(), self._std.tolist()
         return opts
 

@@ -95,7 +95,7 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
     run used (`dataset`, `n_train` photos), and `differs`: what is not as the study ran it. A DataFrame."""
     import pandas as pd
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in list_runs(reports):
         try:
             config, metrics = run.config, run.metrics

@@ -21,12 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from featkit.core.tfkeras import tf_keras
-
-tf_keras()  # TensorFlow's first import, with its start-up noise hidden
-import keras  # noqa: E402
 import numpy as np
-import tensorflow as tf
 
 from featkit.cnn.models import build_model, compile_model
 from featkit.cnn.preprocess import channel_stats, fit_zca
@@ -34,9 +29,14 @@ from featkit.cnn.presets import Preset
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, read_json, to_json, write_json, write_text
 from featkit.core.schema import BackboneSpec, ClassEntry, CnnState, RunConfig
+from featkit.core.tfkeras import tf_keras
 from featkit.core.version import __version__
 from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.store import Run, finish
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 CHECKPOINTS = "checkpoints"
@@ -319,7 +319,7 @@ def train_cnn(
     }
     backbone = (
         BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
-        if cfg.model == "transfer"
+        if cfg.model == "transfer" and cfg.backbone is not None  # Preset refuses a transfer model without one
         else None
     )
     config = RunConfig(

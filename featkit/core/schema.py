@@ -187,8 +187,9 @@ class BackboneSpec:
 
     def slug(self) -> str:
         """The folder name part that names these features (stable across featkit versions)."""
-        if self.kind == "onnx":
-            return f"{self.name}-{self.weights_sha256[:10]}"
+        sha = self.weights_sha256
+        if self.kind == "onnx":  # the model file by its digest; a spec that never read a file (no sha256) by its name
+            return f"{self.name}-{sha[:10]}" if sha else self.name
         w = self.weights
         if isinstance(w, Mapping):
             w = w["path"].rsplit("/", 1)[-1].split(".")[0] + "-" + w["sha256"][:10]

@@ -112,8 +112,8 @@ def cached_result(
         str(target),
         "up to date",
         meta.photos,
-        meta.seconds or 0.0,
-        meta.photos_per_second or 0.0,
+        meta.seconds,
+        meta.photos_per_second,
         failures_of(meta),
         meta.stage_seconds,
     )

@@ -63,12 +63,14 @@ def merge(
         stage_seconds=total if len(stages) == len(metas) else None,
         extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files], **(extra or {})},
     )
-    final_name = meta.final_name or Path(shard_files[0]).name.split(".shard-")[0] + ".h5"
 
     def cat(xs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(xs)[order]
 
-    out = out or Path(shard_files[0]).with_name(final_name)
+    if out is None:
+        if not meta.final_name:
+            raise FeatkitError(f"{shard_files[0]} does not record the name of its complete file: give --out FILE.h5.")
+        out = Path(shard_files[0]).with_name(meta.final_name)
     copies = [s.copy for s in sets]
     write_cache(
         out,

@@ -55,8 +55,8 @@ class ViewResult:
     path: str
     status: str  # "up to date", "extracted", "resumed", "shard done"
     photos: int
-    seconds: float
-    photos_per_second: float
+    seconds: float | None
+    photos_per_second: float | None  # None when unknown (a cache that records no rate, "up to date")
     failures: list[ImageFailure] = field(default_factory=list)  # index: the row of the view
     stage_seconds: StageSeconds | None = None
 
@@ -440,7 +440,7 @@ def assemble(
         "shard done" if opts.shard else status,
         int(len(rows)),
         round(seconds, 3),
-        meta.photos_per_second or 0.0,
+        meta.photos_per_second,
         failures,
         stages,
     )

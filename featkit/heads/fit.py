@@ -136,7 +136,7 @@ def fit_head(
             views=[meta.view] + ([aug_meta.view] if aug_meta else []),
             augment=bool(n_aug),
             cache=str(cache_path.resolve()),
-            augment_cache=str(Path(augment_cache).resolve()) if aug_meta else None,
+            augment_cache=str(Path(augment_cache).resolve()) if augment_cache is not None and aug_meta else None,
             featkit_version=__version__,
             extra={
                 "augment_view_params": aug_meta.view_params if aug_meta else None,

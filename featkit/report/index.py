@@ -1,6 +1,6 @@
 """reports/index.html: every run in one sortable, filterable table with a "best so far" line, the summary plots,
-the study-vs-featkit table, and a link to each run's own page (featkit.report.run_page). Self-contained: inline CSS, a few
-lines of plain JS, images as files beside the pages; it opens from file:// without a server.
+the study-vs-featkit table, and a link to each run's own page (featkit.report.run_page). Self-contained: inline CSS,
+a few lines of plain JS, images as files beside the pages; it opens from file:// without a server.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def render_study_vs_featkit(rows: Sequence[dict[str, Any]]) -> str:
     """The study-vs-featkit section of the index: one table row per dict, columns in the order the keys first
     appear (underscores shown as spaces; numbers with up to 4 significant digits; None as a dash).
 
-    `featkit.report.build.build_report` passes the rows of `featkit.cnn.study.study_comparison`; an empty list leaves the
-    section out.
+    `featkit.report.build.build_report` passes the rows of `featkit.cnn.study.study_comparison`; an empty list leaves
+    the section out.
     """
     if not rows:
         return ""

@@ -124,7 +124,7 @@ def _calibration(run: Run, m: RunMetrics) -> str:
             if isinstance(part, dict)
         ]
         out.append(table(cols, rows))
-        if not missing(t):
+        if t is not None and not missing(t):
             title = f"{run.id}  T = {float(t):.3g}"
     # the diagram calibration drew beside its table; drawn here (same function) when only the table is there
     png = "reliability.png" if (run.path / "reliability.png").exists() else RELIABILITY_PNG
@@ -201,9 +201,9 @@ def _prediction_sections(run: Run, pred: dict, classes: list[ClassEntry]) -> tup
 
     # which photos each section shows, decided first so that the dataset is read once for all thumbnails
     pair_rows = []
-    for t, p in zip(pairs["true_index"], pairs["predicted_index"]):
-        rows = np.flatnonzero((labels == t) & (preds == p))
-        pair_rows.append(rows[np.argsort(-probs[rows, p], kind="stable")][:PHOTOS_PER_PAIR])
+    for t, p in zip(pairs["true_index"], pairs["predicted_index"], strict=True):
+        hits = np.flatnonzero((labels == t) & (preds == p))
+        pair_rows.append(hits[np.argsort(-probs[hits, p], kind="stable")][:PHOTOS_PER_PAIR])
     wrong = np.flatnonzero(preds != labels)
     mistakes = wrong[np.argsort(-conf[wrong], kind="stable")][:MISTAKES]
     n, acc1 = per_class_accuracy(probs, labels, 1)
@@ -222,7 +222,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[ClassEntry]) -> tup
     wanted = [r for rows in pair_rows for r in rows] + list(mistakes) + list(typical.values())
     photos = RunPhotos(run)
     got = photos.thumbs((ids[r], labels[r]) for r in wanted)
-    thumbs = dict(zip(wanted, got))
+    thumbs = dict(zip(wanted, got, strict=True))
     show = not (photos.unavailable and all(t.problem for t in got))
     shown = 0
 
@@ -252,7 +252,12 @@ def _prediction_sections(run: Run, pred: dict, classes: list[ClassEntry]) -> tup
         rows = [
             [names[t], names[p], int(c), s, '<div class="thumbs">' + "".join(th(r) for r in rr) + "</div>"]
             for t, p, c, s, rr in zip(
-                pairs["true_index"], pairs["predicted_index"], pairs["count"], pairs["share_of_true"], pair_rows
+                pairs["true_index"],
+                pairs["predicted_index"],
+                pairs["count"],
+                pairs["share_of_true"],
+                pair_rows,
+                strict=True,
             )
         ]
         out.append(table(cols, rows, table_id="pairs"))

@@ -193,7 +193,7 @@ def finish(
     run: Run,
     probs: np.ndarray,
     labels: np.ndarray,
-    image_ids: Sequence[str],
+    image_ids: Sequence[str] | np.ndarray,
     history: Sequence[Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
     ks: Iterable[int] = (1, 5),
