@@ -312,7 +312,7 @@ def extract_cmd(
         command=shlex.join(["featkit", *sys.argv[1:]]),
     )
     if json_out:
-        return _print_json([r.__dict__ for r in results])
+        return _print_json([r.to_dict() for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
         rate = "-" if r.photos_per_second is None else f"{r.photos_per_second:,.0f}"
