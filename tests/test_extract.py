@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 from conftest import MINI_CLASSES as CLASSES
 from conftest import MINI_PER_CLASS as PER_CLASS
+from typer.testing import CliRunner
 
+from featkit.cli import app
 from featkit.data import prepare
 from featkit.data.images import decode_image
 from featkit.features import extract as ex
@@ -94,7 +97,14 @@ def test_shards_merged_equal_one_full_run(mini, tmp_path, mobilenet_onnx, monkey
         shard_files.append(Path(res[0].path))
     with pytest.raises(ex.FeatkitError, match="missing"):
         ex.merge(shard_files[:2])
-    merged = read_cache(ex.merge(shard_files))
+    # through the command line: --json names the file written, --quiet prints nothing
+    shards = [str(p) for p in shard_files]
+    res = CliRunner().invoke(app, ["merge", *shards, "--json"], catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 0 and out == {"path": str(shard_files[0].parent / "plain.h5"), "shards": shards}
+    merged = read_cache(out["path"])
+    res = CliRunner().invoke(app, ["merge", *shards, "--quiet", "--out", str(tmp_path / "q.h5")])
+    assert (res.exit_code, res.stdout) == (0, "") and (tmp_path / "q.h5").exists()
     whole = read_cache(full[0].path)
     assert np.array_equal(merged.features, whole.features)
     assert np.array_equal(merged.image_ids, whole.image_ids) and np.array_equal(merged.labels, whole.labels)

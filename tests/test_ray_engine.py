@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
+from raycrash import dying_run_tasks
 
 from featkit.core import ray_tasks
 from featkit.core.errors import FeatkitError
@@ -121,7 +123,7 @@ def test_rerun_of_a_complete_job_does_no_work(ray_job, mini, mobilenet_onnx, mon
 def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     # the first worker to finish 2 chunks exits at once, as if killed, before saving its second chunk
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, f"{2 * CHUNK}:{marker}")
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(2 * CHUNK, marker))
     monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     said: list[str] = []
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), tmp_path / "cache", workers=2, quiet=True, log=said.append)
@@ -135,7 +137,7 @@ def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, l
 def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, mobilenet_onnx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "1")  # every worker dies on its first batch
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(1))  # every worker dies on its first batch
     with pytest.raises(FeatkitError) as e:
         re_.extract_on_ray(
             mini, _opts(mobilenet_onnx), cache, workers=2, retries=1, quiet=True, command="featkit extract --engine ray"
@@ -153,11 +155,11 @@ def test_a_rerun_after_failed_shards_runs_only_those(
     cache = tmp_path / "cache"
     monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     # shard 1/2 (chunks 1 and 3: 32 photos) finishes; shard 0/2 (chunks 0, 2, 4: 48 photos) dies in its last chunk
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "40")
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(40))
     with pytest.raises(FeatkitError, match=r"shard\(s\) 0/2 of plain after 1 attempt "):
         re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2, retries=0, quiet=True)
     assert [p.name for p in cache.glob("features/*/*/plain*.h5")] == ["plain.shard-1-of-2.h5"]
-    monkeypatch.delenv(ray_tasks.CRASH_HOOK)
+    monkeypatch.setattr(re_, "run_tasks", ray_tasks.run_tasks)
     printed: list[str] = []
     monkeypatch.setattr(sys, "stderr", _Lines(printed))
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
@@ -189,27 +191,15 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     assert not (tmp_path / "features").exists()
 
 
-def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
-    base = [
-        sys.executable,
-        "-m",
-        "featkit.cli",
-        "extract",
-        "--data",
-        str(mini),
-        "--backbone",
-        str(mobilenet_onnx),
-        "--cache",
-        str(tmp_path),
-    ]
+def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx, capsys):
+    base = ["extract", "--data", mini, "--backbone", mobilenet_onnx, "--cache", tmp_path]
     for extra, says in [
-        (["--engine", "spark"], "error: --engine 'spark': expected local or ray."),
         (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
         (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand"),
     ]:
-        proc = subprocess.run(base + extra, capture_output=True, text=True)
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # 2: usage errors
-        assert proc.stderr.startswith(says)
+        r = run_main(capsys, *base, *extra)
+        assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err  # 2: usage errors
+        assert r.err.startswith(says)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.core.errors import FeatkitError
 from featkit.features.cache import read_cache
@@ -14,12 +14,6 @@ from featkit.heads import load_head
 from featkit.heads.fit import fit_head
 from featkit.heads.logreg import LogRegHead
 from featkit.heads.search import candidate_grid, fit_selected, select, split_params
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 def test_params_with_commas_are_searched_others_fixed():
@@ -155,7 +149,7 @@ def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):
         valid.features,
         valid.labels,
         n_classes=CLASSES,
-        params={"n_estimators": 200, "pca": 16, "num_threads": 1, "learning_rate": 0.1},
+        params={"n_estimators": 200, "reduce": "pca", "pca": 16, "num_threads": 1, "learning_rate": 0.1},
     )
     assert 0 < sel.model.best_iteration_ < 200
     assert final.n_estimators == sel.model.best_iteration_ and final.early_stopping_rounds == 0

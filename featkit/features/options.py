@@ -69,7 +69,7 @@ class ExtractOptions:
         if unknown:
             raise FeatkitError(f"--tta {unknown[0]!r} is not a test-time view; known: {', '.join(TTA_VIEWS)}.")
         if self.augment < 0:
-            raise FeatkitError(f"--augment should be 0 or more copies; got {self.augment}.")
+            raise FeatkitError(f"--augment-copies should be 0 or more copies; got {self.augment}.")
         if self.shard is not None:
             i, n = self.shard
             if not (n >= 1 and 0 <= i < n):
@@ -118,7 +118,7 @@ def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) ->
         ("--weights", "weights"),
         ("--pooling", "pooling"),
         ("--resize", "resize"),
-        ("--augment", "augment"),
+        ("--augment-copies", "augment"),
         ("--rotation", "rotation"),
         ("--shift", "shift"),
     ):
