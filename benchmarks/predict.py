@@ -79,7 +79,21 @@ def main() -> None:
         sweep_args += ["--backbone", SHARED / "models" / f"{b}.onnx"]
     for s in args.sizes:
         sweep_args += ["--size", s]
-    sweep = fk(*sweep_args, "--combine", "none", "--combine", "all", "-p", "C=0.01", "--tta", "both", "--ensemble", 3)
+    sweep = fk(
+        *sweep_args,
+        "--combine",
+        "none",
+        "--combine",
+        "all",
+        "-p",
+        "C=0.01",
+        "--tta",
+        "none",
+        "--tta",
+        "flip",
+        "--ensemble",
+        3,
+    )
 
     sys.path.insert(0, str(REPO))
     from featkit.apps.predict import reproduce
@@ -94,7 +108,8 @@ def main() -> None:
             continue
         plan = load_plan(r["run"], reports)
         model = RunModel(plan)
-        what = r["candidate"] if r["kind"] == "ensemble" else f"{r['caches']}{' +mirror' if r['tta'] else ''}"
+        short = r["caches"].replace("mobilenet-v2", "mnv2").replace("efficientnet-lite0", "effl0")
+        what = r["candidate"] if r["kind"] == "ensemble" else f"{short}{' +mirror' if r['tta'] else ''}"
         for rounded in (True, False):
             rep = reproduce(r["run"], reports, round_features=rounded, model=model)
             rows.append((what, rep))

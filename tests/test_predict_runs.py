@@ -79,7 +79,9 @@ def ws(tmp_path_factory, food, mobilenet_onnx):
         "-p",
         "C=0.3",
         "--tta",
-        "both",
+        "none",
+        "--tta",
+        "flip",
         "--ensemble",
         3,
         "--reports",
@@ -133,7 +135,7 @@ def test_every_head_run_kind_reproduces_its_test_predictions(ws):
         plan = load_plan(run_id, reports)
         if what.startswith("ensemble"):
             assert isinstance(plan, EnsemblePlan) and len(plan.members) == int(what[-1])
-            assert plan.temperature == load_run(run_id, reports).metrics.get("temperature")
+            assert plan.temperature == load_run(run_id, reports).metrics.temperature
         else:
             assert isinstance(plan, HeadPlan) and plan.mirror == what.endswith("+mirror")
             sizes = [int(part.rsplit("-", 1)[1]) for part in what.removesuffix("+mirror").split("+")]
@@ -157,7 +159,7 @@ def test_predict_cli_matches_saved_probabilities_for_a_mirrored_two_cache_run(ws
     where = dict(zip(m["image_id"], m["path"], strict=True))
     files = [food / where[i] for i in saved["image_ids"][:6]]
     out = fk("predict", run.id, *files, "--top", CLASSES, "--reports", reports, "--json")
-    classes = [c["id"] for c in run.classes]
+    classes = [c.id for c in run.classes]
     for pred, probs in zip(out["predictions"], saved["probs"][:6], strict=True):
         got = np.zeros(CLASSES)
         for t in pred["top"]:
@@ -273,7 +275,7 @@ def test_cnn_run_predicts_its_test_photos_and_a_missing_model_is_one_line(ws, fo
     )
     plan = load_plan(cnn["run"], reports)
     assert isinstance(plan, CnnPlan) and plan.input.size == 32
-    assert plan.temperature == load_run(cnn["run"], reports).metrics.get("temperature") != 1.0
+    assert plan.temperature == load_run(cnn["run"], reports).metrics.temperature != 1.0
     rep = reproduce(cnn["run"], reports)
     assert rep.n == 20 and rep.agreement == 1.0 and rep.max_abs_dp < 1e-4, rep
     mine = tmp_path / "reports"

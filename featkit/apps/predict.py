@@ -63,8 +63,7 @@ def predict(
         {
             "path": str(files[i]),
             "top": [
-                {"class": classes[j]["id"], "name": classes[j]["name"], "probability": round(float(p[j]), 6)}
-                for j in idx
+                {"class": classes[j].id, "name": classes[j].name, "probability": round(float(p[j]), 6)} for j in idx
             ],
         }
         for i, p, idx in zip(ok, probs, order, strict=True)

@@ -38,7 +38,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import read_json
-from featkit.core.schema import BackboneSpec
+from featkit.core.schema import BackboneSpec, ClassEntry
 from featkit.data.images import DECODE_MODES, RESIZE_MODES, ImageFailure, load_images
 from featkit.runs.store import DEFAULT_REPORTS, Run, load_run
 
@@ -103,7 +103,7 @@ class FeaturePart:
 class HeadPlan:
     run_id: str
     run_path: Path
-    classes: list
+    classes: list[ClassEntry]
     parts: tuple[FeaturePart, ...]
     head: str  # head kind: logreg, softmax, lightgbm, knn
     head_dir: Path  # the folder with head.json and the model file (featkit.heads.load_head)
@@ -121,7 +121,7 @@ class HeadPlan:
 class CnnPlan:
     run_id: str
     run_path: Path
-    classes: list
+    classes: list[ClassEntry]
     model_file: Path  # model.keras: the whole network with its preprocessing (featkit.cnn.train.load_cnn_model)
     input: PhotoInput
     temperature: float
@@ -136,7 +136,7 @@ class CnnPlan:
 class EnsemblePlan:
     run_id: str
     run_path: Path
-    classes: list
+    classes: list[ClassEntry]
     members: tuple[Plan, ...]
     temperature: float
     kind: str = "ensemble"
@@ -181,9 +181,9 @@ def _load_plan(run: Run, reports: str | Path, seen: tuple[str, ...]) -> Plan:
             raise FeatkitError(f"run {run.id} is its own member (config.json members loop): re-run `featkit ensemble`.")
         members = _member_runs(run, reports)
         plans = tuple(_load_plan(m, reports, seen + (key,)) for m in members)
-        ids = [c.get("id") for c in classes]
+        ids = [c.id for c in classes]
         for m in plans:
-            if [c.get("id") for c in m.classes] != ids:
+            if [c.id for c in m.classes] != ids:
                 raise FeatkitError(
                     f"member run {m.run_id} of ensemble {run.id} has another class list now: "
                     f"its classes.json changed; re-run `featkit ensemble`."
@@ -211,7 +211,7 @@ def _run_temperature(run: Run) -> float:
     """The temperature in metrics.json (ensembles, CNN runs); 1 for runs from before calibration."""
     if not run.complete:
         raise FeatkitError(f"run {run.id} did not finish (no metrics.json): re-run the command that made it.")
-    t = run.metrics.get("temperature")
+    t = run.metrics.temperature
     if t is None:
         return 1.0
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
@@ -219,7 +219,7 @@ def _run_temperature(run: Run) -> float:
     return float(t)
 
 
-def _head_plan(run: Run, classes: list) -> HeadPlan:
+def _head_plan(run: Run, classes: list[ClassEntry]) -> HeadPlan:
     cfg = run.config
     bb = cfg.backbone
     if bb is None:

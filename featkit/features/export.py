@@ -28,7 +28,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import atomic_path, to_json
-from featkit.core.schema import CacheMeta
+from featkit.core.schema import CacheMeta, classes_to_list
 from featkit.features.cache import FeatureSet, read_cache
 
 FORMATS = ("parquet", "npy")
@@ -65,8 +65,8 @@ def index_table(fs: FeatureSet, manifest: str | Path | None = None):
     labels = np.asarray(fs.labels, dtype=np.int64)
     if len(labels) and n and (labels.min() < 0 or labels.max() >= n):
         raise FeatkitError(f"the cache has label {int(labels.max())} for {n} classes: re-run `featkit extract`.")
-    ids_of = [str(c.get("id", i)) for i, c in enumerate(classes)] if n else [str(v) for v in range(labels.max() + 1)]
-    names_of = [str(c.get("name", c.get("id", i))) for i, c in enumerate(classes)] if n else ids_of
+    ids_of = [c.id for c in classes] if n else [str(v) for v in range(labels.max() + 1)]
+    names_of = [c.name for c in classes] if n else ids_of
     table = pd.DataFrame(
         {
             "image_id": ids,
@@ -87,7 +87,7 @@ def metadata(meta: CacheMeta, cache: str | Path) -> dict[str, str]:
     return {
         "featkit.backbone": to_json(meta.backbone.to_dict()),
         "featkit.size": to_json(meta.size),
-        "featkit.classes": to_json(meta.classes),
+        "featkit.classes": to_json(classes_to_list(meta.classes)),
         "featkit.fingerprint": to_json(meta.fingerprint),
         "featkit.view": to_json(meta.view),
         "featkit.source_cache": to_json(str(Path(cache).resolve())),
