@@ -382,6 +382,8 @@ class RunConfig:
                 f"{where} has kind {known.get('kind')!r}, name {known.get('name')!r}; expected a kind "
                 f"among {', '.join(RUN_KINDS)} and a name: {cls.REBUILD}."
             )
+        if isinstance(known.get("size"), list):  # a head on caches of several sizes, written before schema 3
+            extra.setdefault("sizes", known.pop("size"))
         try:
             if known.get("backbone") is not None:
                 bb = BackboneSpec.from_dict(known["backbone"])
