@@ -19,6 +19,7 @@ from featkit.core.errors import FeatkitError
 
 OPSET = 13  # the shared ONNX backbones' opset; every part featkit makes or converts uses it
 PROB_FLOOR = 1e-30  # as featkit.runs.calibration: log(0) stays finite under a temperature
+EXPORT_EXTRA = 'pip install "featkit[export]"'
 _DTYPES = {"float32": 1, "uint8": 2, "int64": 7, "float16": 10}
 
 
@@ -124,6 +125,16 @@ class GraphBuilder:
         return self.op("Slice", [shape, *(self.const([v], "i", np.int64) for v in (0, 1, 0))], "n")
 
 
+def require_export(module: str, what: str):
+    """Import `module` of the [export] extra (tf2onnx, onnxmltools, skl2onnx, pyarrow), or one line naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FeatkitError(f"{what} needs {module.split('.')[0]}, part of the export extra: {EXPORT_EXTRA}") from None
+
+
 def same_opset(model, version: int):
     """`model` at main-domain opset `version` (onnx.version_converter when it differs); one line if impossible."""
     import onnx
@@ -149,4 +160,4 @@ def prune(model, inputs: list[str], outputs: list[str]):
     return onnx.utils.Extractor(model).extract_model(inputs, outputs)
 
 
-__all__ = ["GraphBuilder", "OPSET", "prune", "same_opset"]
+__all__ = ["GraphBuilder", "OPSET", "EXPORT_EXTRA", "prune", "require_export", "same_opset"]

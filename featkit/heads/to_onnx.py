@@ -18,10 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from featkit.core.errors import FeatkitError
-from featkit.core.onnx_graph import GraphBuilder
+from featkit.core.onnx_graph import GraphBuilder, require_export
 from featkit.heads.base import Head
-
-EXPORT_EXTRA = 'pip install "featkit[export]"'
 
 
 def head_onnx(head: Head, calibrated: bool = True):
@@ -144,12 +142,9 @@ def _softmax(g: GraphBuilder, head, x: str) -> str:
 
 
 def _onnxmltools() -> tuple[Callable, Callable]:
-    try:
-        from onnxmltools import convert_lightgbm
-        from onnxmltools.convert.common.data_types import FloatTensorType
-    except ImportError:
-        raise FeatkitError(f"exporting a LightGBM head needs onnxmltools: {EXPORT_EXTRA}") from None
-    return convert_lightgbm, FloatTensorType
+    tools = require_export("onnxmltools", "exporting a LightGBM head")
+    types = require_export("onnxmltools.convert.common.data_types", "exporting a LightGBM head")
+    return tools.convert_lightgbm, types.FloatTensorType
 
 
 _CONVERTERS: dict[str, Callable[[GraphBuilder, Head, str], str]] = {
@@ -159,4 +154,4 @@ _CONVERTERS: dict[str, Callable[[GraphBuilder, Head, str], str]] = {
     "softmax": _softmax,
 }
 
-__all__ = ["head_onnx", "EXPORT_EXTRA"]
+__all__ = ["head_onnx"]
