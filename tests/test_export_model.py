@@ -9,6 +9,7 @@ store float16 features, the export computes float32 ones: that rounding is the w
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -131,3 +132,140 @@ def test_export_of_an_ensemble_averages_its_members_then_its_temperature(runs, r
     convs = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"]
     # MobileNetV2 (52 convolutions without its ImageNet logits) once per size, though three members use it at 96 px
     assert len(convs) == 52 * 2
+
+
+def _readme_script() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- export-script -->\n```python\n(.*?)```", text, re.S)
+    assert m, "README.md lost its export script"
+    return m.group(1)
+
+
+def test_the_readme_script_classifies_a_photo_without_featkit(runs, reports, test_photos, tmp_path):
+    """The README's script, run where `import featkit` fails, prints the export's top-5 for a real photo file."""
+    from featkit.apps.export_model import export_model
+
+    export_model(runs["mirrored"].id, tmp_path / "model.onnx", reports=reports, quiet=True)
+    names, blobs, _ = read_food_photos(CLASSES, TEST_PER_CLASS, "test")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(blobs[3])
+    (tmp_path / "classify.py").write_text(_readme_script())
+    blocker = tmp_path / "no-featkit" / "featkit"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('featkit is not installed here')\n")
+    env = {"PYTHONPATH": str(blocker.parent), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    no_featkit = subprocess.run([sys.executable, "-c", "import featkit"], cwd=tmp_path, env=env, capture_output=True)
+    assert no_featkit.returncode != 0 and b"not installed here" in no_featkit.stderr
+    done = subprocess.run(
+        [sys.executable, "classify.py", str(photo)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 5
+    want = _onnx_probs(tmp_path / "model.onnx", {s: p[3:4] for s, p in test_photos[1].items()})[0]
+    classes = json.loads((tmp_path / "model.json").read_text())["classes"]
+    for line, j in zip(lines, np.argsort(-want)[:5]):
+        p, name = line.split("  ", 1)
+        assert name == classes[j]["name"] and float(p) == pytest.approx(want[j], abs=1e-4)
+
+
+def test_export_refuses_bad_out_paths_in_one_line(runs, reports, tmp_path):
+    from featkit.cli import main
+
+    rid = runs["logreg"].id
+    (tmp_path / "folder.onnx").mkdir()
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"someone else's file")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (tmp_path / "folder.onnx", "is a directory"),
+        (mine, "exists and is not a featkit export"),
+        (mine / "model.onnx", "is not a writable folder"),  # its folder is a file
+    ]
+    if os.geteuid() != 0:  # root writes into any folder
+        cases.append((locked / "model.onnx", "is not a writable folder"))
+    try:
+        for out, words in cases:
+            with pytest.raises(FeatkitError, match=words):
+                from featkit.apps.export_model import export_model
+
+                export_model(rid, out, reports=reports, quiet=True)
+        with pytest.raises(SystemExit) as e:
+            main(["export", "model", rid, "--out", str(tmp_path / "folder.onnx"), "--reports", str(reports)])
+        assert e.value.code == 1
+    finally:
+        locked.chmod(0o700)
+    assert mine.read_bytes() == b"someone else's file" and list(locked.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "locked", "mine.onnx"]
+
+
+def test_export_refuses_a_changed_backbone_a_damaged_run_and_an_unknown_head(runs, reports, tmp_path, capsys):
+    import shutil
+
+    from featkit.apps.export_model import export_model
+    from featkit.cli import main
+    from featkit.heads import HEADS, load_head
+
+    def copy_run(name):
+        dst = reports / "runs" / f"{runs['logreg'].id}-{name}"
+        shutil.copytree(runs["logreg"].path, dst)
+        return dst
+
+    # the backbone file the run names is gone
+    moved = copy_run("moved")
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["backbone"]["weights"]["path"] = str(tmp_path / "gone.onnx")
+    (moved / "config.json").write_text(json.dumps(cfg))
+    # or has other bytes than when the features were made
+    changed = copy_run("changed")
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not the model")
+    cfg["backbone"]["weights"]["path"] = str(other)
+    (changed / "config.json").write_text(json.dumps(cfg))
+    damaged = copy_run("damaged")
+    (damaged / "head.json").write_text("{ truncated")
+    unknown = copy_run("unknown")
+    HEADS["mystery"] = type("MysteryHead", (HEADS["logreg"],), {"name": "mystery"})
+    try:
+        info = json.loads((unknown / "head.json").read_text())
+        (unknown / "head.json").write_text(json.dumps({**info, "head": "mystery"}))
+        assert load_head(unknown).name == "mystery"
+        for run, words in [
+            (moved, "gone.onnx .* is missing"),
+            (changed, "has changed since the features were made"),
+            (damaged, "head.json is damaged"),
+            (unknown, "no ONNX converter for the 'mystery' head"),
+        ]:
+            out = tmp_path / f"{run.name}.onnx"
+            with pytest.raises(FeatkitError, match=words):
+                export_model(str(run), out, reports=reports, quiet=True)
+            assert not out.exists() and not out.with_suffix(".json").exists()
+            assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+        with pytest.raises(SystemExit) as e:
+            main(["export", "model", str(damaged), "--out", str(tmp_path / "x.onnx")])
+        assert e.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "head.json" in err[0]
+    finally:
+        del HEADS["mystery"]
+        for run in (moved, changed, damaged, unknown):
+            shutil.rmtree(run)
+
+
+def test_export_via_the_command_line_replaces_its_own_earlier_export(runs, reports, tmp_path, capsys):
+    from featkit.cli import main
+
+    out = tmp_path / "model.onnx"
+    shas = []
+    for _ in range(2):  # the second export replaces the first (a featkit export); nothing else is left
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["export", "model", runs["knn"].id, "--out", str(out), "--reports", str(reports), "--quiet", "--json"])
+        assert e.value.code == 0
+        shas.append(json.loads(capsys.readouterr().out)["sha256"])
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["run"] == runs["knn"].id and meta["kind"] == "head" and meta["precision"] == "float32"
+    assert shas[0] == shas[1] == meta["sha256"]  # the same run exports to the same bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.onnx"]

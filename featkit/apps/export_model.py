@@ -47,6 +47,7 @@ class _HeadLeaf:
     config: RunConfig
     parts: list[BackboneSpec]
     tta: str | None
+    head: Any
 
 
 @dataclass
@@ -87,7 +88,9 @@ def resolve_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) ->
         done, _ = list_sweeps(reports)
         found = done if which == "latest" else [s for s in done if s.id == which or which in s.id]
         if not found:
-            raise FeatkitError(f"no finished sweep {which!r} under {Path(reports) / 'sweeps'}: run `featkit sweep` first.")
+            raise FeatkitError(
+                f"no finished sweep {which!r} under {Path(reports) / 'sweeps'}: run `featkit sweep` first."
+            )
         sweep = found[0]
         if not sweep.selected or not sweep.selected.get("run"):
             raise FeatkitError(f"sweep {sweep.id} selected no run (no row with a validation score).")
@@ -109,13 +112,17 @@ def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:
             try:
                 parts = [BackboneSpec.from_dict(p) for p in bb.extra["parts"]]
             except (KeyError, TypeError):
-                raise FeatkitError(f"{run.path / 'config.json'} is damaged (the combined backbone lists no parts): {REDO}.") from None
+                raise FeatkitError(
+                    f"{run.path / 'config.json'} is damaged (the combined backbone lists no parts): {REDO}."
+                ) from None
         else:
             parts = [bb]
         tta = cfg.extra.get("tta")
         if tta not in (None, "flip"):
             raise FeatkitError(f"run {run.id} averages the test-time view {tta!r}, which export cannot rebuild.")
-        return _HeadLeaf(run, cfg, parts, tta)
+        from featkit.heads import load_run_head
+
+        return _HeadLeaf(run, cfg, parts, tta, load_run_head(run))  # loaded now: a damaged run stops before any work
     if cfg.kind == "cnn":
         if not (run.path / "model.keras").is_file():
             raise FeatkitError(f"{run.path / 'model.keras'} is missing: the CNN run cannot be exported; {REDO}.")
@@ -127,7 +134,9 @@ def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:
         members = []
         for i, member in enumerate(ids):
             p = Path(paths[i]) if i < len(paths) else None
-            members.append(_plan(Run(p) if p is not None and p.is_dir() else load_run(member, reports), reports, depth + 1))
+            members.append(
+                _plan(Run(p) if p is not None and p.is_dir() else load_run(member, reports), reports, depth + 1)
+            )
         return _Ensemble(run, members, float(run.metrics.get("temperature") or 1.0))
     raise FeatkitError(f"run {run.id} is a {cfg.kind!r} run: export needs a head, CNN or ensemble run.")
 
@@ -273,7 +282,11 @@ def export_model(
             "output_shape": ["N", n_classes],
             "dataset": cfg.dataset,
             "fingerprint": cfg.fingerprint,
-            "test_metrics": {k: metrics.get(k) for k in ("top1", "top5", "log_loss", "ece", "brier", "n", "temperature") if k in metrics},
+            "test_metrics": {
+                k: metrics.get(k)
+                for k in ("top1", "top5", "log_loss", "ece", "brier", "n", "temperature")
+                if k in metrics
+            },
             "featkit_version": __version__,
             "opset": g.opsets,
             "notes": notes,
@@ -282,7 +295,9 @@ def export_model(
     )
     seconds = round(time.perf_counter() - started, 3)
     say(f"exported run {run.id} ({precision}) -> {out} ({nbytes / 2**20:.1f} MiB, {seconds:.1f} s); sidecar {sidecar}")
-    return ExportResult(str(out), str(sidecar), run.id, cfg.kind, precision, inputs, n_classes, sha, nbytes, seconds, notes)
+    return ExportResult(
+        str(out), str(sidecar), run.id, cfg.kind, precision, inputs, n_classes, sha, nbytes, seconds, notes
+    )
 
 
 def _build(g: GraphBuilder, node: Any, features: dict, images: dict, n: str, say) -> str:
@@ -296,10 +311,9 @@ def _build(g: GraphBuilder, node: Any, features: dict, images: dict, n: str, say
         say(f"CNN run {node.run.id}: converting model.keras with tf2onnx")
         (probs,) = g.embed(cnn_onnx(node.run), g.fresh("cnn") + "/", {"images": images[int(node.config.size)]})
         return g.temperature(probs, node.temperature)
-    from featkit.heads import load_run_head
     from featkit.heads.to_onnx import head_onnx
 
-    head = load_run_head(node.run)
+    head = node.head
     dims = [p.feature_dim for p in node.parts]
     if all(dims) and sum(dims) != head.n_features_in_:
         raise FeatkitError(
@@ -333,7 +347,12 @@ def _backbone_model(spec: BackboneSpec, size: int, precision: str, cfg: RunConfi
             from featkit.features.quantize import quantize_onnx
 
             opts = ExtractOptions(
-                backbone=str(source), size=size, resize=cfg.resize, crop_box=cfg.crop_box, decode=cfg.decode, seed=cfg.seed
+                backbone=str(source),
+                size=size,
+                resize=cfg.resize,
+                crop_box=cfg.crop_box,
+                decode=cfg.decode,
+                seed=cfg.seed,
             )
             q = quantize_onnx(source, prep, opts, cache_dir=cache_dir, quiet=quiet)
             source, options = Path(q.path), None
@@ -380,7 +399,9 @@ def _self_check(path: Path, inputs: dict[str, int], n_classes: int) -> None:
         feed = {name: np.full((2, s, s, 3), 128, np.uint8) for name, s in inputs.items()}
         probs = sess.run([OUTPUT], feed)[0]
     except Exception as e:  # onnxruntime raises its own kinds
-        raise FeatkitError(f"the exported graph does not run in onnxruntime ({' '.join(str(e).split())[:300]}).") from None
+        raise FeatkitError(
+            f"the exported graph does not run in onnxruntime ({' '.join(str(e).split())[:300]})."
+        ) from None
     if probs.shape != (2, n_classes) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise FeatkitError(f"the exported graph gives {probs.shape} outputs not summing to 1: not written.")
 

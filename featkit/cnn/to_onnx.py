@@ -27,7 +27,9 @@ def cnn_onnx(run: Run):
     try:
         proto, _ = tf2onnx.convert.from_function(probabilities, input_signature=signature, opset=OPSET)
     except Exception as e:  # tf2onnx raises many kinds
-        raise FeatkitError(f"tf2onnx could not convert {run.path / 'model.keras'} ({' '.join(str(e).split())[:200]}).") from None
+        raise FeatkitError(
+            f"tf2onnx could not convert {run.path / 'model.keras'} ({' '.join(str(e).split())[:200]})."
+        ) from None
     return proto
 
 

@@ -44,7 +44,9 @@ def extract_features(
 
         prep = prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
         # the int8 model holds the weights and pooling: it is an ONNX backbone like any other
-        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)), weights="imagenet", pooling="avg")
+        opts = replace(
+            opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)), weights="imagenet", pooling="avg"
+        )
     if engine == "ray":  # checks its options and Ray before it reads the dataset; its workers prepare their own
         from featkit.features.ray_shards import extract_on_ray
 

@@ -109,9 +109,13 @@ def _lightgbm(g: GraphBuilder, head, x: str) -> str:
     if best and best < booster.current_iteration():
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     try:
-        model = convert_lightgbm(booster, initial_types=[("input", float_tensor([None, d]))], zipmap=False, target_opset=13)
+        model = convert_lightgbm(
+            booster, initial_types=[("input", float_tensor([None, d]))], zipmap=False, target_opset=13
+        )
     except Exception as e:  # onnxmltools raises many kinds
-        raise FeatkitError(f"onnxmltools could not convert the LightGBM booster ({' '.join(str(e).split())[:200]}).") from None
+        raise FeatkitError(
+            f"onnxmltools could not convert the LightGBM booster ({' '.join(str(e).split())[:200]})."
+        ) from None
     outputs = g.embed(model, g.fresh("lgbm") + "/", {"input": x})
     probs = next(o for o, info in zip(outputs, model.graph.output) if "prob" in info.name)
     return _columns(g, probs, list(range(int(head.n_classes_))), int(head.n_classes_))
