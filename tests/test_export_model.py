@@ -164,7 +164,7 @@ def test_the_readme_script_classifies_a_photo_without_featkit(runs, reports, tes
     assert len(lines) == 5
     want = _onnx_probs(tmp_path / "model.onnx", {s: p[3:4] for s, p in test_photos[1].items()})[0]
     classes = json.loads((tmp_path / "model.json").read_text())["classes"]
-    for line, j in zip(lines, np.argsort(-want)[:5]):
+    for line, j in zip(lines, np.argsort(-want)[:5], strict=True):
         p, name = line.split("  ", 1)
         assert name == classes[j]["name"] and float(p) == pytest.approx(want[j], abs=1e-4)
 

@@ -117,7 +117,7 @@ def _lightgbm(g: GraphBuilder, head, x: str) -> str:
             f"onnxmltools could not convert the LightGBM booster ({' '.join(str(e).split())[:200]})."
         ) from None
     outputs = g.embed(model, g.fresh("lgbm") + "/", {"input": x})
-    probs = next(o for o, info in zip(outputs, model.graph.output) if "prob" in info.name)
+    probs = next(o for o, info in zip(outputs, model.graph.output, strict=True) if "prob" in info.name)
     return _columns(g, probs, list(range(int(head.n_classes_))), int(head.n_classes_))
 
 
