@@ -309,7 +309,7 @@ def _build(g: GraphBuilder, node: Any, features: dict, images: dict, n: str, say
         from featkit.cnn.to_onnx import cnn_onnx
 
         say(f"CNN run {node.run.id}: converting model.keras with tf2onnx")
-        (probs,) = g.embed(cnn_onnx(node.run), g.fresh("cnn") + "/", {"images": images[int(node.config.size)]})
+        (probs,) = g.embed(cnn_onnx(node.run), g.fresh("cnn") + "/", {"images": images[int(node.config.size or 0)]})
         return g.temperature(probs, node.temperature)
     from featkit.heads.to_onnx import head_onnx
 

@@ -149,7 +149,7 @@ def keras_onnx(
         },
     }
     write_json(path.with_suffix(".json"), contract)  # last: a model without its contract is not taken as complete
-    say(f"ONNX copy of {spec.name}: {path} ({contract['conversion']['seconds']} s)")
+    say(f"ONNX copy of {spec.name}: {path} ({time.perf_counter() - started:.0f} s)")
     return path
 
 
