@@ -269,3 +269,43 @@ def test_export_via_the_command_line_replaces_its_own_earlier_export(runs, repor
     assert meta["run"] == runs["knn"].id and meta["kind"] == "head" and meta["precision"] == "float32"
     assert shas[0] == shas[1] == meta["sha256"]  # the same run exports to the same bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_export_takes_the_run_a_sweep_selected(runs, reports, tmp_path):
+    from featkit.apps.export_model import export_model
+
+    with pytest.raises(FeatkitError, match="no finished sweep 'latest'"):
+        export_model("sweep:latest", tmp_path / "none.onnx", reports=reports, quiet=True)
+    sweep = reports / "sweeps" / "20260101-000000-sweep"
+    sweep.mkdir(parents=True)
+    rows = [{"run": runs["logreg"].id, "selected": ""}, {"run": runs["knn"].id, "selected": "yes"}]
+    (sweep / "sweep.json").write_text(json.dumps({"id": sweep.name, "selected": rows[1], "rows": rows}))
+    try:
+        result = export_model("sweep:latest", tmp_path / "model.onnx", reports=reports, quiet=True)
+        assert result.run == runs["knn"].id
+        assert json.loads((tmp_path / "model.json").read_text())["run"] == runs["knn"].id
+    finally:
+        import shutil
+
+        shutil.rmtree(reports / "sweeps")
+
+
+def test_export_without_the_extra_says_how_to_install_it(runs, reports, tmp_path, monkeypatch):
+    from featkit.apps.export_model import export_model
+
+    monkeypatch.setitem(sys.modules, "onnxmltools", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(FeatkitError, match=re.escape('pip install "featkit[export]"')):
+        export_model(runs["lightgbm"].id, tmp_path / "model.onnx", reports=reports, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_imports_the_export_libraries_until_an_export_runs():
+    # (pyarrow is left out: pandas itself imports it when it is installed)
+    code = (
+        "import sys, featkit.cli, featkit.apps.export_model, featkit.heads.to_onnx, featkit.backbones.to_onnx, "
+        "featkit.cnn.to_onnx, featkit.features.quantize\n"
+        "heavy = [m for m in ('tf2onnx', 'onnxmltools', 'skl2onnx', 'tensorflow') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

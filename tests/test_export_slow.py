@@ -77,3 +77,36 @@ def test_keras_backbone_runs_int8_through_its_onnx_copy(keras_int8, keras_notop_
     assert contract["precision"] == "float32" and contract["input_size"] == [64, 64]
     assert contract["conversion"]["check_relative_max_abs_diff"] < 1e-4
     assert len(list((keras_int8 / "cache" / "models").glob("*-onnx-*.onnx"))) == 1
+
+
+def test_int8_export_runs_the_int8_backbone_featkit_calibrates(mini, mobilenet_onnx, tmp_path):
+    """--precision int8: the backbone part is featkit's int8 copy (calibrated on the run's training photos); the
+    export computes exactly what that int8 backbone and the run's head compute in featkit."""
+    import onnx
+
+    from featkit.apps.export_model import export_model, run_test_photos
+    from featkit.backbones.onnx_model import OnnxBackbone
+    from featkit.data import prepare
+    from featkit.features.extract import ExtractOptions
+    from featkit.features.jobs import extract_features, find_plain_caches
+    from featkit.heads import load_run_head
+
+    cache, where = tmp_path / "cache", tmp_path / "reports"
+    extract_features(mini, ExtractOptions(backbone=str(mobilenet_onnx), size=64), cache, quiet=True)
+    [plain] = find_plain_caches(prepare(mini, cache_dir=cache, quiet=True), [str(mobilenet_onnx)], [64], cache)
+    run = _fit(plain, "logreg", where)
+    for precision in ("float32", "int8"):
+        export_model(run.id, tmp_path / f"{precision}.onnx", precision=precision, reports=where, cache_dir=cache)
+    images, _ = run_test_photos(run, 64)
+    pred = run.load_predictions("test")
+    f32 = _onnx_probs(tmp_path / "float32.onnx", {64: images})
+    assert float((f32.argmax(1) == pred["probs"].argmax(1)).mean()) >= 0.995
+    assert float(np.abs(f32 - pred["probs"]).mean()) <= 1e-3
+    [int8_model] = (cache / "models").glob("mobilenet-v2.int8-*.onnx")
+    want = load_run_head(run).predict_proba(OnnxBackbone(int8_model, size=64)(images))
+    got = _onnx_probs(tmp_path / "int8.onnx", {64: images})
+    assert float(np.abs(got - want).max()) <= 1e-4
+    meta = json.loads((tmp_path / "int8.json").read_text())
+    assert meta["precision"] == "int8" and any(int8_model.name in note for note in meta["notes"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
