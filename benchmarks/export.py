@@ -189,6 +189,17 @@ def part_keras(args) -> None:
         f"\nMobileNetV2 (shared Keras weights) int8 vs Keras float32 features at {s} px, {len(cos)} photos: cosine "
         f"median {np.median(cos):.4f}, 5th percentile {np.percentile(cos, 5):.4f}, min {cos.min():.4f}"
     )
+    # the same int8 file with onnxruntime's QDQ -> integer-kernel fusions off (QDQ run as float ops): a low cosine
+    # above but a high one here puts the loss in the integer kernels (u8s8 on CPUs without VNNI saturate int16)
+    from featkit.backbones.onnx_model import open_session, session_settings
+
+    sess = open_session(Path(int8), {**session_settings(), "graph_optimization_level": "ORT_ENABLE_BASIC"})
+    c = np.concatenate([sess.run(["features"], {"images": photos[i : i + 32]})[0] for i in range(0, len(photos), 32)])
+    c = c.astype(np.float64)
+    cos = (a * c).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(c, axis=1)
+    print(f"the same int8 file without integer-kernel fusions (ORT_ENABLE_BASIC): cosine median {np.median(cos):.4f}")
+    flags = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2") if f in Path("/proc/cpuinfo").read_text()]
+    print(f"(CPU flags: {', '.join(flags) or 'none of avx2 / avx512 / vnni'})")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end)")
 
 
