@@ -68,12 +68,17 @@ def _timed(fn) -> float:
 
 def make_runs(data: Path, args) -> dict:
     from featkit.apps.ensemble import ensemble_runs
+    from featkit.core.fileio import read_json, write_json
     from featkit.data import prepare
     from featkit.features.extract import ExtractOptions
     from featkit.features.jobs import extract_features, find_plain_caches
     from featkit.heads.fit import fit_head
+    from featkit.runs.store import load_run
 
     cache, reports = args.work / "cache", args.work / "reports"
+    made = args.work / "runs.json"
+    if made.is_file():  # the runs of an earlier call with this work folder
+        return {kind: load_run(rid, reports) for kind, rid in read_json(made).items()}
     for b in BACKBONES:
         extract_features(data, ExtractOptions(backbone=str(b), size=args.size, tta=("flip",)), cache, quiet=True)
     prep = prepare(data, cache_dir=cache, quiet=True)
@@ -85,6 +90,7 @@ def make_runs(data: Path, args) -> dict:
         "2 caches + mirrored": fit_head(plain, "logreg", reports=reports, quiet=True, tta="flip"),
     }
     runs["ensemble of the 4"] = ensemble_runs([r.id for r in runs.values()], reports=reports, quiet=True)
+    write_json(made, {kind: run.id for kind, run in runs.items()})
     return runs
 
 

@@ -71,10 +71,16 @@ class GraphBuilder:
         ({model input name: tensor}); returns the (prefixed) names of its outputs, in order."""
         onnx = self.onnx
         model = same_opset(model, self.opsets[""])
-        for op in model.opset_import:
-            domain = op.domain or ""
-            if domain != "":
-                self.opsets[domain] = max(self.opsets.get(domain, 0), op.version)
+        used = {n.domain or "" for n in model.graph.node}
+        for op in model.opset_import:  # only domains its nodes use (an int8 model may declare ai.onnx.ml 5, which
+            domain = op.domain or ""  # no longer has the TreeEnsembleClassifier a LightGBM head needs)
+            if domain != "" and domain in used:
+                if self.opsets.get(domain, op.version) != op.version:
+                    raise FeatkitError(
+                        f"two parts of the graph need different versions of the ONNX domain {domain} "
+                        f"({self.opsets[domain]} and {op.version}): export the runs separately."
+                    )
+                self.opsets[domain] = op.version
         model = onnx.compose.add_prefix(model, prefix)
         weights = {i.name for i in model.graph.initializer}
         for inp in model.graph.input:
