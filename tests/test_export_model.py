@@ -309,3 +309,36 @@ def test_nothing_imports_the_export_libraries_until_an_export_runs():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_parts_declaring_unused_onnx_domains_do_not_break_a_lightgbm_head(runs):
+    """onnxruntime's int8 models declare ai.onnx.ml 5 (which no longer has TreeEnsembleClassifier) without using
+    it: embedding one beside a LightGBM head must still give a valid graph."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from featkit.core.onnx_graph import GraphBuilder
+    from featkit.heads import load_run_head
+    from featkit.heads.to_onnx import head_onnx
+
+    head = load_run_head(runs["lightgbm"])
+    d = head.n_features_in_
+    vi = helper.make_tensor_value_info
+    scale = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "int8-like",
+        [vi("x", TensorProto.FLOAT, ["N", d])],
+        [vi("y", TensorProto.FLOAT, ["N", d])],
+        [onnx.numpy_helper.from_array(np.float32(2.0), "two")],
+    )
+    part = helper.make_model(scale, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 5)])
+    g = GraphBuilder()
+    x = g.input("features", "float32", ["N", d])
+    (y,) = g.embed(part, "part/", {"x": x})
+    (p,) = g.embed(head_onnx(head), "head/", {"features": y})
+    g.output(p, "probabilities", "float32", ["N", head.n_classes_])
+    sess = ort.InferenceSession(g.model().SerializeToString(), providers=["CPUExecutionProvider"])
+    X = np.random.default_rng(0).random((3, d), dtype=np.float32)
+    got = sess.run(["probabilities"], {"features": X})[0]
+    np.testing.assert_allclose(got, head.predict_proba(2 * X), atol=1e-5)
