@@ -110,7 +110,7 @@ def test_export_reproduces_the_runs_test_predictions(kind, runs, reports, test_p
     result = export_model(runs[kind].id, out, reports=reports, quiet=True)
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["sha256"] == result.sha256 and meta["run"] == runs[kind].id
-    assert [c["id"] for c in meta["classes"]] == [c["id"] for c in runs[kind].classes]
+    assert [c["id"] for c in meta["classes"]] == [c.id for c in runs[kind].classes]
     assert meta["resize"] == "stretch" and meta["size"] == SIZE and meta["output"] == "probabilities"
     assert meta["test_metrics"]["top1"] == pytest.approx(runs[kind].metrics.top1)
     if kind == "two-cache":
@@ -123,7 +123,7 @@ def test_export_of_an_ensemble_averages_its_members_then_its_temperature(runs, r
     from featkit.apps.export_model import export_model
 
     ens = ensemble_runs([runs["knn"].id, runs["mirrored"].id, runs["two-cache"].id], reports=reports, quiet=True)
-    assert ens.metrics.get("temperature") != 1.0  # the ensemble's own temperature is part of what is checked
+    assert ens.metrics.temperature != 1.0  # the ensemble's own temperature is part of what is checked
     out = tmp_path / "ens.onnx"
     export_model(ens.id, out, reports=reports, quiet=True)
     _check_reproduces(ens, out, test_photos)
@@ -276,10 +276,12 @@ def test_export_takes_the_run_a_sweep_selected(runs, reports, tmp_path):
 
     with pytest.raises(FeatkitError, match="no finished sweep 'latest'"):
         export_model("sweep:latest", tmp_path / "none.onnx", reports=reports, quiet=True)
+    from featkit.core.schema import SweepRow, sweep_file
+
     sweep = reports / "sweeps" / "20260101-000000-sweep"
     sweep.mkdir(parents=True)
-    rows = [{"run": runs["logreg"].id, "selected": ""}, {"run": runs["knn"].id, "selected": "yes"}]
-    (sweep / "sweep.json").write_text(json.dumps({"id": sweep.name, "selected": rows[1], "rows": rows}))
+    rows = [SweepRow("logreg", run=runs["logreg"].id), SweepRow("knn", run=runs["knn"].id, selected=True)]
+    (sweep / "sweep.json").write_text(json.dumps(sweep_file(sweep.name, rows, rows[1])))
     try:
         result = export_model("sweep:latest", tmp_path / "model.onnx", reports=reports, quiet=True)
         assert result.run == runs["knn"].id

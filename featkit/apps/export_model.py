@@ -92,9 +92,9 @@ def resolve_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) ->
                 f"no finished sweep {which!r} under {Path(reports) / 'sweeps'}: run `featkit sweep` first."
             )
         sweep = found[0]
-        if not sweep.selected or not sweep.selected.get("run"):
+        if sweep.selected is None or not sweep.selected.run:
             raise FeatkitError(f"sweep {sweep.id} selected no run (no row with a validation score).")
-        return load_run(sweep.selected["run"], reports)
+        return load_run(sweep.selected.run, reports)
     return load_run(ref, reports)
 
 
@@ -126,7 +126,7 @@ def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:
     if cfg.kind == "cnn":
         if not (run.path / "model.keras").is_file():
             raise FeatkitError(f"{run.path / 'model.keras'} is missing: the CNN run cannot be exported; {REDO}.")
-        return _CnnLeaf(run, cfg, float(run.metrics.get("temperature") or 1.0))
+        return _CnnLeaf(run, cfg, float(run.metrics.temperature or 1.0))
     if cfg.kind == "ensemble":
         paths, ids = cfg.extra.get("member_paths") or [], cfg.extra.get("members") or []
         if not ids:
@@ -137,7 +137,7 @@ def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:
             members.append(
                 _plan(Run(p) if p is not None and p.is_dir() else load_run(member, reports), reports, depth + 1)
             )
-        return _Ensemble(run, members, float(run.metrics.get("temperature") or 1.0))
+        return _Ensemble(run, members, float(run.metrics.temperature or 1.0))
     raise FeatkitError(f"run {run.id} is a {cfg.kind!r} run: export needs a head, CNN or ensemble run.")
 
 
@@ -270,7 +270,7 @@ def export_model(
             "kind": cfg.kind,
             "name": cfg.name,
             "precision": precision,
-            "classes": [{"index": i, "id": c["id"], "name": c["name"]} for i, c in enumerate(run.classes)],
+            "classes": [{"index": i, "id": c.id, "name": c.name} for i, c in enumerate(run.classes)],
             "size": ordered[0],
             "sizes": ordered,
             "resize": resize,
@@ -342,7 +342,7 @@ def _backbone_model(spec: BackboneSpec, size: int, precision: str, cfg: RunConfi
     if precision == "int8":
         from featkit.backbones.onnx_model import read_contract
 
-        if str(read_contract(source).get("precision") or "float32") != "int8":
+        if read_contract(source).precision != "int8":
             from featkit.features.extract import ExtractOptions
             from featkit.features.quantize import quantize_onnx
 
