@@ -183,7 +183,9 @@ def test_export_refuses_bad_out_paths_in_one_line(runs, reports, tmp_path):
         (tmp_path / "folder.onnx", "is a directory"),
         (mine, "exists and is not a featkit export"),
         (mine / "model.onnx", "is not a writable folder"),  # its folder is a file
+        (tmp_path / "notes.onnx", "notes.json .* exists and is not featkit's"),  # would overwrite notes.json
     ]
+    (tmp_path / "notes.json").write_text('{"mine": true}')
     if os.geteuid() != 0:  # root writes into any folder
         cases.append((locked / "model.onnx", "is not a writable folder"))
     try:
@@ -198,7 +200,8 @@ def test_export_refuses_bad_out_paths_in_one_line(runs, reports, tmp_path):
     finally:
         locked.chmod(0o700)
     assert mine.read_bytes() == b"someone else's file" and list(locked.iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "locked", "mine.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "locked", "mine.onnx", "notes.json"]
+    assert (tmp_path / "notes.json").read_text() == '{"mine": true}'
 
 
 def test_export_refuses_a_changed_backbone_a_damaged_run_and_an_unknown_head(runs, reports, tmp_path, capsys):

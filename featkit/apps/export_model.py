@@ -388,6 +388,15 @@ def _check_out(out: Path, sidecar: Path) -> None:
         raise FeatkitError(f"--out {out}: {existing} is not a writable folder; give another path.")
     if sidecar.is_dir():
         raise FeatkitError(f"the sidecar path {sidecar} is a directory: give another --out.")
+    if sidecar.exists():
+        try:
+            ours = read_json(sidecar, dict).get("format") == "featkit-onnx-export"
+        except FeatkitError:
+            ours = False
+        if not ours:
+            raise FeatkitError(
+                f"{sidecar} (the sidecar of --out {out.name}) exists and is not featkit's: give another --out."
+            )
 
 
 def _self_check(path: Path, inputs: dict[str, int], n_classes: int) -> None:
