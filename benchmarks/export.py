@@ -98,6 +98,7 @@ def part_runs(args) -> None:
     import onnxruntime as ort
 
     from featkit.apps.export_model import export_model, run_test_photos
+    from featkit.core.fileio import read_json
     from featkit.runs.metrics import topk_accuracy
 
     data = subset(SHARED / "data" / "food101-64.zip", args.classes, args.per_class, args.work / "data")
@@ -115,7 +116,10 @@ def part_runs(args) -> None:
         for precision in ("float32", "int8"):
             out = args.work / "exports" / f"{run.id}-{precision}.onnx"
             export_model(run.id, out, precision=precision, reports=reports, cache_dir=args.work / "cache", quiet=True)
-            sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            opts = ort.SessionOptions()
+            for key, value in read_json(out.with_suffix(".json"))["session_config"].items():
+                opts.add_session_config_entry(key, value)
+            sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
 
             def infer(sess=sess, photos=photos):
                 return np.concatenate(

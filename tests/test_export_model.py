@@ -84,7 +84,10 @@ def _onnx_probs(path: Path, photos: dict[int, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
     meta = json.loads(Path(path).with_suffix(".json").read_text())
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    for key, value in meta["session_config"].items():  # as the README script does
+        opts.add_session_config_entry(key, value)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess.run([meta["output"]], {i["name"]: photos[i["size"]] for i in meta["inputs"]})[0]
 
 

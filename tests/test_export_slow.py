@@ -60,7 +60,7 @@ def keras_int8(mini, keras_notop_weights, tmp_path_factory):
     return root
 
 
-def test_keras_backbone_runs_int8_through_its_onnx_copy(keras_int8, keras_notop_weights):
+def test_keras_backbone_runs_int8_through_its_onnx_copy(keras_int8, keras_notop_weights, mini):
     from featkit.backbones.to_onnx import keras_onnx
     from featkit.features.cache import read_cache
 
@@ -80,7 +80,7 @@ def test_keras_backbone_runs_int8_through_its_onnx_copy(keras_int8, keras_notop_
     from featkit.data import prepare
     from featkit.data.arrays import load_rows
 
-    prep = prepare(f32.meta.extra.get("data") or str(keras_int8 / "mini"), cache_dir=keras_int8 / "cache", quiet=True)
+    prep = prepare(mini, cache_dir=keras_int8 / "cache", quiet=True)
     photos, _ = load_rows(prep, np.arange(8), 64, "stretch", False, "draft")
     rows = [list(f32.image_ids).index(i) for i in prep.manifest["image_id"].astype(str)[:8]]
     copy = OnnxBackbone(path)(photos)  # the float32 ONNX copy computes the Keras features
@@ -121,5 +121,6 @@ def test_int8_export_runs_the_int8_backbone_featkit_calibrates(mini, mobilenet_o
     assert float(np.abs(got - want).max()) <= 1e-4
     meta = json.loads((tmp_path / "int8.json").read_text())
     assert meta["precision"] == "int8" and any(int8_model.name in note for note in meta["notes"])
+    assert meta["session_config"] == {"session.x64quantprecision": "1"}  # what featkit's own sessions set
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -250,9 +250,13 @@ def export_model(
 
     import onnx
 
+    from featkit.backbones.onnx_model import X64_QUANT_PRECISION
+
+    # onnxruntime session settings the file needs: int8 kernels that do not saturate on x86 CPUs without VNNI
+    session_config = {X64_QUANT_PRECISION: "1"} if precision == "int8" else {}
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
-        _self_check(tmp, {names[s]: s for s in ordered}, n_classes)
+        _self_check(tmp, {names[s]: s for s in ordered}, n_classes, session_config)
     from featkit.backbones.base import file_sha256
 
     sha, nbytes = file_sha256(out), out.stat().st_size
@@ -280,6 +284,7 @@ def export_model(
             "input": names[ordered[0]],
             "output": OUTPUT,
             "output_shape": ["N", n_classes],
+            "session_config": session_config,
             "dataset": cfg.dataset,
             "fingerprint": cfg.fingerprint,
             "test_metrics": {
@@ -399,12 +404,15 @@ def _check_out(out: Path, sidecar: Path) -> None:
             )
 
 
-def _self_check(path: Path, inputs: dict[str, int], n_classes: int) -> None:
+def _self_check(path: Path, inputs: dict[str, int], n_classes: int, config: dict[str, str]) -> None:
     """The written file loads in onnxruntime and gives n_classes probabilities summing to 1 for two blank photos."""
     import onnxruntime as ort
 
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        for key, value in config.items():
+            opts.add_session_config_entry(key, value)
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         feed = {name: np.full((2, s, s, 3), 128, np.uint8) for name, s in inputs.items()}
         probs = sess.run([OUTPUT], feed)[0]
     except Exception as e:  # onnxruntime raises its own kinds
