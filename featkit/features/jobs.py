@@ -47,7 +47,10 @@ def extract_features(
         from featkit.features.quantize import ensure_int8
 
         prep = prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
-        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)))
+        # the int8 model holds the weights and pooling: it is an ONNX backbone like any other
+        opts = replace(
+            opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)), weights="imagenet", pooling="avg"
+        )
     if engine == "ray":  # checks its options and Ray before it reads the dataset; its workers prepare their own
         from featkit.features.ray_shards import extract_on_ray
 
@@ -75,7 +78,7 @@ def find_plain_caches(
             if opts.precision == "int8":
                 from featkit.features.quantize import int8_model
 
-                opts = replace(opts, backbone=str(int8_model(prep, opts, cache_dir)))
+                opts = replace(opts, backbone=str(int8_model(prep, opts, cache_dir)), weights="imagenet", pooling="avg")
             out.append(find_plain_cache(prep, opts, cache_dir))
     return out
 
