@@ -648,9 +648,8 @@ def evaluate_cmd(
 ):
     """Top-k accuracy, per-class accuracy, macro F1, log loss, confusion matrix (CSV + PNG) and most confused pairs."""
     from featkit.apps.evaluate import evaluate_run
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports)
     m = evaluate_run(r, ks=k, reports=reports)
     if json_out:
         return _print_json({"run": r.id, **m})
@@ -680,14 +679,63 @@ def sensitivity_cmd(
     sees the perturbed photos through its network."""
     from featkit.apps.evaluate import sensitivity
     from featkit.core.tables import markdown_table
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports, kinds=("head", "cnn"))
     df = sensitivity(r, reports=reports, quiet=quiet or json_out)
     if json_out:
         return _print_json(df.to_dict(orient="records"))
     typer.echo(markdown_table(df))
     typer.echo(f"saved: {r.path}/sensitivity.csv, sensitivity.md")
+
+
+def _load_run(ref: str, reports: Path, kinds: tuple[str, ...] | None = None):
+    """load_run, saying on stderr which run "latest" took."""
+    from featkit.runs.store import load_run
+
+    r = load_run(ref, reports, kinds=kinds)
+    if ref == "latest":
+        kind = f"{' or '.join(kinds)} " if kinds else ""
+        sys.stderr.write(f"latest {kind}run: {r.id}\n")
+    return r
+
+
+@app.command("runs")
+def runs_cmd(
+    kind: str | None = typer.Option(None, "--kind", help="Only runs of this kind: head, cnn or ensemble."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Only runs on this dataset (its name or key, or a part of one)."
+    ),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Only the runs a sweep fitted or built (its id, a unique part of it, or 'latest')."
+    ),
+    reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt,
+):
+    """List the finished runs, newest first: id, kind, dataset (classes), backbone, size, head or preset, views,
+    validation and test top-1, date. Runs are compared by validation top-1; test is shown, never used to choose."""
+    from featkit.apps.runs_list import list_runs_table
+    from featkit.core.schema import RUN_KINDS
+    from featkit.core.tables import markdown_table
+
+    if kind is not None and kind not in RUN_KINDS:
+        raise typer.BadParameter(
+            f"{kind!r} is not a run kind: give one of {', '.join(RUN_KINDS)}.", param_hint="--kind"
+        )
+    listing = list_runs_table(reports, kind=kind, dataset=dataset, sweep=sweep)
+    if listing.skipped:
+        sys.stderr.write(
+            f"warning: {len(listing.skipped)} run(s) skipped (deleted or damaged while listing): "
+            f"{'; '.join(listing.skipped[:3])}\n"
+        )
+    if json_out:
+        return _print_json(listing.records())
+    if not listing.rows:
+        typer.echo(f"no finished run matches in {reports / 'runs'}.")
+        return
+    import pandas as pd
+
+    typer.echo(markdown_table(pd.DataFrame(listing.table())))
+    typer.echo(f"{len(listing.rows)} run(s)")
 
 
 @app.command("report")
@@ -719,6 +767,8 @@ def predict_cmd(
     """
     from featkit.apps.predict import predict
 
+    if run == "latest":
+        run = str(_load_run(run, reports).path)
     results, failures = predict(run, photos, top=top, reports=reports)
     for f in failures:
         sys.stderr.write(f"warning: {f['path']}: {f['error']}\n")

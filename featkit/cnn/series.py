@@ -20,15 +20,19 @@ from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig
 from featkit.runs.store import Run, new_run, runs_dir
 
-DATASET_NAMES = {"food101": "Food-101", "uec": "UECFOOD"}
+DATASET_NAMES = {"food101": ("Food-101", 101)}
 
 
 def dataset_name(prep) -> str:
-    """A readable name for the dataset a run used: Food-101, UECFOOD-256, or the file / folder name."""
-    layout = prep.dataset.layout
+    """A readable name for the dataset a run used: Food-101 (all 101 classes in its own layout), UECFOOD-<classes>,
+    or the file / folder name (a few classes copied out of Food-101 are not "Food-101")."""
+    layout, n = prep.dataset.layout, len(prep.classes)
     if layout == "uec":
-        return f"UECFOOD-{len(prep.classes)}"
-    return DATASET_NAMES.get(layout) or Path(prep.dataset.source.origin).name
+        return f"UECFOOD-{n}"
+    known = DATASET_NAMES.get(layout)
+    if known and known[1] == n:
+        return known[0]
+    return Path(prep.dataset.source.origin).name
 
 
 def series_names(presets: Sequence[str]) -> list[str]:

@@ -9,7 +9,7 @@ under "Incomplete runs" with its folder and what is missing.
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +20,27 @@ from featkit.core.schema import RunConfig, RunMetrics
 from featkit.core.tables import markdown_table, write_csv
 from featkit.report.figures import plot_time, plot_training_curves, plot_vs_size
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs, runs_dir
+from featkit.runs.summary import summarize
 
 COLUMNS = (
     "run_id",
     "kind",
+    "dataset",
+    "classes",
     "backbone",
     "size",
     "head",
     "augment",
     "views",
+    "valid_top1",
+    "valid_top5",
     "top1",
     "top5",
     "log_loss",
     "ece",
     "extract_seconds",
     "fit_seconds",
+    "sweep",
     "date",
     "folder",
 )
@@ -54,7 +60,8 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     from featkit.report.index import build_html_report
 
     reports = output_dir(reports, "--reports")
-    rows, incomplete = collect_runs(reports)
+    sweeps, unfinished_sweeps = list_sweeps(reports)
+    rows, incomplete = collect_runs(reports, sweeps)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
     write_csv(paths["results_csv"], df)
@@ -78,6 +85,8 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
 
     shown = df.copy()
     for col, digits in (
+        ("valid_top1", 4),
+        ("valid_top5", 4),
         ("top1", 4),
         ("top5", 4),
         ("log_loss", 4),
@@ -91,7 +100,8 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     lines = [
         "# Results",
         "",
-        f"{len(df)} complete run(s), newest first. Top-1 / top-5 / log loss on the test split; "
+        f"{len(df)} complete run(s), newest first. valid_top1 / valid_top5: on the validation split, what runs "
+        "are compared and chosen by; top-1 / top-5 / log loss on the test split (shown, never used to choose); "
         "seconds are wall-clock (extract: building the feature cache; fit: training the head or network). "
         "The same with photos, per-run pages and sortable columns: [index.html](index.html).",
         "",
@@ -99,7 +109,6 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
     section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
     lines += [section, ""] if section else []
-    sweeps, unfinished_sweeps = list_sweeps(reports)
     lines += sweeps_section(sweeps)
     incomplete = incomplete + unfinished_sweeps
     lines += ["## Incomplete runs", ""]
@@ -146,18 +155,30 @@ def sweeps_section(sweeps) -> list[str]:
     return lines
 
 
-def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], list[dict]]:
-    """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted)."""
+def collect_runs(reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = ()) -> tuple[list[dict], list[dict]]:
+    """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted). `sweeps`
+    (featkit.apps.sweep.list_sweeps) name the sweep each run was fitted in (row "sweep", "sweep_selected")."""
     reports = Path(reports)
+    members, selected = {}, set()
+    for sw in reversed(list(sweeps)):  # oldest first: a run a newer sweep reused names the newer one
+        for r in sw.rows:
+            if r.get("run"):
+                members[str(r["run"])] = sw.id
+                if r.get("selected"):
+                    selected.add(str(r["run"]))
     rows, incomplete, seen = [], [], set()
     for run in list_runs(reports):
         seen.add(run.path.name)
         try:
             cfg, metrics = run.config, run.metrics
         except (OSError, FeatkitError) as e:
-            incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
-            continue
-        rows.append(_row(run, cfg, metrics, reports))
+            if run.path.exists():
+                incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
+            continue  # deleted while the report was built
+        row = _row(run, cfg, metrics, reports)
+        row["sweep"] = members.get(run.id, "")
+        row["sweep_selected"] = run.id in selected
+        rows.append(row)
     base = runs_dir(reports)
     if base.exists():
         for d in sorted(base.iterdir(), reverse=True):
@@ -170,38 +191,30 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
 
 
 def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
+    s = summarize(run, cfg, m)
     return {
         "run_id": run.id,
         "kind": cfg.kind,
-        "backbone": cfg.backbone_name or "-",
+        "dataset": s.dataset,
+        "classes": s.n_classes or "",
+        "dataset_key": s.dataset_key,  # not a column: what "best so far" groups by
+        "backbone": " + ".join(s.backbones) or "-",
         "size": cfg.size or "",
         "head": cfg.name,
         "augment": "yes" if cfg.augment else "no",
-        "views": _views(cfg),
+        "views": s.views,
+        "valid_top1": s.valid_top1,
+        "valid_top5": s.valid_top5,
         "top1": _num(m.top1),
         "top5": _num(m.top5),
         "log_loss": _num(m.log_loss),
         "ece": _num(m.get("ece")),
         "extract_seconds": _num(m.extract_seconds),
         "fit_seconds": _num(m.fit_seconds),
-        "date": _date(run.id),
+        "sweep": "",
+        "date": s.date,
         "folder": _rel(run.path, reports),
     }
-
-
-def _views(cfg: RunConfig) -> str:
-    """What the model was trained on: the cached views of a head run, the photos (+ augmentation) of a CNN run."""
-    if cfg.views:
-        return " + ".join(str(v) for v in cfg.views)
-    if cfg.kind == "cnn":
-        return "photos" + (" + augmentation" if cfg.augment else "")
-    return ""
-
-
-def _date(run_id: str) -> str:
-    """'2026-11-30 10:15' from a run id made by runs.new_run (YYYYmmdd-HHMMSS-name); '' for other names."""
-    m = re.match(r"(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", run_id)
-    return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}" if m else ""
 
 
 def _num(v: Any) -> float | None:
