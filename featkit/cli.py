@@ -162,14 +162,17 @@ def data_check(
 @app.command("backbones")
 def backbones_cmd(
     models: Path | None = typer.Option(
-        None, "--models", help="Also list the .onnx models in this folder (e.g. ../shared/models)."
+        None,
+        "--models",
+        help="Also list the .onnx models in this folder; each is a --backbone by its name. Default: $FEATKIT_MODELS, "
+        "`models` in ./featkit.toml, else ./shared/models or ../shared/models when present.",
     ),
     json_out: bool = JsonOpt,
 ):
     """List the backbones featkit can extract with: Keras models by name, and ONNX files by path."""
-    from featkit.backbones import list_backbones
+    from featkit.backbones import list_backbones, models_dir
 
-    rows = list_backbones(models)
+    rows = list_backbones(models if models is not None else models_dir())
     if json_out:
         return _print_json(rows)
     typer.echo(f"{'name':<22}{'kind':<7}{'size':>5}{'dim':>6}  preprocessing / weights")
@@ -179,16 +182,20 @@ def backbones_cmd(
             f"{r['name']:<22}{r['kind']:<7}{r.get('native_size', ''):>5}{r.get('feature_dim', ''):>6}  {r.get('preprocessing', '')[:60]}  {extra}"
         )
     typer.echo(
-        "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
-        "(a JSON contract beside it gives input name, size and output)."
+        "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone NAME for a model of the "
+        "models folder, or --backbone path/to/model.onnx (a JSON contract beside it gives input name, size and "
+        "output). A name that is both: keras:NAME or onnx:NAME."
     )
 
 
 @app.command("extract")
 def extract_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
-    backbone: str = typer.Option(
-        "vgg16", "--backbone", "-b", help="Keras model name (see `featkit backbones`) or path to an .onnx model."
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        "-b",
+        help="A backbone: a Keras model name, an .onnx model of the models folder by its name (see `featkit backbones`; keras:NAME / onnx:NAME where both exist) or an .onnx path. Default: $FEATKIT_BACKBONE, `backbone` in ./featkit.toml, else vgg16.",
     ),
     size: int | None = typer.Option(
         None, "--size", help="Square input size in pixels (default: the backbone's native size)."
@@ -272,7 +279,7 @@ def extract_cmd(
     from featkit.features.jobs import extract_features
 
     opts = ExtractOptions(
-        backbone=backbone,
+        backbone=_backbones([backbone] if backbone else [])[0],
         size=size,
         weights=weights,
         pooling=pooling,
@@ -408,9 +415,10 @@ def _plain_caches(
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
     from featkit.features.jobs import find_plain_caches
 
+    names = _backbones(backbones)  # a bad featkit.toml is said before the dataset is scanned
     return find_plain_caches(
         _prepare(data, cache, split, seed, True),
-        backbones or ["vgg16"],
+        names,
         sizes,
         cache,
         weights=weights,
@@ -419,6 +427,19 @@ def _plain_caches(
         decode=decode,
         precision=precision,
     )
+
+
+def _backbones(given: list[str]) -> list[str]:
+    """--backbone as given, else the folder's default (saying where it came from), else vgg16."""
+    if given:
+        return list(given)
+    from featkit.backbones import default_backbone
+
+    name, where = default_backbone()
+    if name is None:
+        return ["vgg16"]
+    sys.stderr.write(f"backbone: {name} (from {where})\n")
+    return [name]
 
 
 @app.command("fit-head")
@@ -432,10 +453,11 @@ def fit_head_cmd(
         None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
     ),
     backbone: list[str] = typer.Option(
-        ["vgg16"],
+        [],
         "--backbone",
         "-b",
-        help="With --data: the backbone extracted with; repeat it to concatenate several backbones.",
+        help="With --data: the backbone extracted with (a name from `featkit backbones` or an .onnx path); repeat it "
+        "to concatenate several. Default: $FEATKIT_BACKBONE, `backbone` in ./featkit.toml, else vgg16.",
     ),
     size: list[int] = typer.Option(
         [], "--size", help="With --data: the size extracted at; repeat it to concatenate several sizes."

@@ -35,6 +35,19 @@ def dataset_name(prep) -> str:
     return Path(prep.dataset.source.origin).name
 
 
+def run_name(cfg: Preset) -> str:
+    """The name part of a CNN run's id, saying what was trained: `cnn-<preset>` when the model, backbone and size
+    are the preset's, else the model trained, e.g. `cnn-transfer-mobilenetv2-128` for `train-cnn --model transfer
+    --backbone mobilenetv2 --size 128` over the default preset benchmark-64 (a custom network over a transfer
+    preset: `cnn-custom-3x16-32-64-128`)."""
+    base = PRESETS[cfg.name]
+    if (cfg.model, cfg.backbone, cfg.size) == (base.model, base.backbone, base.size):
+        return f"cnn-{cfg.name}"
+    if cfg.model == "transfer":
+        return f"cnn-transfer-{cfg.backbone}-{cfg.size}"
+    return f"cnn-custom-{cfg.blocks}x{'-'.join(map(str, cfg.filters))}-{cfg.size}"
+
+
 def series_names(presets: Sequence[str]) -> list[str]:
     """`study` -> the study's 18 rows in its order; `all` -> every preset; else the names given (checked)."""
     if list(presets) == ["study"]:
@@ -133,7 +146,7 @@ def train_preset(
         finished, unfinished = find_runs(cfg, identity, reports) if skip_finished else (None, None)
         if finished is not None:
             return finished, False
-        run = unfinished or new_run(f"cnn-{cfg.name}", reports)
+        run = unfinished or new_run(run_name(cfg), reports)
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()

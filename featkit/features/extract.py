@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from featkit.backbones import BackboneSpec, resolve
+from featkit.backbones import BackboneSpec, locate, resolve
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
 from featkit.core.locks import exclusive
@@ -81,6 +82,8 @@ class ExtractOptions:
     precision: str = "float32"
 
     def __post_init__(self):
+        # a name of an .onnx file in the models folder becomes its path, once (featkit.backbones.names.locate)
+        self.backbone = locate(self.backbone)
         check_resize(self.resize)
         if self.pooling not in ("avg", "max"):
             raise FeatkitError(f"--pooling {self.pooling!r} should be avg or max.")
@@ -159,18 +162,54 @@ def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "
 
 
 def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
-    """The finished plain-view cache these options extracted, or one line saying which command makes it."""
+    """The finished plain-view cache these options extracted, or one line giving the `featkit extract` command that
+    makes it: every option that differs from extract's defaults (so the command makes this very cache), and, for a
+    Keras name with the same name's ONNX model in the models folder, that model (a Keras download may fail offline)."""
     path = features_dir(prep, opts, cache_dir) / "plain.h5"
     if not path.exists():
-        flags = (
-            f"{f' --size {opts.size}' if opts.size else ''}{' --decode full' if opts.decode == 'full' else ''}"
-            f"{' --precision int8' if opts.precision == 'int8' else ''}"
-        )
         raise FeatkitError(
-            f"{path} does not exist: run `featkit extract --data {prep.dataset.source.path} "
-            f"--backbone {opts.backbone}{flags}` first."
+            f"{path} does not exist: run `{extract_command(prep, opts, cache_dir)}` first{_onnx_hint(opts)}."
         )
     return path
+
+
+def extract_command(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> str:
+    """The `featkit extract` command line that writes the caches of `prep` with `opts` into `cache_dir`."""
+    sp = prep.split
+    split = "/".join(f"{round(f * 100, 4):g}" for f in (sp.train, sp.valid, sp.test))
+    flags = [
+        f"--size {opts.size}" if opts.size else "",
+        f"--weights {opts.weights}" if str(opts.weights).lower() != "imagenet" else "",
+        f"--pooling {opts.pooling}" if opts.pooling != "avg" else "",
+        f"--resize {opts.resize}" if opts.resize != "stretch" else "",
+        "--crop-box" if opts.crop_box else "",
+        "--decode full" if opts.decode == "full" else "",
+        "--precision int8" if opts.precision == "int8" else "",
+        f"--split {split}" if split != "70/20/10" else "",
+        f"--seed {sp.seed}" if sp.seed else "",
+        f"--cache {cache_dir}" if Path(cache_dir) != Path("cache") else "",
+    ]
+    return " ".join(
+        ["featkit extract", f"--data {prep.dataset.source.path}", f"--backbone {opts.backbone}", *filter(None, flags)]
+    )
+
+
+def _onnx_hint(opts: ExtractOptions) -> str:
+    from featkit.backbones.names import models_dir, onnx_models
+
+    if opts.backbone.lower().endswith(".onnx"):
+        return ""
+    key = re.sub(r"[^a-z0-9]", "", opts.backbone.lower())
+    try:
+        same = [n for n in onnx_models(models_dir()) if re.sub(r"[^a-z0-9]", "", n.lower()) == key]
+    except FeatkitError:
+        return ""
+    if not same:
+        return ""
+    return (
+        f"; --backbone {opts.backbone} is Keras' model (Keras downloads its weights), the ONNX model of that "
+        f"name in the models folder is --backbone {same[0]}"
+    )
 
 
 def augment_caches(plain: Path) -> list[Path]:
