@@ -63,8 +63,8 @@ def sweep_members(reports: str | Path = DEFAULT_REPORTS) -> dict[str, str]:
     members: dict[str, str] = {}
     for sw in reversed(list_sweeps(reports)[0]):  # oldest first: a run reused by a newer sweep names the newer
         for row in sw.rows:
-            if row.get("run"):
-                members[str(row["run"])] = sw.id
+            if row.run:
+                members[str(row.run)] = sw.id
     return members
 
 

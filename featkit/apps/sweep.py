@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
 from featkit.runs.store import DEFAULT_REPORTS
 
 ENGINES = ("local", "ray")
@@ -48,7 +49,8 @@ TABLE_COLUMNS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time
+    view."""
 
     head: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -65,8 +67,8 @@ class Candidate:
 class SweepResult:
     id: str
     path: Path
-    rows: list[dict]
-    selected: dict | None
+    rows: list[SweepRow]
+    selected: SweepRow | None
 
 
 def caches_label(paths: Sequence[str | Path]) -> str:
@@ -93,7 +95,7 @@ def grid(
         for head, params in head_grid.items():
             keys = list(params)
             for values in itertools.product(*(params[k] for k in keys)):
-                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+                out.append(Candidate(head, dict(zip(keys, values, strict=True)), tuple(str(c) for c in caches), view))
     return out
 
 
@@ -109,7 +111,8 @@ def plan(
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
     `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
+    tta_views: dict[str, list[str | None]] = {"off": [None], "on": ["flip"], "both": [None, "flip"]}
+    views = tta_views.get(tta)
     if views is None:
         raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
@@ -152,17 +155,17 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     for p in paths:
         m = read_meta(p)
         keys.append((m.backbone.name, m.size))
-    paths = [str(p) for p in paths]
+    files = [str(p) for p in paths]
     sets: list[list[str]] = []
     for mode in combine:
         if mode == "none":
-            sets += [[p] for p in paths]
+            sets += [[p] for p in files]
         elif mode == "all":
-            sets.append(paths)
+            sets.append(files)
         else:
             by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
             for value in dict.fromkeys(k[by] for k in keys):
-                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+                sets.append([p for p, k in zip(files, keys, strict=True) if k[by] == value])
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 
@@ -194,21 +197,20 @@ def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, di
 # ---- running -------------------------------------------------------------------------------------------
 
 
-def run_candidate(task: tuple[Candidate, str, int]) -> dict:
+def run_candidate(task: tuple[Candidate, str, int]) -> SweepRow:
     """Fit one candidate (a picklable task: candidate, reports folder, seed) and return its table row. A
     FeatkitError becomes the row's `error` instead of stopping the sweep."""
     from featkit.heads.fit import fit_head
 
     cand, reports, seed = task
-    row = {
-        "candidate": cand.label,
-        "kind": "head",
-        "head": cand.head,
-        "params": dict(cand.params),
-        "caches": caches_label(cand.caches),
-        "tta": cand.tta or "",
-        "error": "",
-    }
+    row = SweepRow(
+        candidate=cand.label,
+        kind="head",
+        head=cand.head,
+        params=dict(cand.params),
+        caches=caches_label(cand.caches),
+        tta=cand.tta or "",
+    )
     t0 = time.perf_counter()
     try:
         run = fit_head(
@@ -221,8 +223,8 @@ def run_candidate(task: tuple[Candidate, str, int]) -> dict:
             tta=cand.tta,
         )
     except FeatkitError as e:
-        return {**row, "seconds": round(time.perf_counter() - t0, 1), "error": str(e)}
-    return {**row, **_scores(run), "seconds": round(time.perf_counter() - t0, 1)}
+        return row.replace(seconds=round(time.perf_counter() - t0, 1), error=str(e))
+    return row.replace(**_scores(run), seconds=round(time.perf_counter() - t0, 1))
 
 
 def run_candidates(
@@ -233,7 +235,7 @@ def run_candidates(
     seed: int = 0,
     quiet: bool = False,
     address: str | None = None,
-) -> list[dict]:
+) -> list[SweepRow]:
     """Fit every candidate and return their table rows in the candidates' order.
 
     engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). engine "ray":
@@ -264,7 +266,7 @@ def run_candidates(
 
     from featkit.core.progress import Progress
 
-    rows = []
+    rows: list[SweepRow] = []
     with Progress(len(tasks), "sweep", unit="candidates", quiet=quiet, every=0.0) as bar:
         for row in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_candidate)(t) for t in tasks):
             rows.append(row)
@@ -295,85 +297,76 @@ def sweep(
 
     rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
     rows += ensemble_rows(rows, ensemble, reports, quiet)
-    selected = select(rows)
-    for r in rows:
-        r["selected"] = "yes" if r is selected else ""
+    best = select(rows)
+    rows = [r.replace(selected=r is best) for r in rows]
+    selected = next((r for r in rows if r.selected), None)
     write_table(rows, sweep_dir)
-    write_json(
-        sweep_dir / "sweep.json",
-        {
-            "id": sweep_dir.name,
-            "selected": selected,
-            "rows": rows,
-            "selection": "validation top-1, then validation top-5",
-        },
-    )
+    write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
     return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
 
 
-def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool = False) -> list[dict]:
+def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:
     """Ensembles of the best 2, 3, ..., `up_to` runs by validation top-1 (runs without a validation score are
     left out)."""
     from featkit.apps.ensemble import ensemble_runs
 
-    ranked = sorted((r for r in rows if r.get("run") and r.get("valid_top1") is not None), key=_valid_key, reverse=True)
+    ranked = sorted((r for r in rows if r.run and r.valid_top1 is not None), key=_valid_key, reverse=True)
     out = []
     for k in range(2, min(up_to, len(ranked)) + 1):
-        members = ranked[:k]
+        members = [str(m.run) for m in ranked[:k]]
         t0 = time.perf_counter()
-        run = ensemble_runs([m["run"] for m in members], name=f"ensemble-top{k}", reports=reports, quiet=True)
-        out.append(
-            {
-                "candidate": f"ensemble of the best {k} by validation",
-                "kind": "ensemble",
-                "head": "ensemble",
-                "params": {"best": k},
-                "members": [m["run"] for m in members],
-                "caches": "",
-                "tta": "",
-                "error": "",
-                **_scores(run),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+        run = ensemble_runs(members, name=f"ensemble-top{k}", reports=reports, quiet=True)
+        row = SweepRow(
+            candidate=f"ensemble of the best {k} by validation",
+            kind="ensemble",
+            head="ensemble",
+            params={"best": k},
+            members=members,
+            **_scores(run),
+            seconds=round(time.perf_counter() - t0, 1),
         )
+        out.append(row)
         if not quiet:
-            print(f"ensemble of {k}: valid top-1 {out[-1]['valid_top1']:.4f}", file=sys.stderr, flush=True)
+            print(f"ensemble of {k}: valid top-1 {row.valid_top1 or float('nan'):.4f}", file=sys.stderr, flush=True)
     return out
 
 
-def select(rows: Sequence[dict]) -> dict | None:
+def select(rows: Sequence[SweepRow]) -> SweepRow | None:
     """The row with the best validation top-1 (ties: validation top-5, then the earlier row). Test never counts."""
-    scored = [r for r in rows if r.get("valid_top1") is not None and not r.get("error")]
+    scored = [r for r in rows if r.valid_top1 is not None and not r.error]
     if not scored:
         return None
     best = max(_valid_key(r) for r in scored)
     return next(r for r in scored if _valid_key(r) == best)
 
 
-def _valid_key(row: dict) -> tuple[float, float]:
-    return (row["valid_top1"], row.get("valid_top5") or 0.0)
+def _valid_key(row: SweepRow) -> tuple[float, float]:
+    return (row.valid_top1 or 0.0, row.valid_top5 or 0.0)
 
 
-def _scores(run) -> dict:
+def _scores(run) -> dict[str, Any]:
+    """The SweepRow fields a finished run gives."""
     m = run.metrics
     return {
         "run": run.id,
-        "valid_top1": m.get("valid_top1"),
-        "valid_top5": m.get("valid_top5"),
-        "top1": m.get("top1"),
-        "top5": m.get("top5"),
-        "log_loss": m.get("log_loss"),
-        "ece": m.get("ece"),
-        "fit_seconds": m.get("fit_seconds"),
+        "valid_top1": m.valid_top1,
+        "valid_top5": m.valid_top5,
+        "top1": m.top1,
+        "top5": m.top5,
+        "log_loss": m.log_loss,
+        "ece": m.ece,
+        "fit_seconds": m.fit_seconds,
     }
 
 
-def table(rows: Sequence[dict], compact: bool = False):
-    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first. compact: without the long
-    candidate label and without columns that are empty in every row (what the command prints)."""
+def table(rows: Sequence[SweepRow], compact: bool = False):
+    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first; the selected row says "yes".
+    compact: without the long candidate label and without columns that are empty in every row (what the command
+    prints)."""
     import pandas as pd
 
-    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=list(TABLE_COLUMNS))
+    records = [{**r.to_dict(), "selected": "yes" if r.selected else ""} for r in rows]
+    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in records], columns=list(TABLE_COLUMNS))
     df["params"] = df["params"].map(lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else p)
     df = df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     if compact:
@@ -394,16 +387,15 @@ def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult
             other.append({"folder": f"sweeps/{folder.name}", "reason": "no sweep.json (unfinished or interrupted)"})
             continue
         try:
-            data = read_json(folder / "sweep.json", dict)
-            rows = [r for r in data["rows"] if isinstance(r, dict)]
-        except (FeatkitError, KeyError, TypeError) as e:
+            rows = read_sweep_rows(read_json(folder / "sweep.json", dict), str(folder / "sweep.json"))
+        except FeatkitError as e:
             other.append({"folder": f"sweeps/{folder.name}", "reason": f"unreadable sweep.json ({e})"})
             continue
-        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.get("selected")), None)))
+        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.selected), None)))
     return done, other
 
 
-def write_table(rows: Sequence[dict], folder: Path) -> None:
+def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
     from featkit.core.fileio import atomic_path, write_text
     from featkit.core.tables import markdown_table
 

@@ -45,7 +45,7 @@ class KNNHead(Head):
     def adapt_to_rows(cls, fixed, grid, n_rows, default_keys=frozenset()):
         """k can be at most the training rows: the default grid keeps the values below them (at least one), a k
         given at or above them is clipped to them, with one warning line."""
-        warnings = []
+        warnings: list[str] = []
         if n_rows < 1:
             return fixed, grid, warnings
         if "k" in fixed and fixed["k"] >= n_rows:

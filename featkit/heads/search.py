@@ -177,7 +177,8 @@ def select(
         warnings += _valid_warnings(np.asarray(y), np.asarray(y_val))
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
-    best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    best: tuple[tuple[float, float, int] | None, int, Head, np.ndarray | None, float] | None = None
     last = time.perf_counter()
     if has_valid:
         X_val = np.asarray(X_val)
@@ -199,9 +200,9 @@ def select(
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
             temperature = fit_temperature(probs, idx)
             calibrated = log_loss(apply_temperature(probs, temperature), idx)
-            key = (top1, -calibrated, -i)
-            if best is None or key > best[0]:
-                best = (key, i, model, probs, temperature)
+            rank = (top1, -calibrated, -i)
+            if best is None or best[0] is None or rank > best[0]:
+                best = (rank, i, model, probs, temperature)
         elif best is None:
             best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
@@ -213,9 +214,11 @@ def select(
                 f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
+    assert best is not None  # fit_candidates yields every candidate, and there is at least one
     _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
-    sel = Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)
+    done = [c for c in scored if c is not None]  # every slot, filled in the order fit_candidates yields them
+    sel = Selection(head, grid, fixed, done, chosen, model, probs, temperature, time.perf_counter() - t0)
     if has_valid:
         warnings += _edge_warnings(head, grid, candidates[chosen])
     sel.warnings = warnings

@@ -8,6 +8,7 @@ under "Incomplete runs" with its folder and what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,34 +17,13 @@ from typing import Any
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
 from featkit.core.outputs import output_dir
-from featkit.core.schema import RunConfig, RunMetrics
+from featkit.core.schema import ReportRow, RunConfig, RunMetrics
 from featkit.core.tables import markdown_table, write_csv
 from featkit.report.figures import plot_time, plot_training_curves, plot_vs_size
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs, runs_dir
 from featkit.runs.summary import summarize
 
-COLUMNS = (
-    "run_id",
-    "kind",
-    "dataset",
-    "classes",
-    "backbone",
-    "size",
-    "head",
-    "augment",
-    "views",
-    "valid_top1",
-    "valid_top5",
-    "top1",
-    "top5",
-    "log_loss",
-    "ece",
-    "extract_seconds",
-    "fit_seconds",
-    "sweep",
-    "date",
-    "folder",
-)
+COLUMNS = tuple(f.name for f in dataclasses.fields(ReportRow))  # run_id, kind, backbone, size, ..., folder
 PLOTS = ("training_curves", "accuracy_vs_size", "time_vs_size")
 
 
@@ -61,7 +41,10 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
 
     reports = output_dir(reports, "--reports")
     sweeps, unfinished_sweeps = list_sweeps(reports)
-    rows, incomplete = collect_runs(reports, sweeps)
+    records, incomplete = collect_runs(reports, sweeps)
+    selected = {str(r.run) for sw in sweeps for r in sw.rows if r.selected and r.run}
+    # the table's columns, as results.csv and the pages show them, plus what the index folds by
+    rows = [{**r.to_dict(), "sweep_selected": r.run_id in selected} for r in records]
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
     write_csv(paths["results_csv"], df)
@@ -150,23 +133,25 @@ def sweeps_section(sweeps) -> list[str]:
         "",
     ]
     for sw in sweeps:
-        sel = sw.selected["candidate"] if sw.selected else "none (no candidate had a validation score)"
+        sel = sw.selected.candidate if sw.selected else "none (no candidate had a validation score)"
         lines += [f"### {sw.id}", "", f"Selected: {sel}.", "", markdown_table(table(sw.rows, compact=True)), ""]
     return lines
 
 
-def collect_runs(reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = ()) -> tuple[list[dict], list[dict]]:
+def collect_runs(
+    reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = ()
+) -> tuple[list[ReportRow], list[dict]]:
     """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted). `sweeps`
-    (featkit.apps.sweep.list_sweeps) name the sweep each run was fitted in (row "sweep", "sweep_selected")."""
+    (featkit.apps.sweep.list_sweeps) name the sweep that fitted or built each run (column "sweep")."""
     reports = Path(reports)
-    members, selected = {}, set()
+    members: dict[str, str] = {}
     for sw in reversed(list(sweeps)):  # oldest first: a run a newer sweep reused names the newer one
         for r in sw.rows:
-            if r.get("run"):
-                members[str(r["run"])] = sw.id
-                if r.get("selected"):
-                    selected.add(str(r["run"]))
-    rows, incomplete, seen = [], [], set()
+            if r.run:
+                members[str(r.run)] = sw.id
+    rows: list[ReportRow] = []
+    incomplete: list[dict] = []
+    seen = set()
     for run in list_runs(reports):
         seen.add(run.path.name)
         try:
@@ -175,10 +160,7 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = 
             if run.path.exists():
                 incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
             continue  # deleted while the report was built
-        row = _row(run, cfg, metrics, reports)
-        row["sweep"] = members.get(run.id, "")
-        row["sweep_selected"] = run.id in selected
-        rows.append(row)
+        rows.append(_row(run, cfg, metrics, reports, sweep=members.get(run.id, "")))
     base = runs_dir(reports)
     if base.exists():
         for d in sorted(base.iterdir(), reverse=True):
@@ -190,31 +172,31 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = 
     return rows, incomplete
 
 
-def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
+def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path, sweep: str = "") -> ReportRow:
     s = summarize(run, cfg, m)
-    return {
-        "run_id": run.id,
-        "kind": cfg.kind,
-        "dataset": s.dataset,
-        "classes": s.n_classes or "",
-        "dataset_key": s.dataset_key,  # not a column: what "best so far" groups by
-        "backbone": " + ".join(s.backbones) or "-",
-        "size": cfg.size or "",
-        "head": cfg.name,
-        "augment": "yes" if cfg.augment else "no",
-        "views": s.views,
-        "valid_top1": s.valid_top1,
-        "valid_top5": s.valid_top5,
-        "top1": _num(m.top1),
-        "top5": _num(m.top5),
-        "log_loss": _num(m.log_loss),
-        "ece": _num(m.get("ece")),
-        "extract_seconds": _num(m.extract_seconds),
-        "fit_seconds": _num(m.fit_seconds),
-        "sweep": "",
-        "date": s.date,
-        "folder": _rel(run.path, reports),
-    }
+    return ReportRow(
+        run_id=run.id,
+        kind=cfg.kind,
+        dataset=s.dataset,
+        classes=s.n_classes,
+        backbone=" + ".join(s.backbones) or "-",
+        size=cfg.size or None,
+        head=cfg.name,
+        augment=bool(cfg.augment),
+        views=s.views,
+        valid_top1=s.valid_top1,
+        valid_top5=s.valid_top5,
+        top1=_num(m.top1),
+        top5=_num(m.top5),
+        log_loss=_num(m.log_loss),
+        ece=_num(m.ece),
+        extract_seconds=_num(m.extract_seconds),
+        fit_seconds=_num(m.fit_seconds),
+        sweep=sweep,
+        date=s.date,
+        folder=_rel(run.path, reports),
+        dataset_key=s.dataset_key,
+    )
 
 
 def _num(v: Any) -> float | None:
