@@ -33,6 +33,8 @@ def test_knn_default_grid_keeps_k_below_the_training_rows_and_names_its_choice(c
     search = run.config.extra["search"]
     assert search["grid"]["k"] == [k for k in KNNHead.search_grid["k"] if k < N_TRAIN] == [10, 40, 160]
     assert len(search["candidates"]) == 3 * 3 * 3
+    # k=160 may win, but 320 and 640 were ruled out by the rows: no "largest value searched" line for k
+    assert not any(w.startswith("knn: k=") for w in search["warnings"])
     chosen = search["chosen"]
     line = f"knn chose k={chosen['k']}, tau={chosen['tau']:g}, smoothing={chosen['smoothing']:g} ("
     assert search["summary"].startswith(line)

@@ -167,6 +167,7 @@ def select(
                 "the candidates, and this data has none; give one value."
             )
         grid = {}
+    asked = grid
     fixed, grid, warnings = HEADS[head].adapt_to_rows(
         fixed, grid, len(X), frozenset(k for k in grid if k not in listed)
     )
@@ -220,7 +221,7 @@ def select(
     done = [c for c in scored if c is not None]  # every slot, filled in the order fit_candidates yields them
     sel = Selection(head, grid, fixed, done, chosen, model, probs, temperature, time.perf_counter() - t0)
     if has_valid:
-        warnings += _edge_warnings(head, grid, candidates[chosen])
+        warnings += _edge_warnings(head, grid, candidates[chosen], asked)
     sel.warnings = warnings
     if log:
         log(sel.summary())
@@ -244,8 +245,12 @@ def _valid_warnings(y: np.ndarray, y_val: np.ndarray) -> list[str]:
     ]
 
 
-def _edge_warnings(head: str, grid: Mapping[str, list], chosen: Mapping[str, Any]) -> list[str]:
-    """One line per searched numeric setting (3 or more values) whose choice is its smallest or largest value."""
+def _edge_warnings(
+    head: str, grid: Mapping[str, list], chosen: Mapping[str, Any], capped: Mapping[str, list] | None = None
+) -> list[str]:
+    """One line per searched numeric setting (3 or more values) whose choice is its smallest or largest value; not
+    the largest of a setting whose larger values the training rows ruled out (`capped`: the grid before
+    Head.adapt_to_rows, e.g. knn's k)."""
     out = []
     for key, values in grid.items():
         nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -254,11 +259,15 @@ def _edge_warnings(head: str, grid: Mapping[str, list], chosen: Mapping[str, Any
         v, lo, hi = chosen[key], min(nums), max(nums)
         if v not in (lo, hi):
             continue
+        if v == hi and capped and key in capped and max(capped[key]) > hi:
+            continue  # larger values were tried for, and the rows cannot take them
         side = "largest" if v == hi else "smallest"
         beyond = [v * 3, v * 10] if v == hi else [v / 10, v / 3]
         if isinstance(v, int):
             beyond = sorted({max(1, int(round(b))) for b in beyond} - {v})
-        suggestion = ",".join(f"{b:.2g}" for b in sorted([v, *beyond]))
+            suggestion = ",".join(str(b) for b in sorted([v, *beyond]))
+        else:
+            suggestion = ",".join(f"{b:.2g}" for b in sorted([v, *beyond]))
         out.append(
             f"{head}: {key}={v:g} is the {side} value searched ({', '.join(f'{x:g}' for x in sorted(nums))}): the best "
             f"may lie beyond it; search further with -p {key}={suggestion}."
