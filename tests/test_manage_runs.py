@@ -171,3 +171,32 @@ def test_latest_is_the_newest_run_the_command_can_use(reports):
     res = CliRunner().invoke(app, ["evaluate", "latest", "--reports", str(reports)])
     assert res.exit_code == 0, res.output
     assert "latest run: 20261201-160000-f-ensemble" in res.stderr
+
+
+def test_the_sweep_filter_shows_folded_candidates_in_a_browser(reports, tmp_path):
+    from reportfixtures import find_chromium, start_chromium
+
+    browser, driver_path, why_not = find_chromium()
+    if not (browser and driver_path):
+        pytest.skip(why_not)
+    index = build_report(reports)["index_html"]
+    driver = start_chromium(browser, driver_path, tmp_path / "profile")
+    try:
+        driver.get(index.resolve().as_uri())
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+
+        def shown():
+            rows = driver.find_elements("css selector", "#runs tbody tr")
+            return [r.find_element("css selector", "td").text[16:] for r in rows if r.is_displayed()]
+
+        assert shown() == ["e-five", "d-ensemble", "c-cnn", "a-logreg"]  # b, a candidate of the sweep, folded
+        driver.find_element("css selector", "#sweep-filter option[value='*']").click()
+        assert shown() == ["e-five", "d-ensemble", "c-cnn", "b-knn", "a-logreg"]
+        driver.find_element("css selector", "#sweep-filter option[value='20261201-150000-sweep']").click()
+        assert shown() == ["d-ensemble", "b-knn"]
+        driver.find_element("css selector", "#kind-filter option[value='head']").click()
+        assert shown() == ["b-knn"]
+        driver.find_element("css selector", "#sweep-filter option[value='']").click()
+        assert shown() == ["e-five", "a-logreg"]
+    finally:
+        driver.quit()
