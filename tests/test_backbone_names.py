@@ -119,3 +119,15 @@ def test_cnn_run_ids_name_what_was_trained():
     assert run_name(PRESETS["benchmark-64"]) == "cnn-benchmark-64"
     assert run_name(preset_with_options("benchmark-64", {"epochs": 2})) == "cnn-benchmark-64"  # same network
     assert run_name(preset_with_options("benchmark-64", {"size": 96})) == "cnn-custom-3x16-32-64-96"
+
+
+def test_a_transfer_cnn_takes_a_keras_name_never_an_onnx_one(models, monkeypatch):
+    monkeypatch.setenv("FEATKIT_MODELS", str(models))
+    cfg = preset_with_options("benchmark-64", {"model": "transfer", "backbone": "MobileNetV2", "size": 128})
+    assert cfg.backbone == "mobilenetv2" and run_name(cfg) == "cnn-transfer-mobilenetv2-128"
+    for onnx in ("mobilenet-v2", "onnx:mobilenet-v2", str(models / "mobilenet-v2.onnx")):
+        with pytest.raises(FeatkitError, match=f"--backbone {onnx} is an ONNX model: a transfer CNN trains a Keras"):
+            preset_with_options("benchmark-64", {"model": "transfer", "backbone": onnx})
+    assert preset_with_options("benchmark-64", {"model": "transfer", "backbone": "keras:mobilenet-v2"}).backbone == (
+        "mobilenetv2"
+    )

@@ -114,6 +114,29 @@ def locate(name_or_path: str, models: Path | None = None) -> str:
     return name
 
 
+def keras_name(name: str) -> str:
+    """The Keras registry name a transfer CNN trains (`train-cnn --backbone`): `keras:NAME` or a Keras name; an
+    ONNX model (a path, onnx:NAME, or a name of the models folder that is not a Keras name) is refused in one line,
+    never swapped for Keras' model of a similar name."""
+    from featkit.backbones.keras_zoo import lookup
+
+    s = str(name)
+    if not s.startswith("keras:"):
+        folder_name = s.removeprefix("onnx:")
+        onnx = s.startswith("onnx:") or s.lower().endswith(".onnx")
+        if not onnx and s.lower() not in KERAS_MODELS:
+            try:
+                onnx = folder_name in onnx_models(models_dir())
+            except FeatkitError:
+                onnx = False
+        if onnx:
+            raise FeatkitError(
+                f"--backbone {s} is an ONNX model: a transfer CNN trains a Keras backbone; give a Keras name from "
+                "`featkit backbones` (e.g. mobilenetv2), or fit a head on the ONNX model's features (fit-head)."
+            )
+    return lookup(s).name
+
+
 def describe(name_or_path: str) -> str:
     """'mobilenet-v2 (ONNX ../shared/models/mobilenet-v2.onnx)' or 'mobilenetv2 (Keras)': what a name stands for."""
     target = locate(name_or_path)
@@ -129,6 +152,7 @@ __all__ = [
     "workspace_settings",
     "onnx_models",
     "describe",
+    "keras_name",
     "MODELS_ENV",
     "BACKBONE_ENV",
     "WORKSPACE_FILE",
