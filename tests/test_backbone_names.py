@@ -102,7 +102,9 @@ def test_a_folder_default_backbone_and_a_missing_cache_hint_that_works(
     assert len(r.err.splitlines()) == 2 and r.err.splitlines()[1].startswith("error: ")
     hint = r.err.split("run `")[1].split("` first")[0]
     onnx = mobilenet_onnx.parent / "mobilenet-v2.onnx"
-    assert hint == f"featkit extract --data {ws.data} --backbone {onnx} --size 32 --split {SPLIT} --cache {cache}"
+    assert (
+        hint == f"featkit extract --data {ws.data} --backbone {onnx} --size 32 --split {SPLIT} --seed 0 --cache {cache}"
+    )
     r = fk(capsys, *shlex.split(hint)[1:], "--quiet")
     assert r.code == 0, r.err
     r = fk(capsys, "fit-head", *common, "--size", 32, "-p", "C=0.01", "--quiet")

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cachefixtures import backbone_spec, one_blas_thread
+from cachefixtures import backbone_spec
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import BackboneSpec
@@ -16,12 +16,6 @@ from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.metrics import log_loss
 
 FAST = {"C": 1.0, "max_iter": 200}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 def _derived(src, path, transform, ids=None, order=None, **meta_changes):
@@ -236,7 +230,7 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
     # b.h5's mirrored view beside it: the same photos, features reversed like b's
     _derived(caches.tta, tmp_path / "tta-flip.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     reports = ["--reports", tmp_path / "reports", "--json", "--quiet"]
-    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "-p", "max_iter=200", *reports)
+    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "flip", "-p", "max_iter=200", *reports)
     cfg = json.loads((tmp_path / "reports" / "runs" / run["run"] / "config.json").read_text())
     assert cfg["tta"] == "flip" and len(cfg["caches"]) == 2
     ens = fk("ensemble", run["run"], run["run"], "--name", "twice", *reports)
@@ -252,7 +246,7 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
         "-p",
         "max_iter=200",
         "--tta",
-        "on",
+        "flip",
         *reports,
     )
     assert len(out["rows"]) == 4 and out["selected"]["valid_top1"] == max(r["valid_top1"] for r in out["rows"])

@@ -12,7 +12,10 @@ from reportfixtures import find_chromium, start_chromium
 from featkit.report.run_page import PAGE_NAME
 
 BROWSER, DRIVER, WHY_NOT = find_chromium()
-pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER), reason=WHY_NOT)
+pytestmark = [
+    pytest.mark.slow,  # end to end: a real Chromium loads the report (make test runs it)
+    pytest.mark.skipif(not (BROWSER and DRIVER), reason=WHY_NOT),
+]
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,11 @@ from typing import Any
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
+from featkit.core.tables import pct
 from featkit.runs.store import DEFAULT_REPORTS
 
 ENGINES = ("local", "ray")
+COMBINE_MODES = ("none", "backbones", "sizes", "all")  # sweep --combine: see cache_sets
 TABLE_COLUMNS = (
     "candidate",
     "kind",
@@ -105,16 +107,19 @@ def plan(
     sets: Sequence[Sequence[str | Path]] = (),
     heads: Sequence[str] = ("logreg",),
     params: Sequence[str] = (),
-    tta: str = "off",
+    tta: Sequence[str] = ("none",),
     candidates_file: str | Path | None = None,
 ) -> list[Candidate]:
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
-    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
+    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: "none" for the plain photos only,
+    "flip" for the mirrored view too, as `fit-head --tta`; both: each candidate without and with), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    tta_views: dict[str, list[str | None]] = {"off": [None], "on": ["flip"], "both": [None, "flip"]}
-    views = tta_views.get(tta)
-    if views is None:
-        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
+    from featkit.data.augment import TTA_VIEWS
+
+    bad = [v for v in tta if v != "none" and v not in TTA_VIEWS]
+    if bad or not tta:
+        raise FeatkitError(f"--tta {bad[0] if bad else ''!r}: use none or {' or '.join(TTA_VIEWS)} (repeatable).")
+    views = [None if v == "none" else v for v in dict.fromkeys(tta)]
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
     out = grid(parse_param_grid(params, heads), all_sets, views) if all_sets else []
     return out + (read_candidates(candidates_file) if candidates_file else [])
@@ -148,7 +153,7 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     Several modes give the union, in order, without repeats."""
     from featkit.features.cache import read_meta
 
-    unknown = [c for c in combine if c not in ("none", "backbones", "sizes", "all")]
+    unknown = [c for c in combine if c not in COMBINE_MODES]
     if unknown:
         raise FeatkitError(f"--combine {unknown[0]!r}: use none, backbones, sizes or all (repeatable).")
     keys = []
@@ -327,7 +332,7 @@ def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: 
         )
         out.append(row)
         if not quiet:
-            print(f"ensemble of {k}: valid top-1 {row.valid_top1 or float('nan'):.4f}", file=sys.stderr, flush=True)
+            print(f"ensemble of {k}: valid top-1 {pct(row.valid_top1)}", file=sys.stderr, flush=True)
     return out
 
 
@@ -397,13 +402,13 @@ def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult
 
 def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
     from featkit.core.fileio import atomic_path, write_text
-    from featkit.core.tables import markdown_table
+    from featkit.core.tables import SCORE_COLUMNS, markdown_table
 
     with atomic_path(folder / "sweep.csv") as tmp:
         table(rows).to_csv(tmp, index=False)
     write_text(
         folder / "sweep.md",
         f"# Sweep {folder.name}\n\nSelected by validation top-1 only.\n\n"
-        + markdown_table(table(rows, compact=True))
+        + markdown_table(table(rows, compact=True), SCORE_COLUMNS)
         + "\n",
     )

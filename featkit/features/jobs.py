@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.tfkeras import require_keras
 from featkit.data import Prepared, SplitConfig, prepare
 from featkit.data.summary import unreadable_note
-from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache
+from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache, resolve_backbone
 
 ENGINES = ("local", "ray")
 
@@ -39,6 +40,8 @@ def extract_features(
     if engine == "local" and (address or workers):
         raise FeatkitError("--address and --workers apply to --engine ray only.")
     split = split or SplitConfig()
+    if resolve_backbone(opts).kind == "keras":  # before the dataset is read: a Keras backbone needs the extra
+        require_keras()
     prep = None
     if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
         from featkit.features.quantize import ensure_int8

@@ -32,7 +32,7 @@ from featkit.core.progress import Progress
 from featkit.core.schema import OnnxContract
 from featkit.data import Prepared
 from featkit.data.arrays import load_rows
-from featkit.features.extract import ExtractOptions
+from featkit.features.options import ExtractOptions
 
 DEFAULT_PHOTOS = 512
 CALIBRATION_BATCH = 32

@@ -17,6 +17,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import ClassEntry, RunConfig
+from featkit.core.tables import pct
 from featkit.core.version import __version__
 from featkit.features.cache import FeatureSet, check_same_features, read_cache
 from featkit.features.combine import average_tta, cache_paths, describe_cache, read_features, read_tta
@@ -79,7 +80,7 @@ def fit_head(
         if not aug.meta.is_augmented:
             raise FeatkitError(
                 f"{augment_cache} holds the {aug.meta.view!r} view, not augmented copies: give an "
-                "augment-*.h5 cache made by `featkit extract --augment N`."
+                "augment-*.h5 cache made by `featkit extract --augment-copies N`."
             )
         aug = aug.subset("train")
         leaked = set(aug.image_ids.tolist()) & set(valid.image_ids.tolist() + test.image_ids.tolist())
@@ -201,7 +202,7 @@ def fit_head(
     )
     _say(
         quiet,
-        f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f}, log loss "
+        f"run {run.id}: test top-1 {pct(metrics.top1)}, top-5 {pct(metrics.top5)}, log loss "
         f"{metrics.log_loss:.3f}, ECE {metrics.ece if metrics.ece is not None else float('nan'):.3f} "
         f"(T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
         f" -> {run.path}",

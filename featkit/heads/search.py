@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from featkit.core.errors import FeatkitError
+from featkit.core.tables import pct
 from featkit.heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
 from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.metrics import log_loss, topk_accuracy
@@ -211,7 +212,7 @@ def select(
         if per_line and log:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(
-                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} "
+                f"  {head} {shown}: valid top-1 {pct(top1)}, log loss {loss:.3f} "
                 f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()

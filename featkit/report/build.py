@@ -18,7 +18,7 @@ from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
 from featkit.core.outputs import output_dir
 from featkit.core.schema import ReportRow, RunConfig, RunMetrics
-from featkit.core.tables import markdown_table, write_csv
+from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct, write_csv
 from featkit.report.figures import plot_time, plot_training_curves, plot_vs_size
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs, runs_dir
 from featkit.runs.summary import summarize
@@ -67,17 +67,10 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
             paths[name] = path
 
     shown = df.copy()
-    for col, digits in (
-        ("valid_top1", 4),
-        ("valid_top5", 4),
-        ("top1", 4),
-        ("top5", 4),
-        ("log_loss", 4),
-        ("ece", 4),
-        ("extract_seconds", 1),
-        ("fit_seconds", 1),
-    ):
+    for col, digits in (("log_loss", 4), ("ece", 4), ("extract_seconds", 1), ("fit_seconds", 1)):
         shown[col] = [("" if _missing(v) else f"{v:.{digits}f}") for v in df[col]]
+    for col in ("valid_top1", "valid_top5", "top1", "top5"):
+        shown[col] = [pct(v) for v in df[col]]
     shown["run_id"] = [f"[{r}](runs/{r}/)" for r in df["run_id"]]
     shown = shown.drop(columns=["folder"])
     lines = [
@@ -134,7 +127,14 @@ def sweeps_section(sweeps) -> list[str]:
     ]
     for sw in sweeps:
         sel = sw.selected.candidate if sw.selected else "none (no candidate had a validation score)"
-        lines += [f"### {sw.id}", "", f"Selected: {sel}.", "", markdown_table(table(sw.rows, compact=True)), ""]
+        lines += [
+            f"### {sw.id}",
+            "",
+            f"Selected: {sel}.",
+            "",
+            markdown_table(table(sw.rows, compact=True), SCORE_COLUMNS),
+            "",
+        ]
     return lines
 
 

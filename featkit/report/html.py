@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from featkit.core.tables import pct  # noqa: F401  (re-exported: the one score format, for the report pages)
 from featkit.report.thumbnails import THUMB_SIZE, Thumb
 
 CSS = """
@@ -97,11 +98,6 @@ def esc(value: Any) -> str:
 
 def missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
-
-
-def pct(v: Any, digits: int = 2) -> str:
-    """0.2557 -> '25.57 %'; '' when missing."""
-    return "" if missing(v) else f"{100 * float(v):.{digits}f} %"
 
 
 def num(v: Any, digits: int = 4) -> str:
