@@ -78,6 +78,12 @@ class Combine(StrEnum):
     all = "all"
 
 
+class RunKind(StrEnum):
+    head = "head"
+    cnn = "cnn"
+    ensemble = "ensemble"
+
+
 class CnnModel(StrEnum):
     custom = "custom"
     transfer = "transfer"
@@ -850,7 +856,7 @@ def _load_run(ref: str, reports: Path, kinds: tuple[str, ...] | None = None):
 
 @app.command("runs")
 def runs_cmd(
-    kind: str | None = typer.Option(None, "--kind", help="Only runs of this kind: head, cnn or ensemble."),
+    kind: RunKind | None = typer.Option(None, "--kind", help="Only runs of this kind."),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Only runs on this dataset (its name or key, or a part of one)."
     ),
@@ -859,18 +865,14 @@ def runs_cmd(
     ),
     reports: Path = ReportsOpt,
     json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ):
     """List the finished runs, newest first: id, kind, dataset (classes), backbone, size, head or preset, views,
     validation and test top-1, date. Runs are compared by validation top-1; test is shown, never used to choose."""
     from featkit.apps.runs_list import list_runs_table
-    from featkit.core.schema import RUN_KINDS
     from featkit.core.tables import markdown_table
 
-    if kind is not None and kind not in RUN_KINDS:
-        raise typer.BadParameter(
-            f"{kind!r} is not a run kind: give one of {', '.join(RUN_KINDS)}.", param_hint="--kind"
-        )
-    listing = list_runs_table(reports, kind=kind, dataset=dataset, sweep=sweep)
+    listing = list_runs_table(reports, kind=kind.value if kind else None, dataset=dataset, sweep=sweep)
     if listing.skipped:
         sys.stderr.write(
             f"warning: {len(listing.skipped)} run(s) skipped (deleted or damaged while listing): "
@@ -884,7 +886,8 @@ def runs_cmd(
     import pandas as pd
 
     typer.echo(markdown_table(pd.DataFrame(listing.table())))
-    typer.echo(f"{len(listing.rows)} run(s)")
+    if not quiet:
+        typer.echo(f"{len(listing.rows)} run(s)")
 
 
 @app.command("report")

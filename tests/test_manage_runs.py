@@ -142,7 +142,7 @@ def test_runs_lists_and_filters(reports):
     assert res.exit_code == 0 and "20261201-120000-c-cnn" in res.stdout and "-a-logreg" not in res.stdout
     assert "| food-8 (8 classes) |" in res.stdout and "1 run(s)" in res.stdout
     res = CliRunner().invoke(app, ["runs", "--reports", str(reports), "--kind", "heads"])
-    assert res.exit_code == 2 and "is not a run kind" in res.output
+    assert res.exit_code == 2 and "Invalid value for '--kind'" in res.output
 
 
 def test_a_run_deleted_while_listing_is_skipped_and_counted(reports, monkeypatch):
