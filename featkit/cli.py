@@ -78,6 +78,12 @@ class Combine(StrEnum):
     all = "all"
 
 
+class RunKind(StrEnum):
+    head = "head"
+    cnn = "cnn"
+    ensemble = "ensemble"
+
+
 class CnnModel(StrEnum):
     custom = "custom"
     transfer = "transfer"
@@ -234,15 +240,18 @@ def data_check(
 @app.command("backbones")
 def backbones_cmd(
     models: Path | None = typer.Option(
-        None, "--models", help="Also list the .onnx models in this folder (e.g. ../shared/models)."
+        None,
+        "--models",
+        help="Also list the .onnx models in this folder; each is a --backbone by its name. Default: $FEATKIT_MODELS, "
+        "`models` in ./featkit.toml, else ./shared/models or ../shared/models when present.",
     ),
     json_out: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="The table only, without the usage note under it."),
 ):
     """List the backbones featkit can extract with: Keras models by name, and ONNX files by path."""
-    from featkit.backbones import list_backbones
+    from featkit.backbones import list_backbones, models_dir
 
-    rows = list_backbones(models)
+    rows = list_backbones(models if models is not None else models_dir())
     if json_out:
         return _print_json(rows)
     typer.echo(f"{'name':<22}{'kind':<7}{'size':>5}{'dim':>6}  preprocessing / weights")
@@ -254,16 +263,22 @@ def backbones_cmd(
         )
     if not quiet:
         typer.echo(
-            "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
-            "(a JSON contract beside it gives input name, size and output)."
+            "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone NAME for a model of the "
+            "models folder, or --backbone path/to/model.onnx (a JSON contract beside it gives input name, size and "
+            "output). A name that is both: keras:NAME or onnx:NAME."
         )
 
 
 @app.command("extract")
 def extract_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
-    backbone: str = typer.Option(
-        "vgg16", "--backbone", "-b", help="Keras model name (see `featkit backbones`) or path to an .onnx model."
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        "-b",
+        help="A backbone: a Keras model name, an .onnx model of the models folder by its name (see `featkit "
+        "backbones`; keras:NAME / onnx:NAME where both exist) or an .onnx path. Default: $FEATKIT_BACKBONE, "
+        "`backbone` in ./featkit.toml, else vgg16.",
     ),
     size: int | None = typer.Option(
         None, "--size", help="Square input size in pixels (default: the backbone's native size)."
@@ -351,7 +366,7 @@ def extract_cmd(
     from featkit.features.jobs import extract_features
 
     opts = ExtractOptions(
-        backbone=backbone,
+        backbone=_backbones([backbone] if backbone else [])[0],
         size=size,
         weights=weights,
         pooling=pooling.value,
@@ -494,9 +509,10 @@ def _plain_caches(
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
     from featkit.features.jobs import find_plain_caches
 
+    names = _backbones(backbones)  # a bad featkit.toml is said before the dataset is scanned
     return find_plain_caches(
         _prepare(data, cache, split, seed, True),
-        backbones or ["vgg16"],
+        names,
         sizes,
         cache,
         weights=weights,
@@ -505,6 +521,19 @@ def _plain_caches(
         decode=decode,
         precision=precision,
     )
+
+
+def _backbones(given: list[str]) -> list[str]:
+    """--backbone as given, else the folder's default (saying where it came from), else vgg16."""
+    if given:
+        return list(given)
+    from featkit.backbones import default_backbone
+
+    name, where = default_backbone()
+    if name is None:
+        return ["vgg16"]
+    sys.stderr.write(f"backbone: {name} (from {where})\n")
+    return [name]
 
 
 @app.command("fit-head")
@@ -519,10 +548,11 @@ def fit_head_cmd(
         None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
     ),
     backbone: list[str] = typer.Option(
-        ["vgg16"],
+        [],
         "--backbone",
         "-b",
-        help="With --data: the backbone extracted with; repeat it to concatenate several backbones.",
+        help="With --data: the backbone extracted with (a name from `featkit backbones` or an .onnx path); repeat it "
+        "to concatenate several. Default: $FEATKIT_BACKBONE, `backbone` in ./featkit.toml, else vgg16.",
     ),
     size: list[int] = typer.Option(
         [], "--size", help="With --data: the size extracted at; repeat it to concatenate several sizes."
@@ -771,9 +801,8 @@ def evaluate_cmd(
     """Top-k accuracy, per-class accuracy, macro F1, log loss, confusion matrix (CSV + PNG) and most confused pairs."""
     from featkit.apps.evaluate import evaluate_run
     from featkit.core.tables import pct
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports)
     m = evaluate_run(r, ks=k, reports=reports)
     if json_out:
         return _print_json({"run": r.id, **m})
@@ -805,14 +834,60 @@ def sensitivity_cmd(
     sees the perturbed photos through its network."""
     from featkit.apps.evaluate import sensitivity
     from featkit.core.tables import SCORE_COLUMNS, markdown_table
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports, kinds=("head", "cnn"))
     df = sensitivity(r, reports=reports, quiet=quiet or json_out)
     if json_out:
         return _print_json(df.to_dict(orient="records"))
     typer.echo(markdown_table(df, SCORE_COLUMNS))
     typer.echo(f"saved: {r.path}/sensitivity.csv, sensitivity.md")
+
+
+def _load_run(ref: str, reports: Path, kinds: tuple[str, ...] | None = None):
+    """load_run, saying on stderr which run "latest" took."""
+    from featkit.runs.store import load_run
+
+    r = load_run(ref, reports, kinds=kinds)
+    if ref == "latest":
+        kind = f"{' or '.join(kinds)} " if kinds else ""
+        sys.stderr.write(f"latest {kind}run: {r.id}\n")
+    return r
+
+
+@app.command("runs")
+def runs_cmd(
+    kind: RunKind | None = typer.Option(None, "--kind", help="Only runs of this kind."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Only runs on this dataset (its name or key, or a part of one)."
+    ),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Only the runs a sweep fitted or built (its id, a unique part of it, or 'latest')."
+    ),
+    reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """List the finished runs, newest first: id, kind, dataset (classes), backbone, size, head or preset, views,
+    validation and test top-1, date. Runs are compared by validation top-1; test is shown, never used to choose."""
+    from featkit.apps.runs_list import list_runs_table
+    from featkit.core.tables import markdown_table
+
+    listing = list_runs_table(reports, kind=kind.value if kind else None, dataset=dataset, sweep=sweep)
+    if listing.skipped:
+        sys.stderr.write(
+            f"warning: {len(listing.skipped)} run(s) skipped (deleted or damaged while listing): "
+            f"{'; '.join(listing.skipped[:3])}\n"
+        )
+    if json_out:
+        return _print_json(listing.records())
+    if not listing.rows:
+        typer.echo(f"no finished run matches in {reports / 'runs'}.")
+        return
+    import pandas as pd
+
+    typer.echo(markdown_table(pd.DataFrame(listing.table())))
+    if not quiet:
+        typer.echo(f"{len(listing.rows)} run(s)")
 
 
 @app.command("report")

@@ -112,6 +112,7 @@ def fit_head(
         params=params,
         refit=refit,
         log=None if quiet else _say_line,
+        warn=_say_line,  # warnings print even with --quiet
     )
     fit_seconds = time.perf_counter() - t0
     refitted = model is not sel.model

@@ -152,15 +152,26 @@ def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs
     raise FeatkitError(f"could not create a run folder under {base}: too many runs named {stem}")
 
 
-def load_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest"."""
+def load_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS, kinds: Sequence[str] | None = None) -> Run:
+    """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest": the newest finished
+    run whose kind is among `kinds` (None: any kind), i.e. the newest run the calling command can use."""
     if isinstance(ref, Run):
         return ref
     if str(ref) == "latest":
-        runs = list_runs(reports)
-        if not runs:
-            raise FeatkitError(f"no finished runs in {runs_dir(reports)}: fit a head or train a CNN first.")
-        return runs[0]
+        for run in list_runs(reports):
+            if kinds is None:
+                return run
+            try:
+                kind = run.config.kind
+            except (OSError, FeatkitError):  # deleted or damaged meanwhile: not a run anyone can use
+                continue
+            if kind in kinds:
+                return run
+        what = "finished" if kinds is None else " or ".join(kinds)
+        raise FeatkitError(
+            f"no {what} run in {runs_dir(reports)}: fit a head or train a CNN first "
+            "(`featkit runs` lists the runs there)."
+        )
     p = Path(ref)
     if p.is_dir() and (p / "config.json").exists():
         return Run(p)
