@@ -80,6 +80,21 @@ FoundPrecisionOpt = typer.Option(
 )
 
 
+TrackOpt = typer.Option(
+    False,
+    "--track",
+    help="Also log the finished run(s) to MLflow: MLFLOW_TRACKING_URI, else sqlite:///<reports>/mlflow.db "
+    '(needs pip install "featkit[mlflow]"; setting MLFLOW_TRACKING_URI alone turns it on too).',
+)
+
+
+def _track(track: bool) -> None:
+    if track:
+        from featkit.runs.tracking import enable
+
+        enable()
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -477,6 +492,7 @@ def fit_head_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -494,6 +510,8 @@ def fit_head_cmd(
             )
         )
     from featkit.heads.fit import fit_head
+
+    _track(track)
 
     paths = _plain_caches(
         features, data, backbone, size, weights, pooling, resize, split, seed, cache, decode, precision
@@ -527,12 +545,15 @@ def ensemble_cmd(
     ),
     name: str | None = typer.Option(None, "--name", help="Name of the new run (default: ensemble-N-<backbone>)."),
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """Average the test probabilities of several runs into a new run (evaluated, reported and listed like any
     other). The runs must share the test photos (same image ids, same order) and the class list."""
     from featkit.apps.ensemble import ensemble_runs
+
+    _track(track)
 
     _print_run(ensemble_runs(runs, name=name, reports=reports, quiet=quiet or json_out), json_out)
 
@@ -600,6 +621,7 @@ def sweep_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -607,6 +629,8 @@ def sweep_cmd(
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from featkit.apps.sweep import plan, sweep, table
     from featkit.core.tables import markdown_table
+
+    _track(track)
 
     pool = (
         _plain_caches(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode, precision)
@@ -788,6 +812,7 @@ def train_cnn_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -800,6 +825,8 @@ def train_cnn_cmd(
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
     from featkit.cnn.series import train_preset
+
+    _track(track)
 
     options = {
         "model": model,

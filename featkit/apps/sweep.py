@@ -293,8 +293,11 @@ def sweep(
     sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
     write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
 
-    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
-    rows += ensemble_rows(rows, ensemble, reports, quiet)
+    from featkit.runs import tracking
+
+    with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
+        rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
+        rows += ensemble_rows(rows, ensemble, reports, quiet)
     selected = select(rows)
     for r in rows:
         r["selected"] = "yes" if r is selected else ""
@@ -308,7 +311,45 @@ def sweep(
             "selection": "validation top-1, then validation top-5",
         },
     )
+    if tracking.wanted():
+        track_sweep(sweep_dir, rows, selected, reports)
     return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+
+
+def track_sweep(folder: Path, rows: Sequence[dict], selected: dict | None, reports: str | Path) -> str | None:
+    """The sweep as a parent MLflow run (its table as artifacts, the selected row's scores as metrics) with every
+    candidate and ensemble run nested under it; the parent's MLflow run id, or None when the store failed."""
+    from featkit.runs import tracking
+    from featkit.runs.store import load_run
+
+    sel = selected or {}
+    entry = tracking.Entry(
+        name=folder.name,
+        params={
+            "kind": "sweep",
+            "n_candidates": sum(1 for r in rows if r.get("kind") == "head"),
+            "n_ensembles": sum(1 for r in rows if r.get("kind") == "ensemble"),
+            "selection": "validation top-1, then validation top-5",
+            "selected": str(sel.get("candidate", "")),
+            "selected_run": str(sel.get("run", "")),
+        },
+        metrics={
+            ("test_" + k if k in ("top1", "top5") else k): float(sel[k])
+            for k in ("valid_top1", "valid_top5", "top1", "top5")
+            if isinstance(sel.get(k), (int, float))
+        },
+        tags={"featkit.sweep_id": folder.name, "featkit.kind": "sweep", "featkit.folder": str(folder.resolve())},
+        artifacts=[
+            folder / f for f in ("sweep.csv", "sweep.md", "sweep.json", "candidates.json") if (folder / f).is_file()
+        ],
+    )
+    parent = tracking.log_entry(entry, reports)
+    if parent is None:
+        return None
+    for r in rows:
+        if r.get("run") and tracking.log_run(load_run(r["run"], reports), parent=parent) is None:
+            break
+    return parent
 
 
 def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool = False) -> list[dict]:
