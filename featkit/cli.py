@@ -663,6 +663,85 @@ def sweep_cmd(
     )
 
 
+@app.command("curve")
+def curve_cmd(
+    features: list[Path] = typer.Option(
+        [], "--features", help="A plain-view cache (.h5); repeat it to concatenate caches of the same photos."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the dataset, to find the cache extracted with --backbone/--size (as fit-head does)."
+    ),
+    backbone: list[str] = typer.Option(
+        ["vgg16"], "--backbone", "-b", help="With --data: the backbone extracted with (repeatable)."
+    ),
+    size: list[int] = typer.Option([], "--size", help="With --data: the size extracted at (repeatable)."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    decode: str = FoundDecodeOpt,
+    precision: str = FoundPrecisionOpt,
+    head: str = typer.Option("logreg", "--head", help="logreg, softmax, lightgbm or knn."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Head parameter KEY=VALUE (KEY=V1,V2 searched on valid), as in fit-head."
+    ),
+    per_class: str = typer.Option(
+        "1,2,5,10,20,50,all",
+        "--per-class",
+        help="Training photos per class at each point, comma-separated; all = every training photo.",
+    ),
+    repeats: int = typer.Option(3, "--repeats", help="Seeded draws per point (mean and spread are reported)."),
+    by: str = typer.Option(
+        "", "--by", help="class: also per-class curves of the 10 hardest dishes (curve_by_class.csv/.png)."
+    ),
+    refit: bool = typer.Option(
+        False,
+        "--refit/--no-refit",
+        help="Refit each point on its photos + the validation photos (as fit-head does by default); default: "
+        "train on the point's photos only, so the x axis counts every photo the head saw.",
+    ),
+    split: str = SplitOpt,
+    seed: int = SeedOpt,
+    cache: Path = CacheOpt,
+    reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Label-efficiency curve: the head refitted on stratified, seeded subsets of the training photos (validation
+    and test unchanged, settings searched on validation), top-1/top-5 per point; writes reports/curves/<id>/
+    (curve.csv, curve.json, curve.png) and prints the photos per class at which it reaches 90 % of the full data."""
+    from featkit.apps.curve import curve_table, learning_curve, parse_per_class
+    from featkit.core.tables import markdown_table
+
+    try:
+        points = parse_per_class(per_class)
+        if by not in ("", "class"):
+            raise FeatkitError(f"--by {by!r}: the only grouping is --by class.")
+    except FeatkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _track(track)
+    paths = _plain_caches(
+        features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode, precision
+    )
+    result = learning_curve(
+        paths,
+        head=head,
+        params=_parse_params(param),
+        per_class=points,
+        repeats=repeats,
+        seed=seed,
+        by_class=by == "class",
+        refit=refit,
+        reports=reports,
+        quiet=quiet or json_out,
+    )
+    if json_out:
+        return _print_json(result.to_dict())
+    typer.echo(markdown_table(curve_table(result.points)))
+    full = f"{result.full_top1:.4f}" if result.full_top1 is not None else "n/a (no `all` point)"
+    reach = f"{result.reach90} photos per class" if result.reach90 else "not reached by the counted points"
+    typer.echo(f"\nfull-data top-1 {full}; 90 % of it: {reach}\ncurve: {result.path}/curve.csv, curve.png")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
