@@ -94,7 +94,17 @@ def test_curve_draws_train_rows_only_and_all_equals_fit_head(caches, tmp_path, m
     assert len((result.path / "curve.csv").read_text().splitlines()) == 3
     for name in ("curve.png", "curve_by_class.png", "curve_by_class.csv"):
         assert (result.path / name).stat().st_size > 0
-    assert [c["folder"] for c in curve_app.list_curves(reports)] == [f"curves/{result.id}"]
+    listed = curve_app.list_curves(reports)
+    assert [c["folder"] for c in listed] == [f"curves/{result.id}"]
+
+    # the report's section (results.md and index.html)
+    from featkit.report.curves import curves_section, render_curves
+
+    md = "\n".join(curves_section(listed))
+    assert f"### {result.id}" in md and f"(curves/{result.id}/curve.png)" in md
+    assert f"| all | {TRAIN * CLASSES} | 1 | {100 * run.metrics.top1:.2f} ± 0.00 % |" in md
+    html = render_curves(listed)
+    assert f'src="curves/{result.id}/curve.png"' in html and "Label-efficiency curves" in html
 
 
 def test_all_point_with_refit_equals_a_plain_fit_head_run(caches, tmp_path):
