@@ -129,3 +129,33 @@ def test_track_without_mlflow_is_one_line(monkeypatch):
     monkeypatch.delenv("FEATKIT_TRACK", raising=False)
     with pytest.raises(FeatkitError, match=r'pip install "featkit\[mlflow\]"'):
         tracking.enable()
+
+
+def test_curve_is_one_run_with_its_points_as_series(tmp_path, tracked, request):
+    from featkit.apps.curve import CurvePoint, CurveResult, track_curve
+
+    folder = tmp_path / "reports" / "curves" / "20260101-000000-c"
+    folder.mkdir(parents=True)
+    (folder / "curve.csv").write_text("per_class,top1_mean\n1,0.2\n5,0.5\nall,0.6\n")
+    points = [
+        CurvePoint(1, 8, [0.2, 0.3], [0.5, 0.6]),
+        CurvePoint(5, 40, [0.5], [0.8]),
+        CurvePoint(None, 192, [0.6], [0.9]),
+    ]
+    info = {
+        "n_classes": 8,
+        "repeats": 2,
+        "seed": 0,
+        "refit": False,
+        "backbone": "mobilenet-v2",
+        "size": 96,
+        "params": {},
+    }
+    result = CurveResult(folder.name, folder, "logreg", points, 0.6, 5, info)
+    run_id = track_curve(result, tmp_path / "reports")
+    assert run_id is not None
+    history = tracked.get_metric_history(run_id, "top1_mean")
+    assert [(m.step, m.value) for m in history] == [(1, 0.25), (5, 0.5), (24, 0.6)]  # all: 192 rows / 8 classes
+    data = tracked.get_run(run_id).data
+    assert data.metrics["reach90_per_class"] == 5 and data.params["per_class"] == "1,5,all"
+    assert [a.path for a in tracked.list_artifacts(run_id)] == ["curve.csv"]
