@@ -308,17 +308,15 @@ def reach_point(points: Sequence[CurvePoint], full_top1: float | None, share: fl
 
 
 def _write_table(result: CurveResult) -> None:
-    import pandas as pd
-
     from featkit.core.tables import write_csv
 
-    write_csv(result.path / "curve.csv", curve_table(result.points, pd))
+    write_csv(result.path / "curve.csv", curve_table(result.points))
 
 
-def curve_table(points: Sequence[CurvePoint], pd: Any = None):
+def curve_table(points: Sequence[CurvePoint]):
     """One row per point: per_class, n_train, repeats, top-1/top-5 mean, spread (std) and range, capped classes."""
-    if pd is None:
-        import pandas as pd
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {

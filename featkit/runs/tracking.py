@@ -211,13 +211,15 @@ def log_entry(entry: Entry, reports: str | Path, parent: str | None = None) -> s
     try:
         _mlflow()
     except FeatkitError as e:
-        return _warn(uri, f"{e}", entry.name)
+        _warn(uri, f"{e}", entry.name)
+        return None
     try:
         with _quiet_mlflow(uri):
             return _write(entry, uri, Path(reports), parent)
     except Exception as e:  # any failure of the store (refused, down, bad URI, permissions): the folder is complete
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        return _warn(uri, f"{type(e).__name__}: {first}", entry.name)
+        _warn(uri, f"{type(e).__name__}: {first}", entry.name)
+        return None
 
 
 def _warn(uri: str, why: str, name: str) -> None:
@@ -227,7 +229,6 @@ def _warn(uri: str, why: str, name: str) -> None:
         "tracked, their run folders are complete.\n"
     )
     sys.stderr.flush()
-    return None
 
 
 @contextlib.contextmanager
@@ -248,11 +249,11 @@ def _quiet_mlflow(uri: str) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-        for k, v in saved_env.items():
-            if v is None:
+        for k, before in saved_env.items():
+            if before is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = before
 
 
 def _write(entry: Entry, uri: str, reports: Path, parent: str | None) -> str:
