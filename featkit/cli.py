@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import help_text, install_hint
 from featkit.data.augment import STUDY_AUGMENTATION
 
 app = typer.Typer(
     help="featkit: image-classification experiments on foldered photo collections. Extract backbone features "
     "once, then fit heads, evaluate, test robustness and report in minutes.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     epilog="Exit codes: 0 done; 1 a failed run or bad data (one 'error:' line naming the file or option); "
     "2 a usage error (unknown option, wrong type); 130 interrupted (run the same command again to resume).",
@@ -24,6 +26,72 @@ data_app = typer.Typer(
     help="Inspect a dataset: layout, classes, splits, duplicates, unreadable photos.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+RAY_EXTRA_HELP = help_text(install_hint("ray"))
+
+
+# Options with a fixed set of values: typer lists them in --help and refuses any other value as a usage error
+# (exit 2). The values are the library's (test_cli_choices checks they agree); commands pass `.value` on.
+class Pooling(StrEnum):
+    avg = "avg"
+    max = "max"
+
+
+class Resize(StrEnum):
+    stretch = "stretch"
+    crop = "crop"
+    pad = "pad"
+
+
+class Decode(StrEnum):
+    draft = "draft"
+    full = "full"
+
+
+class Precision(StrEnum):
+    float32 = "float32"
+    int8 = "int8"
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+class HeadName(StrEnum):
+    logreg = "logreg"
+    softmax = "softmax"
+    lightgbm = "lightgbm"
+    knn = "knn"
+
+
+class TtaView(StrEnum):
+    """--tta VIEW everywhere: the mirrored test-time view `flip` (`none`: the plain photos only)."""
+
+    none = "none"
+    flip = "flip"
+
+
+class CurveBy(StrEnum):
+    none = "none"
+    class_ = "class"
+
+
+class Combine(StrEnum):
+    none = "none"
+    backbones = "backbones"
+    sizes = "sizes"
+    all = "all"
+
+
+class CnnModel(StrEnum):
+    custom = "custom"
+    transfer = "transfer"
+
+
+class Optimizer(StrEnum):
+    rmsprop = "rmsprop"
+    adam = "adam"
+
 
 CacheOpt = typer.Option("cache", "--cache", envvar="FEATKIT_CACHE", help="Folder for manifests and feature caches.")
 ReportsOpt = typer.Option("reports", "--reports", envvar="FEATKIT_REPORTS", help="Folder for run folders and reports.")
@@ -47,6 +115,13 @@ MaxPixelsOpt = typer.Option(
     "pixels (default 64,000,000); larger ones are reported unreadable, larger files not read.",
 )
 
+AddressOpt = typer.Option(
+    None,
+    "--address",
+    help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). "
+    "Default: start Ray here.",
+)
+
 
 def _version(value: bool) -> None:
     if value:
@@ -67,16 +142,16 @@ def _root(
 
 
 DecodeOpt = typer.Option(
-    "draft",
+    Decode.draft,
     "--decode",
     help="draft: decode JPEGs at least twice the target size at a reduced scale "
     "(1/2, 1/4, 1/8) that is still at least the target, which is much faster; full: always decode at full size.",
 )
-FoundDecodeOpt = typer.Option("draft", "--decode", help="With --data: the --decode extracted with (draft or full).")
+FoundDecodeOpt = typer.Option(Decode.draft, "--decode", help="With --data: the --decode extracted with.")
 FoundPrecisionOpt = typer.Option(
-    "float32",
+    Precision.float32,
     "--precision",
-    help="With --data: the --precision extracted with (float32, or int8 for the cache of the backbone's int8 copy).",
+    help="With --data: the --precision extracted with (int8: the cache of the backbone's int8 copy).",
 )
 
 
@@ -101,10 +176,12 @@ def _print_json(obj) -> None:
 
 def _print_run(run, json_out: bool) -> None:
     """The one-line result of a finished head or CNN run (or its metrics as JSON)."""
+    from featkit.core.tables import pct
+
     m = run.metrics
     if json_out:
         return _print_json({"run": run.id, "path": str(run.path), **m.to_dict()})
-    typer.echo(f"{run.id}: top-1 {m.top1:.4f}  top-5 {m.top5:.4f}  fit {m.fit_seconds or 0:.1f} s  -> {run.path}")
+    typer.echo(f"{run.id}: top-1 {pct(m.top1)}  top-5 {pct(m.top5)}  fit {m.fit_seconds or 0:.1f} s  -> {run.path}")
 
 
 def _prepare(
@@ -180,6 +257,7 @@ def backbones_cmd(
         None, "--models", help="Also list the .onnx models in this folder (e.g. ../shared/models)."
     ),
     json_out: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="The table only, without the usage note under it."),
 ):
     """List the backbones featkit can extract with: Keras models by name, and ONNX files by path."""
     from featkit.backbones import list_backbones
@@ -191,12 +269,14 @@ def backbones_cmd(
     for r in rows:
         extra = r.get("weights_file") or r.get("path", "")
         typer.echo(
-            f"{r['name']:<22}{r['kind']:<7}{r.get('native_size', ''):>5}{r.get('feature_dim', ''):>6}  {r.get('preprocessing', '')[:60]}  {extra}"
+            f"{r['name']:<22}{r['kind']:<7}{r.get('native_size', ''):>5}{r.get('feature_dim', ''):>6}  "
+            f"{r.get('preprocessing', '')[:60]}  {extra}"
         )
-    typer.echo(
-        "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
-        "(a JSON contract beside it gives input name, size and output)."
-    )
+    if not quiet:
+        typer.echo(
+            "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
+            "(a JSON contract beside it gives input name, size and output)."
+        )
 
 
 @app.command("extract")
@@ -213,9 +293,9 @@ def extract_cmd(
         "--weights",
         help="Keras backbones: imagenet (downloaded by Keras), none (random, for tests) or PATH to a weights file.",
     ),
-    pooling: str = typer.Option("avg", "--pooling", help="Global pooling of the last feature map: avg or max."),
-    resize: str = typer.Option(
-        "stretch", "--resize", help="How photos become square: stretch (as the study), crop (centre) or pad."
+    pooling: Pooling = typer.Option(Pooling.avg, "--pooling", help="Global pooling of the last feature map."),
+    resize: Resize = typer.Option(
+        Resize.stretch, "--resize", help="How photos become square: stretch (as the study), crop (centre) or pad."
     ),
     crop_box: bool = typer.Option(
         False, "--crop-box", help="UECFOOD: crop each photo to its bounding box from bb_info.txt first."
@@ -224,7 +304,11 @@ def extract_cmd(
         None, "--batch-size", help="Photos per forward pass (default: chosen by the backbone)."
     ),
     float32: bool = typer.Option(False, "--float32", help="Store float32 features instead of float16."),
-    augment: int = typer.Option(0, "--augment", help="Also cache N randomly augmented copies of each training photo."),
+    augment_copies: int = typer.Option(
+        0,
+        "--augment-copies",
+        help="Also cache N randomly augmented copies of each training photo (for `fit-head --augment`).",
+    ),
     rotation: float = typer.Option(
         STUDY_AUGMENTATION.rotation, "--rotation", help="Augmentation: rotation range in degrees."
     ),
@@ -239,31 +323,29 @@ def extract_cmd(
     sensitivity: bool = typer.Option(
         False, "--sensitivity", help="Also cache the test photos under each perturbation of the robustness study."
     ),
-    tta: list[str] = typer.Option(
+    tta: list[TtaView] = typer.Option(
         [],
         "--tta",
-        help="Also cache a test-time view of the valid and test photos: flip (mirrored left-right), for `fit-head --tta`.",
+        help="Also cache this test-time view of the valid and test photos (flip: mirrored left-right), "
+        "for `fit-head --tta flip`.",
     ),
     shard: str | None = typer.Option(
         None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."
     ),
     threads: int | None = typer.Option(None, "--threads", help="Decoding threads (default: all cores, up to 8)."),
-    engine: str = typer.Option(
-        "local",
+    engine: Engine = typer.Option(
+        Engine.local,
         "--engine",
-        help='local: this process. ray: shards on a Ray cluster, one actor per GPU (needs pip install -e ".[ray]"; --cache must be a folder every node reaches).',
+        help="local: this process. ray: shards on a Ray cluster, one actor per GPU "
+        f"(needs {RAY_EXTRA_HELP}; --cache must be a folder every node reaches).",
     ),
-    address: str | None = typer.Option(
-        None,
-        "--address",
-        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here.",
-    ),
+    address: str | None = AddressOpt,
     workers: int | None = typer.Option(
         None, "--workers", help="--engine ray: actors to run (default: one per GPU, else one per node)."
     ),
-    decode: str = DecodeOpt,
-    precision: str = typer.Option(
-        "float32",
+    decode: Decode = DecodeOpt,
+    precision: Precision = typer.Option(
+        Precision.float32,
         "--precision",
         help="ONNX backbones: float32 as given, or int8: quantise it once "
         "into cache/models/ (calibrated on training photos, see `featkit quantize`) and extract with that.",
@@ -279,6 +361,8 @@ def extract_cmd(
     """Run a pretrained backbone over every photo once and cache pooled features to HDF5 under cache/.
 
     Running it again returns at once; an interrupted run resumes where it stopped.
+
+    Environment: FEATKIT_ONNX_THREADS=N sets the threads an ONNX backbone computes with (default: every core).
     """
     import shlex
 
@@ -290,22 +374,22 @@ def extract_cmd(
         backbone=backbone,
         size=size,
         weights=weights,
-        pooling=pooling,
-        resize=resize,
+        pooling=pooling.value,
+        resize=resize.value,
         crop_box=crop_box,
         batch_size=batch_size,
         dtype="float32" if float32 else "float16",
-        augment=augment,
+        augment=augment_copies,
         rotation=rotation,
         shift=shift,
         flips=flips,
         sensitivity=sensitivity,
-        tta=tuple(tta),
+        tta=tuple(t.value for t in tta if t is not TtaView.none),
         shard=parse_shard(shard),
         seed=seed,
         threads=threads,
-        decode=decode,
-        precision=precision,
+        decode=decode.value,
+        precision=precision.value,
     )
     _limits(max_pixels)
     results = extract_features(
@@ -313,7 +397,7 @@ def extract_cmd(
         opts,
         cache,
         SplitConfig.parse(split, seed),
-        engine=engine,
+        engine=engine.value,
         address=address,
         workers=workers,
         quiet=quiet,
@@ -321,12 +405,11 @@ def extract_cmd(
         command=shlex.join(["featkit", *sys.argv[1:]]),
     )
     if json_out:
-        return _print_json([r.__dict__ for r in results])
+        return _print_json([r.to_dict() for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
-        typer.echo(
-            f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}"
-        )
+        rate = "-" if r.photos_per_second is None else f"{r.photos_per_second:,.0f}"
+        typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {rate:>7} photos/s{fails}  {r.path}")
 
 
 @app.command("quantize")
@@ -343,11 +426,11 @@ def quantize_cmd(
         "--size",
         help="Size the photos are calibrated at: the size you will extract at (default: the model's native size).",
     ),
-    resize: str = typer.Option("stretch", "--resize", help="As `featkit extract --resize`: stretch, crop or pad."),
+    resize: Resize = typer.Option(Resize.stretch, "--resize", help="As `featkit extract --resize`."),
     crop_box: bool = typer.Option(
         False, "--crop-box", help="As `featkit extract --crop-box` (UECFOOD bounding boxes)."
     ),
-    decode: str = DecodeOpt,
+    decode: Decode = DecodeOpt,
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -368,7 +451,9 @@ def quantize_cmd(
     from featkit.features.extract import ExtractOptions
     from featkit.features.quantize import quantize_onnx
 
-    opts = ExtractOptions(backbone=str(model), size=size, resize=resize, crop_box=crop_box, decode=decode, seed=seed)
+    opts = ExtractOptions(
+        backbone=str(model), size=size, resize=resize.value, crop_box=crop_box, decode=decode.value, seed=seed
+    )
     prep = _prepare(data, cache, split, seed, quiet)
     result = quantize_onnx(model, prep, opts, photos=photos, out=out, cache_dir=cache, quiet=quiet)
     if json_out:
@@ -385,11 +470,17 @@ def merge_cmd(
         ..., help="The shard files of one view, e.g. cache/features/.../plain.shard-*-of-4.h5."
     ),
     out: Path | None = typer.Option(None, "--out", help="Output file (default: the view's file beside the shards)."),
+    json_out: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing (the exit code says whether it worked)."),
 ):
-    """Join the parts made by `featkit extract --shard i/n` into one complete cache file."""
+    """Join the parts made by `featkit extract --shard i/n` into one complete cache file and print its path."""
     from featkit.features.extract import merge
 
-    typer.echo(str(merge(shards, out)))
+    path = merge(shards, out)
+    if json_out:
+        _print_json({"path": str(path), "shards": [str(p) for p in shards]})
+    elif not quiet:
+        typer.echo(str(path))
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
@@ -441,7 +532,8 @@ def fit_head_cmd(
     features: list[Path] = typer.Option(
         [],
         "--features",
-        help="A plain-view cache (.h5) from `featkit extract`; repeat it to concatenate the features of several caches of the same photos.",
+        help="A plain-view cache (.h5) from `featkit extract`; repeat it to concatenate the features of several "
+        "caches of the same photos.",
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
@@ -456,12 +548,14 @@ def fit_head_cmd(
         [], "--size", help="With --data: the size extracted at; repeat it to concatenate several sizes."
     ),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
-    pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
-    resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
-    decode: str = FoundDecodeOpt,
-    precision: str = FoundPrecisionOpt,
-    head: str = typer.Option(
-        "logreg", "--head", help="logreg (scikit-learn), softmax (Keras dense head), lightgbm or knn."
+    pooling: Pooling = typer.Option(Pooling.avg, "--pooling", help="With --data: the pooling extracted with."),
+    resize: Resize = typer.Option(Resize.stretch, "--resize", help="With --data: the resize mode extracted with."),
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    head: HeadName = typer.Option(
+        HeadName.logreg,
+        "--head",
+        help="logreg (scikit-learn), softmax (Keras dense head), lightgbm or knn (cosine nearest neighbours).",
     ),
     param: list[str] = typer.Option(
         [],
@@ -477,16 +571,20 @@ def fit_head_cmd(
         "scoring test (default), or keep the model fitted on train only.",
     ),
     augment: bool = typer.Option(
-        False, "--augment", help="Also train on the augmented view cached beside the plain one."
+        False,
+        "--augment/--no-augment",
+        help="Also train on augmented photos: the augmented copies cached beside the plain view "
+        "(`extract --augment-copies N`).",
     ),
     augment_cache: Path | None = typer.Option(None, "--augment-cache", help="Train also on this augmented-view cache."),
     list_params: bool = typer.Option(
         False, "--list-params", help="Print the head's parameters and defaults, then exit."
     ),
-    tta: bool = typer.Option(
-        False,
+    tta: TtaView = typer.Option(
+        TtaView.none,
         "--tta",
-        help="Average each valid and test photo's probabilities with its mirrored copy (cached by `extract --tta flip`).",
+        help="Test-time view: flip averages each valid and test photo's probabilities with its mirrored copy "
+        "(cached by `extract --tta flip`).",
     ),
     split: str = SplitOpt,
     seed: int = SeedOpt,
@@ -502,11 +600,11 @@ def fit_head_cmd(
 
     if list_params:
         return (
-            _print_json(head_params(head))
+            _print_json(head_params(head.value))
             if json_out
             else typer.echo(
-                "\n".join(f"{k} = {v!r}" for k, v in head_params(head).items())
-                + f"\nsearched by default: {search_grid(head)}"
+                "\n".join(f"{k} = {v!r}" for k, v in head_params(head.value).items())
+                + f"\nsearched by default: {search_grid(head.value)}"
             )
         )
     from featkit.heads.fit import fit_head
@@ -514,7 +612,18 @@ def fit_head_cmd(
     _track(track)
 
     paths = _plain_caches(
-        features, data, backbone, size, weights, pooling, resize, split, seed, cache, decode, precision
+        features,
+        data,
+        backbone,
+        size,
+        weights,
+        pooling.value,
+        resize.value,
+        split,
+        seed,
+        cache,
+        decode.value,
+        precision.value,
     )
     path = paths[0]
     if augment and augment_cache is None:
@@ -522,18 +631,18 @@ def fit_head_cmd(
 
         found = augment_caches(path)
         if not found:
-            raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment N` first.")
+            raise FeatkitError(f"no augmented view beside {path}: run `featkit extract ... --augment-copies N` first.")
         augment_cache = found[-1]
     run = fit_head(
         paths,
-        head=head,
+        head=head.value,
         params=_parse_params(param),
         augment_cache=augment_cache,
         reports=reports,
         seed=seed,
         quiet=quiet or json_out,
         refit=refit,
-        tta="flip" if tta else None,
+        tta=None if tta is TtaView.none else tta.value,
     )
     _print_run(run, json_out)
 
@@ -571,21 +680,21 @@ def sweep_cmd(
     ),
     size: list[int] = typer.Option([], "--size", help="With --data: a size extracted at (repeatable)."),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
-    decode: str = FoundDecodeOpt,
-    precision: str = FoundPrecisionOpt,
-    combine: list[str] = typer.Option(
-        ["none"],
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    combine: list[Combine] = typer.Option(
+        [Combine.none],
         "--combine",
-        help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; repeat for several.",
+        help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; "
+        "repeat for several.",
     ),
     cache_set: list[str] = typer.Option(
         [],
         "--set",
-        help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to --combine's sets.",
+        help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to "
+        "--combine's sets.",
     ),
-    head: list[str] = typer.Option(
-        ["logreg"], "--head", help="Head(s) to sweep: logreg, softmax, lightgbm (repeatable)."
-    ),
+    head: list[HeadName] = typer.Option([HeadName.logreg], "--head", help="Head(s) to sweep (repeatable)."),
     param: list[str] = typer.Option(
         [],
         "--param",
@@ -595,27 +704,26 @@ def sweep_cmd(
     candidates_file: Path | None = typer.Option(
         None,
         "--candidates",
-        help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; added to the grid.",
+        help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; "
+        "added to the grid.",
     ),
-    tta: str = typer.Option(
-        "off",
+    tta: list[TtaView] = typer.Option(
+        [TtaView.none],
         "--tta",
-        help="Mirrored test-time view (`extract --tta flip`): off, on, or both (each candidate with and without).",
+        help="Test-time view of each candidate, as `fit-head --tta` (flip: cached by `extract --tta flip`); "
+        "repeat for several: --tta none --tta flip fits each candidate without and with it.",
     ),
     ensemble: int = typer.Option(
         0, "--ensemble", help="Also average the best 2..N runs by validation top-1 into ensembles."
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Candidates fitted at the same time (joblib processes)."),
-    engine: str = typer.Option(
-        "local",
+    engine: Engine = typer.Option(
+        Engine.local,
         "--engine",
-        help='Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; caches and --reports on a shared folder; needs pip install -e ".[ray]").',
+        help="Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; "
+        f"caches and --reports on a shared folder; needs {RAY_EXTRA_HELP}).",
     ),
-    address: str | None = typer.Option(
-        None,
-        "--address",
-        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here.",
-    ),
+    address: str | None = AddressOpt,
     name: str = typer.Option("sweep", "--name", help="Name in the sweep's id: reports/sweeps/<time>-<name>/."),
     split: str = SplitOpt,
     seed: int = SeedOpt,
@@ -628,20 +736,30 @@ def sweep_cmd(
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from featkit.apps.sweep import plan, sweep, table
-    from featkit.core.tables import markdown_table
+    from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct
 
     _track(track)
 
     pool = (
-        _plain_caches(features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode, precision)
+        _plain_caches(
+            features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode.value, precision.value
+        )
         if (features or data)
         else []
     )
-    candidates = plan(pool, combine, [s.split("+") for s in cache_set], head, param, tta, candidates_file)
+    candidates = plan(
+        pool,
+        [c.value for c in combine],
+        [s.split("+") for s in cache_set],
+        [h.value for h in head],
+        param,
+        [t.value for t in tta],
+        candidates_file,
+    )
     result = sweep(
         candidates,
         jobs=jobs,
-        engine=engine,
+        engine=engine.value,
         ensemble=ensemble,
         name=name,
         reports=reports,
@@ -651,15 +769,21 @@ def sweep_cmd(
     )
     if json_out:
         return _print_json(
-            {"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows}
+            {
+                "sweep": result.id,
+                "path": str(result.path),
+                "selected": result.selected.to_dict() if result.selected else None,
+                "rows": [r.to_dict() for r in result.rows],
+            }
         )
-    typer.echo(markdown_table(table(result.rows, compact=True)))
+    typer.echo(markdown_table(table(result.rows, compact=True), SCORE_COLUMNS))
     sel = result.selected
     if sel is None:
         raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
     typer.echo(
-        f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: valid top-1 {sel['valid_top1']:.4f}, "
-        f"test top-1 {sel['top1']:.4f}, top-5 {sel['top5']:.4f}\ntable: {result.path}/sweep.csv, sweep.md"
+        f"\nselected by validation top-1: {sel.candidate} -> run {sel.run}: "
+        f"valid top-1 {pct(sel.valid_top1)}, test top-1 {pct(sel.top1)}, top-5 {pct(sel.top5)}"
+        f"\ntable: {result.path}/sweep.csv, sweep.md"
     )
 
 
@@ -676,9 +800,9 @@ def curve_cmd(
     ),
     size: list[int] = typer.Option([], "--size", help="With --data: the size extracted at (repeatable)."),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
-    decode: str = FoundDecodeOpt,
-    precision: str = FoundPrecisionOpt,
-    head: str = typer.Option("logreg", "--head", help="logreg, softmax, lightgbm or knn."),
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    head: HeadName = typer.Option(HeadName.logreg, "--head", help="The head refitted at every point."),
     param: list[str] = typer.Option(
         [], "--param", "-p", help="Head parameter KEY=VALUE (KEY=V1,V2 searched on valid), as in fit-head."
     ),
@@ -688,8 +812,8 @@ def curve_cmd(
         help="Training photos per class at each point, comma-separated; all = every training photo.",
     ),
     repeats: int = typer.Option(3, "--repeats", help="Seeded draws per point (mean and spread are reported)."),
-    by: str = typer.Option(
-        "", "--by", help="class: also per-class curves of the 10 hardest dishes (curve_by_class.csv/.png)."
+    by: CurveBy = typer.Option(
+        CurveBy.none, "--by", help="class: also per-class curves of the 10 hardest dishes (curve_by_class.csv/.png)."
     ),
     refit: bool = typer.Option(
         False,
@@ -708,36 +832,34 @@ def curve_cmd(
     """Label-efficiency curve: the head refitted on stratified, seeded subsets of the training photos (validation
     and test unchanged, settings searched on validation), top-1/top-5 per point; writes reports/curves/<id>/
     (curve.csv, curve.json, curve.png) and prints the photos per class at which it reaches 90 % of the full data."""
-    from featkit.apps.curve import curve_table, learning_curve, parse_per_class
-    from featkit.core.tables import markdown_table
+    from featkit.apps.curve import CURVE_SCORES, curve_table, learning_curve, parse_per_class
+    from featkit.core.tables import markdown_table, pct
 
     try:
         points = parse_per_class(per_class)
-        if by not in ("", "class"):
-            raise FeatkitError(f"--by {by!r}: the only grouping is --by class.")
     except FeatkitError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     _track(track)
     paths = _plain_caches(
-        features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode, precision
+        features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode.value, precision.value
     )
     result = learning_curve(
         paths,
-        head=head,
+        head=head.value,
         params=_parse_params(param),
         per_class=points,
         repeats=repeats,
         seed=seed,
-        by_class=by == "class",
+        by_class=by == CurveBy.class_,
         refit=refit,
         reports=reports,
         quiet=quiet or json_out,
     )
     if json_out:
         return _print_json(result.to_dict())
-    typer.echo(markdown_table(curve_table(result.points)))
-    full = f"{result.full_top1:.4f}" if result.full_top1 is not None else "n/a (no `all` point)"
+    typer.echo(markdown_table(curve_table(result.points), CURVE_SCORES))
+    full = pct(result.full_top1) if result.full_top1 is not None else "n/a (no `all` point)"
     reach = f"{result.reach90} photos per class" if result.reach90 else "not reached by the counted points"
     typer.echo(f"\nfull-data top-1 {full}; 90 % of it: {reach}\ncurve: {result.path}/curve.csv, curve.png")
 
@@ -748,9 +870,13 @@ def evaluate_cmd(
     k: list[int] = typer.Option([1, 5], "--k", help="Top-k accuracies to report, repeatable."),
     reports: Path = ReportsOpt,
     json_out: bool = JsonOpt,
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="The scores only, without the most confused pairs and the list of files."
+    ),
 ):
     """Top-k accuracy, per-class accuracy, macro F1, log loss, confusion matrix (CSV + PNG) and most confused pairs."""
     from featkit.apps.evaluate import evaluate_run
+    from featkit.core.tables import pct
     from featkit.runs.store import load_run
 
     r = load_run(run, reports)
@@ -759,8 +885,10 @@ def evaluate_cmd(
         return _print_json({"run": r.id, **m})
     typer.echo(f"run {r.id} on {m['n']:,} test photos")
     for kk in sorted(set(k) | {1, 5}):
-        typer.echo(f"  top-{kk:<3} {m['topk'][str(kk)]:.4f}")
-    typer.echo(f"  macro F1 {m['macro_f1']:.4f}   log loss {m['log_loss']:.4f}")
+        typer.echo(f"  top-{kk:<3} {pct(m['topk'][str(kk)])}")
+    typer.echo(f"  macro F1 {pct(m['macro_f1'])}   log loss {m['log_loss']:.4f}")
+    if quiet:
+        return
     import pandas as pd
 
     pairs = pd.read_csv(r.path / "confused_pairs.csv").head(5)
@@ -782,14 +910,14 @@ def sensitivity_cmd(
     A head run is scored on the views cached by `featkit extract --sensitivity` (no backbone re-run); a CNN run
     sees the perturbed photos through its network."""
     from featkit.apps.evaluate import sensitivity
-    from featkit.core.tables import markdown_table
+    from featkit.core.tables import SCORE_COLUMNS, markdown_table
     from featkit.runs.store import load_run
 
     r = load_run(run, reports)
     df = sensitivity(r, reports=reports, quiet=quiet or json_out)
     if json_out:
         return _print_json(df.to_dict(orient="records"))
-    typer.echo(markdown_table(df))
+    typer.echo(markdown_table(df, SCORE_COLUMNS))
     typer.echo(f"saved: {r.path}/sensitivity.csv, sensitivity.md")
 
 
@@ -815,6 +943,12 @@ def predict_cmd(
     top: int = typer.Option(5, "--top", help="How many classes to show per photo."),
     reports: Path = ReportsOpt,
     json_out: bool = JsonOpt,
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No warning line per unreadable photo (they are still counted, and listed in --json).",
+    ),
 ):
     """Top-k dish names with probabilities for new photos, using the run's own backbone and preprocessing.
 
@@ -823,7 +957,7 @@ def predict_cmd(
     from featkit.apps.predict import predict
 
     results, failures = predict(run, photos, top=top, reports=reports)
-    for f in failures:
+    for f in [] if quiet else failures:
         sys.stderr.write(f"warning: {f['path']}: {f['error']}\n")
     if json_out:
         _print_json({"predictions": results, "failures": failures})
@@ -844,7 +978,7 @@ def train_cnn_cmd(
         "benchmark-64", "--preset", help="A row of the study (see --list); options below override it."
     ),
     list_: bool = typer.Option(False, "--list", help="List the presets with the study's own figures, then exit."),
-    model: str | None = typer.Option(
+    model: CnnModel | None = typer.Option(
         None, "--model", help="custom (conv+pool blocks) or transfer (frozen backbone + dense 1024)."
     ),
     backbone: str | None = typer.Option(
@@ -876,7 +1010,7 @@ def train_cnn_cmd(
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Photos per training step."),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="rmsprop or adam."),
+    optimizer: Optimizer | None = typer.Option(None, "--optimizer", help="The optimiser (default: the preset's)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
     patience: int | None = typer.Option(
         None, "--patience", help="Early stopping after this many epochs without a better val loss."
@@ -908,7 +1042,7 @@ def train_cnn_cmd(
     _track(track)
 
     options = {
-        "model": model,
+        "model": model and model.value,
         "backbone": backbone,
         "weights": weights,
         "size": size,
@@ -921,7 +1055,7 @@ def train_cnn_cmd(
         "zca": zca,
         "epochs": epochs,
         "batch_size": batch_size,
-        "optimizer": optimizer,
+        "optimizer": optimizer and optimizer.value,
         "lr": lr,
         "patience": patience,
         "fine_tune_from": fine_tune_from,
@@ -972,12 +1106,13 @@ def series_cmd(
     any failed. `featkit series study --data PATH --epochs 1 --per-class 10` is a quick pass over the whole study.
     """
     from featkit.cnn.series import run_series, series_names
+    from featkit.core.tables import pct
     from featkit.report.build import build_report
 
     def show(r: dict) -> None:
         if not json_out:
             typer.echo(
-                f"{r['preset']:<30} top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+                f"{r['preset']:<30} top-1 {pct(r['top1'])}  top-5 {pct(r['top5'])}  "
                 f"{r.get('seconds_per_epoch') or 0:.1f} s/epoch  {r['run']}"
                 + ("  (done before)" if r["skipped"] else "")
             )

@@ -48,7 +48,7 @@ def quantized(mini, tmp_path_factory, mobilenet_onnx):
 def test_quantisation_reads_training_photos_only(quantized):
     prep, result, read, _ = quantized
     m = prep.manifest
-    split_of = dict(zip(m["path"], m["split"]))
+    split_of = dict(zip(m["path"], m["split"], strict=True))
     assert read, "calibration read no photo"
     assert {split_of[p] for p in read} == {"train"}  # never a valid or test photo
     train = m[m["split"] == "train"]
@@ -158,10 +158,8 @@ def test_precision_int8_needs_an_onnx_backbone(quantized):
         ex.ExtractOptions(precision="int4")
 
 
-def test_quantize_command(quantized, mini, mobilenet_onnx):
-    import subprocess
-    import sys
-
+def test_quantize_command(quantized, mini, mobilenet_onnx, capsys):
+    from conftest import run_main
     from typer.testing import CliRunner
 
     from featkit.cli import app
@@ -186,17 +184,10 @@ def test_quantize_command(quantized, mini, mobilenet_onnx):
     out = json.loads(res.stdout)
     assert res.exit_code == 0 and out["status"] == "up to date" and out["path"] == result.path
     assert out["photos"] == result.photos and out["size"] == SIZE
-    for args in (
-        ["quantize", str(mobilenet_onnx), "--data", str(mini), "--photos", "0", "--cache", str(cache)],
-        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--precision", "int4"],
-        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--decode", "fast"],
-    ):
-        p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
-        lines = p.stderr.strip().splitlines()
-        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (
-            args,
-            p.stderr,
-        )  # 2: usage errors
+    # --precision int4, --decode fast: usage errors (exit 2), see test_cli_conventions.py
+    r = run_main(capsys, "quantize", mobilenet_onnx, "--data", mini, "--photos", "0", "--cache", cache)
+    lines = r.err.strip().splitlines()
+    assert r.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), r.err  # 2: usage errors
     assert "int8" in CliRunner().invoke(app, ["quantize", "--help"]).stdout
 
 

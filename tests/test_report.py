@@ -5,23 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.heads.fit import fit_head
 from featkit.report.build import COLUMNS, build_report
 from featkit.runs.store import new_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def reports(caches, tmp_path_factory):
     reports = tmp_path_factory.mktemp("reports")
-    fit_head(caches.plain, "lightgbm", {"n_estimators": 30, "pca": 16, "num_threads": 1}, reports=reports, quiet=True)
+    lightgbm = {"n_estimators": 30, "reduce": "pca", "pca": 16, "num_threads": 1}  # PCA: cheaper than LDA
+    fit_head(caches.plain, "lightgbm", lightgbm, reports=reports, quiet=True)
     fit_head(caches.plain, "logreg", {"max_iter": 300}, augment_cache=caches.augment, reports=reports, quiet=True)
     # a run of the end-to-end CNN trainer: same folder format, no backbone, its own history columns
     cnn = new_run("cnn-std-aug-3", reports)
@@ -110,7 +105,7 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
 
     md = out["results_md"].read_text()
     section = md[md.index("## Sweeps") : md.index("## Incomplete runs")]
-    assert f"### {result.id}" in section and f"Selected: {result.selected['candidate']}." in section
+    assert f"### {result.id}" in section and f"Selected: {result.selected.candidate}." in section
     table_lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_lines) == 1 + 3  # header + two candidates + one ensemble
     assert "sweeps/20990101-000000-interrupted`: no sweep.json (unfinished or interrupted)" in md
@@ -125,4 +120,4 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
     valid = [float(re.findall(r"<td[^>]*>([\d.]+) %</td>", r)[0]) for r in body_rows]
     assert valid == sorted(valid, reverse=True)
     marked = [r for r in body_rows if "\u2605" in r]
-    assert len(marked) == 1 and f'href="runs/{result.selected["run"]}/{PAGE_NAME}"' in marked[0]
+    assert len(marked) == 1 and f'href="runs/{result.selected.run}/{PAGE_NAME}"' in marked[0]

@@ -12,7 +12,10 @@ from reportfixtures import find_chromium, start_chromium
 from featkit.report.run_page import PAGE_NAME
 
 BROWSER, DRIVER, WHY_NOT = find_chromium()
-pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER), reason=WHY_NOT)
+pytestmark = [
+    pytest.mark.slow,  # end to end: a real Chromium loads the report (make test runs it)
+    pytest.mark.skipif(not (BROWSER and DRIVER), reason=WHY_NOT),
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,8 @@ def open_page(driver, path):
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"console errors on {path}: {errors}"
     images = driver.execute_script(
-        "return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })"
+        "return Array.from(document.images)"
+        ".map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })"
     )
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == [], f"images that did not load on {path}: {broken}"

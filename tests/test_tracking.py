@@ -84,10 +84,10 @@ def test_sweep_is_a_parent_with_its_runs_nested(caches, tmp_path, tracked, reque
     assert [p.data.tags["mlflow.runName"] for p in parents] == [result.id]
     parent = parents[0]
     children = sorted(r.data.tags["featkit.run_id"] for r in runs if r is not parent)
-    assert children == sorted(r["run"] for r in result.rows)  # each candidate and the ensemble once, no more
+    assert children == sorted(r.run for r in result.rows)  # each candidate and the ensemble once, no more
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs if r is not parent)
-    assert parent.data.metrics["valid_top1"] == result.selected["valid_top1"]
-    assert parent.data.params["selected_run"] == result.selected["run"]
+    assert parent.data.metrics["valid_top1"] == result.selected.valid_top1
+    assert parent.data.params["selected_run"] == result.selected.run
     assert {a.path for a in tracked.list_artifacts(parent.info.run_id)} >= {"sweep.csv", "sweep.json"}
 
 
@@ -103,9 +103,9 @@ def test_unreachable_store_one_warning_and_complete_runs(caches, tmp_path, monke
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1, err
     assert err[0].startswith("warning: MLflow tracking at http://127.0.0.1:9 failed")
-    assert all(not r["error"] for r in result.rows)
+    assert all(not r.error for r in result.rows)
     for r in result.rows:
-        assert (tmp_path / "reports" / "runs" / r["run"] / "metrics.json").exists()
+        assert (tmp_path / "reports" / "runs" / r.run / "metrics.json").exists()
 
 
 def test_when_tracking_is_on(monkeypatch):

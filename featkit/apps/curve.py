@@ -32,6 +32,8 @@ from featkit.runs.store import DEFAULT_REPORTS
 DEFAULT_PER_CLASS = "1,2,5,10,20,50,all"
 HARDEST = 10  # dishes shown by --by class
 REACH = 0.9  # the curve's summary: photos per class at 90 % of the full-data top-1
+# columns of curve_table that are scores (printed as percentages)
+CURVE_SCORES = ("top1_mean", "top1_std", "top1_min", "top1_max", "top5_mean", "top5_std")
 
 
 @dataclass
@@ -172,8 +174,7 @@ def learning_curve(
             "extract the cache from a dataset with train and test splits."
         )
     n_classes = len(meta.classes) or int(max(data.labels.max(), 0)) + 1
-    classes = meta.classes or [{"index": i, "id": str(i), "name": str(i)} for i in range(n_classes)]
-    names = [str(c.get("name", c.get("id"))) for c in classes]
+    names = [c.name for c in meta.classes] or [str(i) for i in range(n_classes)]
     counts = np.bincount(train.labels.astype(np.int64), minlength=n_classes)
     missing = [names[i] for i in range(n_classes) if counts[i] == 0]
     if missing:
@@ -474,6 +475,7 @@ __all__ = [
     "CurvePoint",
     "CurveResult",
     "DEFAULT_PER_CLASS",
+    "CURVE_SCORES",
     "parse_per_class",
     "stratified_subset",
     "learning_curve",

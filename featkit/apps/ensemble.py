@@ -17,6 +17,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig
+from featkit.core.tables import pct
 from featkit.core.version import __version__
 from featkit.features.combine import mean_probs
 from featkit.runs.calibration import apply_temperature, fit_temperature
@@ -42,7 +43,7 @@ def ensemble_runs(
     first = runs[0]
     classes = first.classes
     for r in runs[1:]:
-        if [c.get("id") for c in r.classes] != [c.get("id") for c in classes]:
+        if [c.id for c in r.classes] != [c.id for c in classes]:
             raise FeatkitError(f"run {r.id} has another class list than {first.id}: ensemble runs of the same dataset.")
     test = [r.load_predictions("test") for r in runs]
     _check_same_photos(runs, test, "test")
@@ -75,7 +76,7 @@ def ensemble_runs(
             },
         )
     )
-    run.write_json("classes.json", classes)
+    run.write_classes(classes)
     metrics = [r.metrics for r in runs]
     extra = {
         "n_members": len(runs),
@@ -101,7 +102,7 @@ def ensemble_runs(
     )
     if not quiet:
         print(
-            f"ensemble {run.id} of {len(runs)} runs: test top-1 {m.top1:.4f}, top-5 {m.top5:.4f} -> {run.path}",
+            f"ensemble {run.id} of {len(runs)} runs: test top-1 {pct(m.top1)}, top-5 {pct(m.top5)} -> {run.path}",
             file=sys.stderr,
             flush=True,
         )
@@ -110,7 +111,7 @@ def ensemble_runs(
 
 def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
     ids, labels = preds[0]["image_ids"], preds[0]["labels"]
-    for r, p in zip(runs[1:], preds[1:]):
+    for r, p in zip(runs[1:], preds[1:], strict=True):
         other = p["image_ids"]
         if len(other) != len(ids) or not np.array_equal(other, ids):
             differ = np.setdiff1d(ids, other).tolist() + np.setdiff1d(other, ids).tolist()
@@ -134,7 +135,7 @@ def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
 
 
 def _sizes(configs: list[RunConfig]) -> list:
-    out = []
+    out: list[int | None] = []
     for c in configs:
         s = c.extra.get("sizes") or c.size
         out.extend(s if isinstance(s, list) else [s])

@@ -16,8 +16,8 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
-from featkit.core.schema import CacheMeta, check_comparable
-from featkit.core.tables import markdown_table, write_csv
+from featkit.core.schema import CacheMeta, Scores, check_comparable
+from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct, write_csv
 from featkit.features.cache import read_meta
 from featkit.heads import load_run_head
 from featkit.runs.metrics import score
@@ -89,7 +89,9 @@ def sensitivity(
         )
     df = pd.DataFrame(rows, columns=[*SENSITIVITY_COLUMNS, "macro_f1"])
     write_csv(run.path / "sensitivity.csv", df)
-    write_text(run.path / "sensitivity.md", f"# Sensitivity of run {run.id}\n\n" + markdown_table(df) + "\n")
+    write_text(
+        run.path / "sensitivity.md", f"# Sensitivity of run {run.id}\n\n" + markdown_table(df, SCORE_COLUMNS) + "\n"
+    )
     return df
 
 
@@ -135,6 +137,8 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
             f"{run.path}/config.json names no dataset or no manifest that still exists "
             f"({cfg.data}, {cfg.manifest}): retrain the run with `featkit train-cnn`."
         )
+    if not cfg.size:
+        raise FeatkitError(f"{run.path}/config.json records no photo size: retrain the run with `featkit train-cnn`.")
     source, m = open_run_photos(cfg.data, manifest)
     read = source.read
     row_of = {str(i): r for r, i in enumerate(m["image_id"].astype(str))}
@@ -161,7 +165,7 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
         probs = predict_images(run, images)
         out.append(_sens_row(view.name, view.to_dict(), score(probs, labels, run.classes)))
         if not quiet:
-            print(f"sensitivity {view.name}: top-1 {out[-1]['top1']:.4f}", flush=True)
+            print(f"sensitivity {view.name}: top-1 {pct(out[-1]['top1'])}", flush=True)
     return out
 
 
@@ -173,7 +177,7 @@ _PARAM_ALIASES = {
 }
 
 
-def _sens_row(view: str, params: Mapping[str, Any], m: Mapping[str, Any]) -> dict:
+def _sens_row(view: str, params: Mapping[str, Any], m: Scores) -> dict:
     row: dict[str, Any] = {"view": view}
     for col, aliases in _PARAM_ALIASES.items():
         row[col] = next((params[a] for a in aliases if a in params), 0 if view == "plain" and col != "flips" else None)
@@ -184,7 +188,8 @@ def _sens_row(view: str, params: Mapping[str, Any], m: Mapping[str, Any]) -> dic
         row["flips"] = "+".join(both) or "none"
     if view == "plain" and row["flips"] is None:
         row["flips"] = "none"
-    row.update(n=m["n"], top1=round(m["top1"], 4), top5=round(m["top5"], 4), macro_f1=round(m["macro_f1"], 4))
+    f1 = float("nan") if m.macro_f1 is None else round(m.macro_f1, 4)
+    row.update(n=m.n, top1=round(m.top1, 4), top5=round(m.top5, 4), macro_f1=f1)
     return row
 
 

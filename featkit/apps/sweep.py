@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import SWEEP_SELECTION, SweepRow, read_sweep_rows, sweep_file
+from featkit.core.tables import pct
 from featkit.runs.store import DEFAULT_REPORTS
 
 ENGINES = ("local", "ray")
+COMBINE_MODES = ("none", "backbones", "sizes", "all")  # sweep --combine: see cache_sets
 TABLE_COLUMNS = (
     "candidate",
     "kind",
@@ -48,7 +51,8 @@ TABLE_COLUMNS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time
+    view."""
 
     head: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -65,8 +69,8 @@ class Candidate:
 class SweepResult:
     id: str
     path: Path
-    rows: list[dict]
-    selected: dict | None
+    rows: list[SweepRow]
+    selected: SweepRow | None
 
 
 def caches_label(paths: Sequence[str | Path]) -> str:
@@ -93,7 +97,7 @@ def grid(
         for head, params in head_grid.items():
             keys = list(params)
             for values in itertools.product(*(params[k] for k in keys)):
-                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+                out.append(Candidate(head, dict(zip(keys, values, strict=True)), tuple(str(c) for c in caches), view))
     return out
 
 
@@ -103,15 +107,19 @@ def plan(
     sets: Sequence[Sequence[str | Path]] = (),
     heads: Sequence[str] = ("logreg",),
     params: Sequence[str] = (),
-    tta: str = "off",
+    tta: Sequence[str] = ("none",),
     candidates_file: str | Path | None = None,
 ) -> list[Candidate]:
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
-    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
+    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: "none" for the plain photos only,
+    "flip" for the mirrored view too, as `fit-head --tta`; both: each candidate without and with), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
-    if views is None:
-        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
+    from featkit.data.augment import TTA_VIEWS
+
+    bad = [v for v in tta if v != "none" and v not in TTA_VIEWS]
+    if bad or not tta:
+        raise FeatkitError(f"--tta {bad[0] if bad else ''!r}: use none or {' or '.join(TTA_VIEWS)} (repeatable).")
+    views = [None if v == "none" else v for v in dict.fromkeys(tta)]
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
     out = grid(parse_param_grid(params, heads), all_sets, views) if all_sets else []
     return out + (read_candidates(candidates_file) if candidates_file else [])
@@ -145,24 +153,24 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     Several modes give the union, in order, without repeats."""
     from featkit.features.cache import read_meta
 
-    unknown = [c for c in combine if c not in ("none", "backbones", "sizes", "all")]
+    unknown = [c for c in combine if c not in COMBINE_MODES]
     if unknown:
         raise FeatkitError(f"--combine {unknown[0]!r}: use none, backbones, sizes or all (repeatable).")
     keys = []
     for p in paths:
         m = read_meta(p)
         keys.append((m.backbone.name, m.size))
-    paths = [str(p) for p in paths]
+    files = [str(p) for p in paths]
     sets: list[list[str]] = []
     for mode in combine:
         if mode == "none":
-            sets += [[p] for p in paths]
+            sets += [[p] for p in files]
         elif mode == "all":
-            sets.append(paths)
+            sets.append(files)
         else:
             by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
             for value in dict.fromkeys(k[by] for k in keys):
-                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+                sets.append([p for p, k in zip(files, keys, strict=True) if k[by] == value])
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 
@@ -194,21 +202,20 @@ def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, di
 # ---- running -------------------------------------------------------------------------------------------
 
 
-def run_candidate(task: tuple[Candidate, str, int]) -> dict:
+def run_candidate(task: tuple[Candidate, str, int]) -> SweepRow:
     """Fit one candidate (a picklable task: candidate, reports folder, seed) and return its table row. A
     FeatkitError becomes the row's `error` instead of stopping the sweep."""
     from featkit.heads.fit import fit_head
 
     cand, reports, seed = task
-    row = {
-        "candidate": cand.label,
-        "kind": "head",
-        "head": cand.head,
-        "params": dict(cand.params),
-        "caches": caches_label(cand.caches),
-        "tta": cand.tta or "",
-        "error": "",
-    }
+    row = SweepRow(
+        candidate=cand.label,
+        kind="head",
+        head=cand.head,
+        params=dict(cand.params),
+        caches=caches_label(cand.caches),
+        tta=cand.tta or "",
+    )
     t0 = time.perf_counter()
     try:
         run = fit_head(
@@ -221,8 +228,8 @@ def run_candidate(task: tuple[Candidate, str, int]) -> dict:
             tta=cand.tta,
         )
     except FeatkitError as e:
-        return {**row, "seconds": round(time.perf_counter() - t0, 1), "error": str(e)}
-    return {**row, **_scores(run), "seconds": round(time.perf_counter() - t0, 1)}
+        return row.replace(seconds=round(time.perf_counter() - t0, 1), error=str(e))
+    return row.replace(**_scores(run), seconds=round(time.perf_counter() - t0, 1))
 
 
 def run_candidates(
@@ -233,7 +240,7 @@ def run_candidates(
     seed: int = 0,
     quiet: bool = False,
     address: str | None = None,
-) -> list[dict]:
+) -> list[SweepRow]:
     """Fit every candidate and return their table rows in the candidates' order.
 
     engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). engine "ray":
@@ -264,7 +271,7 @@ def run_candidates(
 
     from featkit.core.progress import Progress
 
-    rows = []
+    rows: list[SweepRow] = []
     with Progress(len(tasks), "sweep", unit="candidates", quiet=quiet, every=0.0) as bar:
         for row in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_candidate)(t) for t in tasks):
             rows.append(row)
@@ -298,45 +305,37 @@ def sweep(
     with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
         rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
         rows += ensemble_rows(rows, ensemble, reports, quiet)
-    selected = select(rows)
-    for r in rows:
-        r["selected"] = "yes" if r is selected else ""
+    best = select(rows)
+    rows = [r.replace(selected=r is best) for r in rows]
+    selected = next((r for r in rows if r.selected), None)
     write_table(rows, sweep_dir)
-    write_json(
-        sweep_dir / "sweep.json",
-        {
-            "id": sweep_dir.name,
-            "selected": selected,
-            "rows": rows,
-            "selection": "validation top-1, then validation top-5",
-        },
-    )
+    write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
     if tracking.wanted():
         track_sweep(sweep_dir, rows, selected, reports)
     return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
 
 
-def track_sweep(folder: Path, rows: Sequence[dict], selected: dict | None, reports: str | Path) -> str | None:
+def track_sweep(folder: Path, rows: Sequence[SweepRow], selected: SweepRow | None, reports: str | Path) -> str | None:
     """The sweep as a parent MLflow run (its table as artifacts, the selected row's scores as metrics) with every
     candidate and ensemble run nested under it; the parent's MLflow run id, or None when the store failed."""
     from featkit.runs import tracking
     from featkit.runs.store import load_run
 
-    sel = selected or {}
+    scores = {"valid_top1": "valid_top1", "valid_top5": "valid_top5", "top1": "test_top1", "top5": "test_top5"}
     entry = tracking.Entry(
         name=folder.name,
         params={
             "kind": "sweep",
-            "n_candidates": sum(1 for r in rows if r.get("kind") == "head"),
-            "n_ensembles": sum(1 for r in rows if r.get("kind") == "ensemble"),
-            "selection": "validation top-1, then validation top-5",
-            "selected": str(sel.get("candidate", "")),
-            "selected_run": str(sel.get("run", "")),
+            "n_candidates": sum(1 for r in rows if r.kind == "head"),
+            "n_ensembles": sum(1 for r in rows if r.kind == "ensemble"),
+            "selection": SWEEP_SELECTION,
+            "selected": selected.candidate if selected else "",
+            "selected_run": (selected.run or "") if selected else "",
         },
         metrics={
-            ("test_" + k if k in ("top1", "top5") else k): float(sel[k])
-            for k in ("valid_top1", "valid_top5", "top1", "top5")
-            if isinstance(sel.get(k), (int, float))
+            name: float(getattr(selected, k))
+            for k, name in scores.items()
+            if selected is not None and getattr(selected, k) is not None
         },
         tags={"featkit.sweep_id": folder.name, "featkit.kind": "sweep", "featkit.folder": str(folder.resolve())},
         artifacts=[
@@ -347,74 +346,73 @@ def track_sweep(folder: Path, rows: Sequence[dict], selected: dict | None, repor
     if parent is None:
         return None
     for r in rows:
-        if r.get("run") and tracking.log_run(load_run(r["run"], reports), parent=parent) is None:
+        if r.run and tracking.log_run(load_run(r.run, reports), parent=parent) is None:
             break
     return parent
 
 
-def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool = False) -> list[dict]:
+def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:
     """Ensembles of the best 2, 3, ..., `up_to` runs by validation top-1 (runs without a validation score are
     left out)."""
     from featkit.apps.ensemble import ensemble_runs
 
-    ranked = sorted((r for r in rows if r.get("run") and r.get("valid_top1") is not None), key=_valid_key, reverse=True)
+    ranked = sorted((r for r in rows if r.run and r.valid_top1 is not None), key=_valid_key, reverse=True)
     out = []
     for k in range(2, min(up_to, len(ranked)) + 1):
-        members = ranked[:k]
+        members = [str(m.run) for m in ranked[:k]]
         t0 = time.perf_counter()
-        run = ensemble_runs([m["run"] for m in members], name=f"ensemble-top{k}", reports=reports, quiet=True)
-        out.append(
-            {
-                "candidate": f"ensemble of the best {k} by validation",
-                "kind": "ensemble",
-                "head": "ensemble",
-                "params": {"best": k},
-                "members": [m["run"] for m in members],
-                "caches": "",
-                "tta": "",
-                "error": "",
-                **_scores(run),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+        run = ensemble_runs(members, name=f"ensemble-top{k}", reports=reports, quiet=True)
+        row = SweepRow(
+            candidate=f"ensemble of the best {k} by validation",
+            kind="ensemble",
+            head="ensemble",
+            params={"best": k},
+            members=members,
+            **_scores(run),
+            seconds=round(time.perf_counter() - t0, 1),
         )
+        out.append(row)
         if not quiet:
-            print(f"ensemble of {k}: valid top-1 {out[-1]['valid_top1']:.4f}", file=sys.stderr, flush=True)
+            print(f"ensemble of {k}: valid top-1 {pct(row.valid_top1)}", file=sys.stderr, flush=True)
     return out
 
 
-def select(rows: Sequence[dict]) -> dict | None:
+def select(rows: Sequence[SweepRow]) -> SweepRow | None:
     """The row with the best validation top-1 (ties: validation top-5, then the earlier row). Test never counts."""
-    scored = [r for r in rows if r.get("valid_top1") is not None and not r.get("error")]
+    scored = [r for r in rows if r.valid_top1 is not None and not r.error]
     if not scored:
         return None
     best = max(_valid_key(r) for r in scored)
     return next(r for r in scored if _valid_key(r) == best)
 
 
-def _valid_key(row: dict) -> tuple[float, float]:
-    return (row["valid_top1"], row.get("valid_top5") or 0.0)
+def _valid_key(row: SweepRow) -> tuple[float, float]:
+    return (row.valid_top1 or 0.0, row.valid_top5 or 0.0)
 
 
-def _scores(run) -> dict:
+def _scores(run) -> dict[str, Any]:
+    """The SweepRow fields a finished run gives."""
     m = run.metrics
     return {
         "run": run.id,
-        "valid_top1": m.get("valid_top1"),
-        "valid_top5": m.get("valid_top5"),
-        "top1": m.get("top1"),
-        "top5": m.get("top5"),
-        "log_loss": m.get("log_loss"),
-        "ece": m.get("ece"),
-        "fit_seconds": m.get("fit_seconds"),
+        "valid_top1": m.valid_top1,
+        "valid_top5": m.valid_top5,
+        "top1": m.top1,
+        "top5": m.top5,
+        "log_loss": m.log_loss,
+        "ece": m.ece,
+        "fit_seconds": m.fit_seconds,
     }
 
 
-def table(rows: Sequence[dict], compact: bool = False):
-    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first. compact: without the long
-    candidate label and without columns that are empty in every row (what the command prints)."""
+def table(rows: Sequence[SweepRow], compact: bool = False):
+    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first; the selected row says "yes".
+    compact: without the long candidate label and without columns that are empty in every row (what the command
+    prints)."""
     import pandas as pd
 
-    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=list(TABLE_COLUMNS))
+    records = [{**r.to_dict(), "selected": "yes" if r.selected else ""} for r in rows]
+    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in records], columns=list(TABLE_COLUMNS))
     df["params"] = df["params"].map(lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else p)
     df = df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     if compact:
@@ -435,24 +433,23 @@ def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult
             other.append({"folder": f"sweeps/{folder.name}", "reason": "no sweep.json (unfinished or interrupted)"})
             continue
         try:
-            data = read_json(folder / "sweep.json", dict)
-            rows = [r for r in data["rows"] if isinstance(r, dict)]
-        except (FeatkitError, KeyError, TypeError) as e:
+            rows = read_sweep_rows(read_json(folder / "sweep.json", dict), str(folder / "sweep.json"))
+        except FeatkitError as e:
             other.append({"folder": f"sweeps/{folder.name}", "reason": f"unreadable sweep.json ({e})"})
             continue
-        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.get("selected")), None)))
+        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.selected), None)))
     return done, other
 
 
-def write_table(rows: Sequence[dict], folder: Path) -> None:
+def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
     from featkit.core.fileio import atomic_path, write_text
-    from featkit.core.tables import markdown_table
+    from featkit.core.tables import SCORE_COLUMNS, markdown_table
 
     with atomic_path(folder / "sweep.csv") as tmp:
         table(rows).to_csv(tmp, index=False)
     write_text(
         folder / "sweep.md",
         f"# Sweep {folder.name}\n\nSelected by validation top-1 only.\n\n"
-        + markdown_table(table(rows, compact=True))
+        + markdown_table(table(rows, compact=True), SCORE_COLUMNS)
         + "\n",
     )

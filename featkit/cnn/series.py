@@ -57,6 +57,7 @@ def _training_view(rc: RunConfig) -> dict[str, Any]:
         "resize": rc.resize,
         "manifest": rc.manifest,
         "seed": rc.seed,
+        "per_class": rc.per_class,
     }
 
 
@@ -104,10 +105,12 @@ def train_preset(
     """Train `preset` (with `overrides`: command-line options, see `preset_with_options`) on `data`; returns
     (run, trained). With `skip_finished`, a finished run of the same settings on the same data is returned
     untrained and an unfinished one is resumed."""
+    from featkit.core.tfkeras import tf_keras
     from featkit.data import SplitConfig, prepare
     from featkit.data.arrays import decoded_arrays, subset_rows
     from featkit.runs.store import load_run
 
+    tf_keras()  # without the keras extra: its one-line error before any run folder is made
     overrides = dict(overrides or {})
     resize = overrides.pop("resize", None) or "stretch"
     cfg = preset_with_options(preset, overrides)
@@ -184,6 +187,9 @@ def run_series(
     """Train the presets `names` one after another (see `series_names`), skipping finished ones and resuming
     unfinished ones. Returns (results, failures): one dict per preset {"preset", "run", "skipped", "top1", "top5",
     "fit_seconds", "seconds_per_epoch"}, and {"preset", "error"} for each that failed (the series goes on)."""
+    from featkit.core.tfkeras import tf_keras
+
+    tf_keras()  # every preset needs it: without the keras extra, one error before any preset starts
     done, failed = [], []
     for name in names:
         overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}
@@ -212,7 +218,7 @@ def run_series(
             "top1": m.top1,
             "top5": m.top5,
             "fit_seconds": m.fit_seconds,
-            "seconds_per_epoch": m.get("seconds_per_epoch"),
+            "seconds_per_epoch": m.seconds_per_epoch,
         }
         done.append(result)
         if on_result is not None:

@@ -1,4 +1,4 @@
-"""A pool of Ray actors for any picklable work (an optional extra: pip install -e ".[ray]").
+"""A pool of Ray actors for any picklable work (an optional extra: pip install "featkit[ray]").
 
     results = run_tasks(fit_one, candidates, address="auto")        # any picklable work, retried if a worker dies
 
@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import install_hint
 from featkit.core.progress import Progress
 
-RAY_EXTRA = 'pip install -e ".[ray]"'
+RAY_EXTRA = install_hint("ray")
 RETRIES = 3
 # a local instance started here only passes shard results (a few KB) through the object store
 LOCAL_OBJECT_STORE = 256 * 2**20
-# test hook: "N" or "N:MARKER": a worker process exits (as if killed) once it has reported N units of
-# progress; with MARKER, only the first worker that gets there (it creates the file)
-CRASH_HOOK = "FEATKIT_RAY_TEST_CRASH"
 
 
 def import_ray():
@@ -112,22 +110,6 @@ def report_progress(n: int) -> None:
     global _reported
     with _reported_lock:
         _reported += n
-        done = _reported
-    spec = os.environ.get(CRASH_HOOK)
-    if spec:
-        _crash_if_due(spec, done)
-
-
-def _crash_if_due(spec: str, done: int) -> None:
-    after, _, marker = spec.partition(":")
-    if done < int(after):
-        return
-    if marker:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-    os._exit(1)
 
 
 class _Worker:
@@ -138,7 +120,7 @@ class _Worker:
         self.fn, self.setup, self.state, self.ready = fn, setup, None, setup is None
 
     def run(self, item: Any) -> Any:
-        if not self.ready:
+        if not self.ready and self.setup is not None:
             self.state, self.ready = self.setup(), True
         return self.fn(item) if self.setup is None else self.fn(item, self.state)
 

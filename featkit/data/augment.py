@@ -71,7 +71,7 @@ TTA_VIEWS = {"flip": Mirror("tta-flip")}
 
 
 # The study's training augmentation, kept fixed for its whole project: ImageDataGenerator(rotation_range=90,
-# width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment` and the CNN presets both use it.
+# width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment-copies` and the CNN presets both use it.
 STUDY_AUGMENTATION = Perturbation(
     "augment", rotation=90.0, width_shift=0.2, height_shift=0.2, horizontal_flip=True, vertical_flip=True
 )
@@ -131,5 +131,7 @@ def _affine_nearest_fill(image: np.ndarray, theta: float, row_shift: float, col_
     a, b, d, e = c, s, -s, c
     off_x = cx - a * cx - b * cy + col_shift + w
     off_y = cy - d * cx - e * cy + row_shift + h
-    out = padded.transform((w, h), Image.AFFINE, (a, b, off_x, d, e, off_y), resample=Image.BILINEAR)
+    out = padded.transform(
+        (w, h), Image.Transform.AFFINE, (a, b, off_x, d, e, off_y), resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(out)

@@ -5,14 +5,16 @@ import each other's orchestration."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.tfkeras import require_keras
 from featkit.data import Prepared, SplitConfig, prepare
 from featkit.data.summary import unreadable_note
-from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache
+from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache, resolve_backbone
 
 ENGINES = ("local", "ray")
 
@@ -38,6 +40,8 @@ def extract_features(
     if engine == "local" and (address or workers):
         raise FeatkitError("--address and --workers apply to --engine ray only.")
     split = split or SplitConfig()
+    if resolve_backbone(opts).kind == "keras":  # before the dataset is read: a Keras backbone needs the extra
+        require_keras()
     prep = None
     if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
         from featkit.features.quantize import ensure_int8
@@ -59,7 +63,7 @@ def extract_features(
 
 
 def find_plain_caches(
-    prep: Prepared, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache", **options: Any
+    prep: Prepared, backbones: list[str], sizes: Sequence[int | None], cache_dir: str | Path = "cache", **options: Any
 ) -> list[Path]:
     """The plain-view cache of each backbone x size (None: the backbone's native size) that `featkit extract`
     made from `prep` with `options` (other ExtractOptions fields: weights, pooling, resize, decode, precision...),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from featkit.core.errors import FeatkitError
+from featkit.core.tables import pct
 from featkit.heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
 from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.metrics import log_loss, topk_accuracy
@@ -136,11 +137,12 @@ def select(
             )
         grid = {}
     keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] or [{}]
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
     candidates = [get_head(head, **fixed, **combo).params for combo in combos]  # coerced and validated
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
-    best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    best: tuple[tuple[float, float, int] | None, int, Head, np.ndarray | None, float] | None = None
     last = time.perf_counter()
     if has_valid:
         X_val = np.asarray(X_val)
@@ -159,9 +161,9 @@ def select(
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
             temperature = fit_temperature(probs, idx)
             calibrated = log_loss(apply_temperature(probs, temperature), idx)
-            key = (top1, -calibrated, -i)
-            if best is None or key > best[0]:
-                best = (key, i, model, probs, temperature)
+            rank = (top1, -calibrated, -i)
+            if best is None or best[0] is None or rank > best[0]:
+                best = (rank, i, model, probs, temperature)
         elif best is None:
             best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
@@ -169,13 +171,15 @@ def select(
         if log and len(candidates) > 1:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(
-                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at T={temperature:.3g}) "
-                f"({seconds:.1f} s)"
+                f"  {head} {shown}: valid top-1 {pct(top1)}, log loss {loss:.3f} "
+                f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
+    assert best is not None  # fit_candidates yields every candidate, and there is at least one
     _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
-    return Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)
+    done = [c for c in scored if c is not None]  # every slot, filled in the order fit_candidates yields them
+    return Selection(head, grid, fixed, done, chosen, model, probs, temperature, time.perf_counter() - t0)
 
 
 def fit_selected(

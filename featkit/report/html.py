@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from featkit.core.tables import pct  # noqa: F401  (re-exported: the one score format, for the report pages)
 from featkit.report.thumbnails import THUMB_SIZE, Thumb
 
 CSS = """
@@ -48,7 +49,7 @@ figure.thumb figcaption { margin-top: 2px; overflow-wrap: anywhere; }
 img.plot { max-width: 100%%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 details { margin: 8px 0; } pre { background: var(--soft); padding: 8px; overflow-x: auto; font-size: 12px; }
-""" % {"size": THUMB_SIZE}
+""" % {"size": THUMB_SIZE}  # noqa: UP031 (CSS is full of braces: %-format keeps them plain)
 
 # Sorting: click a header (numbers first by what is better: data-better="low" sorts ascending first, other
 # numbers descending, text ascending; empty cells always last). Filter: rows whose data-kind matches the select.
@@ -66,7 +67,9 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
         return asc ? c : -c;
       });
       rows.forEach(function (r) { table.tBodies[0].appendChild(r); });
-      table.querySelectorAll('thead th').forEach(function (h) { delete h.dataset.dir; h.className = h.className.replace(/ ?(asc|desc)/g, ''); });
+      table.querySelectorAll('thead th').forEach(function (h) {
+        delete h.dataset.dir; h.className = h.className.replace(/ ?(asc|desc)/g, '');
+      });
       th.dataset.dir = asc ? 'asc' : 'desc';
       th.className += ' ' + th.dataset.dir;
     });
@@ -87,11 +90,6 @@ def esc(value: Any) -> str:
 
 def missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
-
-
-def pct(v: Any, digits: int = 2) -> str:
-    """0.2557 -> '25.57 %'; '' when missing."""
-    return "" if missing(v) else f"{100 * float(v):.{digits}f} %"
 
 
 def num(v: Any, digits: int = 4) -> str:
@@ -142,7 +140,10 @@ def table(
     rows = list(rows)
     attrs = list(row_attrs) if row_attrs is not None else [""] * len(rows)
     head = "".join(c.th() for c in columns)
-    body = "\n".join(f"<tr{a}>" + "".join(c.td(v) for c, v in zip(columns, r)) + "</tr>" for r, a in zip(rows, attrs))
+    body = "\n".join(
+        f"<tr{a}>" + "".join(c.td(v) for c, v in zip(columns, r, strict=True)) + "</tr>"
+        for r, a in zip(rows, attrs, strict=True)
+    )
     tid = f' id="{esc(table_id)}"' if table_id else ""
     cls = ' class="sortable"' if sortable else ""
     return f"<table{tid}{cls}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"
