@@ -71,6 +71,11 @@ class TtaView(StrEnum):
     flip = "flip"
 
 
+class CurveBy(StrEnum):
+    none = "none"
+    class_ = "class"
+
+
 class Combine(StrEnum):
     none = "none"
     backbones = "backbones"
@@ -154,6 +159,21 @@ FoundPrecisionOpt = typer.Option(
     "--precision",
     help="With --data: the --precision extracted with (int8: the cache of the backbone's int8 copy).",
 )
+
+
+TrackOpt = typer.Option(
+    False,
+    "--track",
+    help="Also log the finished run(s) to MLflow: MLFLOW_TRACKING_URI, else sqlite:///<reports>/mlflow.db "
+    '(needs pip install "featkit[mlflow]"; setting MLFLOW_TRACKING_URI alone turns it on too).',
+)
+
+
+def _track(track: bool) -> None:
+    if track:
+        from featkit.runs.tracking import enable
+
+        enable()
 
 
 def _print_json(obj) -> None:
@@ -600,6 +620,7 @@ def fit_head_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -617,6 +638,8 @@ def fit_head_cmd(
             )
         )
     from featkit.heads.fit import fit_head
+
+    _track(track)
 
     paths = _plain_caches(
         features,
@@ -661,12 +684,15 @@ def ensemble_cmd(
     ),
     name: str | None = typer.Option(None, "--name", help="Name of the new run (default: ensemble-N-<backbone>)."),
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """Average the test probabilities of several runs into a new run (evaluated, reported and listed like any
     other). The runs must share the test photos (same image ids, same order) and the class list."""
     from featkit.apps.ensemble import ensemble_runs
+
+    _track(track)
 
     _print_run(ensemble_runs(runs, name=name, reports=reports, quiet=quiet or json_out), json_out)
 
@@ -733,6 +759,7 @@ def sweep_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -740,6 +767,8 @@ def sweep_cmd(
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from featkit.apps.sweep import plan, sweep, table
     from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct
+
+    _track(track)
 
     pool = (
         _plain_caches(
@@ -786,6 +815,83 @@ def sweep_cmd(
         f"valid top-1 {pct(sel.valid_top1)}, test top-1 {pct(sel.top1)}, top-5 {pct(sel.top5)}"
         f"\ntable: {result.path}/sweep.csv, sweep.md"
     )
+
+
+@app.command("curve")
+def curve_cmd(
+    features: list[Path] = typer.Option(
+        [], "--features", help="A plain-view cache (.h5); repeat it to concatenate caches of the same photos."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the dataset, to find the cache extracted with --backbone/--size (as fit-head does)."
+    ),
+    backbone: list[str] = typer.Option(
+        ["vgg16"], "--backbone", "-b", help="With --data: the backbone extracted with (repeatable)."
+    ),
+    size: list[int] = typer.Option([], "--size", help="With --data: the size extracted at (repeatable)."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    head: HeadName = typer.Option(HeadName.logreg, "--head", help="The head refitted at every point."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Head parameter KEY=VALUE (KEY=V1,V2 searched on valid), as in fit-head."
+    ),
+    per_class: str = typer.Option(
+        "1,2,5,10,20,50,all",
+        "--per-class",
+        help="Training photos per class at each point, comma-separated; all = every training photo.",
+    ),
+    repeats: int = typer.Option(3, "--repeats", help="Seeded draws per point (mean and spread are reported)."),
+    by: CurveBy = typer.Option(
+        CurveBy.none, "--by", help="class: also per-class curves of the 10 hardest dishes (curve_by_class.csv/.png)."
+    ),
+    refit: bool = typer.Option(
+        False,
+        "--refit/--no-refit",
+        help="Refit each point on its photos + the validation photos (as fit-head does by default); default: "
+        "train on the point's photos only, so the x axis counts every photo the head saw.",
+    ),
+    split: str = SplitOpt,
+    seed: int = SeedOpt,
+    cache: Path = CacheOpt,
+    reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Label-efficiency curve: the head refitted on stratified, seeded subsets of the training photos (validation
+    and test unchanged, settings searched on validation), top-1/top-5 per point; writes reports/curves/<id>/
+    (curve.csv, curve.json, curve.png) and prints the photos per class at which it reaches 90 % of the full data."""
+    from featkit.apps.curve import CURVE_SCORES, curve_table, learning_curve, parse_per_class
+    from featkit.core.tables import markdown_table, pct
+
+    try:
+        points = parse_per_class(per_class)
+    except FeatkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _track(track)
+    paths = _plain_caches(
+        features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode.value, precision.value
+    )
+    result = learning_curve(
+        paths,
+        head=head.value,
+        params=_parse_params(param),
+        per_class=points,
+        repeats=repeats,
+        seed=seed,
+        by_class=by == CurveBy.class_,
+        refit=refit,
+        reports=reports,
+        quiet=quiet or json_out,
+    )
+    if json_out:
+        return _print_json(result.to_dict())
+    typer.echo(markdown_table(curve_table(result.points), CURVE_SCORES))
+    full = pct(result.full_top1) if result.full_top1 is not None else "n/a (no `all` point)"
+    reach = f"{result.reach90} photos per class" if result.reach90 else "not reached by the counted points"
+    typer.echo(f"\nfull-data top-1 {full}; 90 % of it: {reach}\ncurve: {result.path}/curve.csv, curve.png")
 
 
 @app.command("evaluate")
@@ -1043,6 +1149,7 @@ def train_cnn_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -1055,6 +1162,8 @@ def train_cnn_cmd(
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
     from featkit.cnn.series import train_preset
+
+    _track(track)
 
     options = {
         "model": model and model.value,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
+from featkit.core.schema import SWEEP_SELECTION, SweepRow, read_sweep_rows, sweep_file
 from featkit.core.tables import pct
 from featkit.runs.store import DEFAULT_REPORTS
 
@@ -300,14 +300,55 @@ def sweep(
     sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
     write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
 
-    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
-    rows += ensemble_rows(rows, ensemble, reports, quiet)
+    from featkit.runs import tracking
+
+    with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
+        rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
+        rows += ensemble_rows(rows, ensemble, reports, quiet)
     best = select(rows)
     rows = [r.replace(selected=r is best) for r in rows]
     selected = next((r for r in rows if r.selected), None)
     write_table(rows, sweep_dir)
     write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
+    if tracking.wanted():
+        track_sweep(sweep_dir, rows, selected, reports)
     return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+
+
+def track_sweep(folder: Path, rows: Sequence[SweepRow], selected: SweepRow | None, reports: str | Path) -> str | None:
+    """The sweep as a parent MLflow run (its table as artifacts, the selected row's scores as metrics) with every
+    candidate and ensemble run nested under it; the parent's MLflow run id, or None when the store failed."""
+    from featkit.runs import tracking
+    from featkit.runs.store import load_run
+
+    scores = {"valid_top1": "valid_top1", "valid_top5": "valid_top5", "top1": "test_top1", "top5": "test_top5"}
+    entry = tracking.Entry(
+        name=folder.name,
+        params={
+            "kind": "sweep",
+            "n_candidates": sum(1 for r in rows if r.kind == "head"),
+            "n_ensembles": sum(1 for r in rows if r.kind == "ensemble"),
+            "selection": SWEEP_SELECTION,
+            "selected": selected.candidate if selected else "",
+            "selected_run": (selected.run or "") if selected else "",
+        },
+        metrics={
+            name: float(getattr(selected, k))
+            for k, name in scores.items()
+            if selected is not None and getattr(selected, k) is not None
+        },
+        tags={"featkit.sweep_id": folder.name, "featkit.kind": "sweep", "featkit.folder": str(folder.resolve())},
+        artifacts=[
+            folder / f for f in ("sweep.csv", "sweep.md", "sweep.json", "candidates.json") if (folder / f).is_file()
+        ],
+    )
+    parent = tracking.log_entry(entry, reports)
+    if parent is None:
+        return None
+    for r in rows:
+        if r.run and tracking.log_run(load_run(r.run, reports), parent=parent) is None:
+            break
+    return parent
 
 
 def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:

@@ -35,8 +35,10 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     index.html."""
     import pandas as pd
 
+    from featkit.apps.curve import list_curves
     from featkit.apps.sweep import list_sweeps
     from featkit.cnn.study import study_comparison, study_section
+    from featkit.report.curves import curves_section
     from featkit.report.index import build_html_report
 
     reports = output_dir(reports, "--reports")
@@ -86,6 +88,8 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
     lines += [section, ""] if section else []
     lines += sweeps_section(sweeps)
+    curves = list_curves(reports)  # `featkit curve` results (reports/curves/)
+    lines += curves_section(curves)
     incomplete = incomplete + unfinished_sweeps
     lines += ["## Incomplete runs", ""]
     if incomplete:
@@ -108,6 +112,7 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
         study_rows=study_comparison(reports).to_dict("records"),
         sweeps=sweeps,
         quiet=quiet,
+        curves=curves,
     )
     return {"index_html": paths.pop("index_html"), **paths}
 

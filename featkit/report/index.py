@@ -26,6 +26,7 @@ def build_html_report(
     study_rows: Sequence[dict] | None = None,
     sweeps: Sequence[Any] = (),
     quiet: bool = True,
+    curves: Sequence[Any] = (),
 ) -> Path:
     """Write a page per complete run and reports/index.html; returns the index path. `rows` and `incomplete`
     come from featkit.report.build.collect_runs; `plots` are PNGs in `reports` shown on the index; `sweeps` are
@@ -36,7 +37,7 @@ def build_html_report(
             build_run_page(Run(reports / row["folder"]), row)
             bar.update()
     path = reports / INDEX_NAME
-    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or [], sweeps))
+    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or [], sweeps, curves))
     return path
 
 
@@ -46,6 +47,7 @@ def render_index(
     plots: Sequence[str] = (),
     study_rows: Sequence[dict] = (),
     sweeps: Sequence[Any] = (),
+    curves: Sequence[Any] = (),
 ) -> str:
     kinds = sorted({str(r.get("kind") or "") for r in rows} - {""})
     folded = [r for r in rows if _folded(r)]
@@ -79,6 +81,10 @@ def render_index(
         body.append(render_study_vs_featkit(study_rows))
     if sweeps:
         body.append(render_sweeps(sweeps, {r["run_id"]: r for r in rows}))
+    if curves:  # `featkit curve` results (featkit.apps.curve.list_curves)
+        from featkit.report.curves import render_curves
+
+        body.append(render_curves(curves))
     if plots:
         body.append(
             '<h2>Plots</h2><div class="plots">'

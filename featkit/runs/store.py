@@ -215,7 +215,8 @@ def finish(
     (when given), the calibration report (with `temperature`: the probabilities before it, `raw_probs`, against
     `probs` after it: reliability.csv/.png and metrics `temperature`, `brier`, `ece`, `calibration`), the scoring
     files, then metrics.json (scores + `extra`: RunMetrics fields such as fit_seconds, valid_top1, best_epoch, and
-    any other fact), which marks the run complete. config.json and classes.json must already be in the folder."""
+    any other fact), which marks the run complete; then, when tracking is on, the finished folder is logged to
+    MLflow (featkit.runs.tracking). config.json, classes.json and the model file must already be in the folder."""
     extra = dict(extra or {})
     if temperature is not None:
         from featkit.runs.calibration import calibration_report
@@ -228,7 +229,11 @@ def finish(
         import pandas as pd
 
         write_csv(run.path / "history.csv", pd.DataFrame(list(history)))
-    return write_scores(run, ks=ks, extra=extra)
+    metrics = write_scores(run, ks=ks, extra=extra)
+    from featkit.runs.tracking import track_finished
+
+    track_finished(run)  # with --track or MLFLOW_TRACKING_URI: a copy of the finished folder in MLflow
+    return metrics
 
 
 def write_scores(
