@@ -19,6 +19,7 @@ from featkit.core import ray_tasks
 from featkit.core.errors import FeatkitError
 from featkit.data import prepare
 from featkit.features import extract as ex
+from featkit.features import pipeline
 from featkit.features import ray_shards as re_
 from featkit.features.cache import read_cache, read_meta
 
@@ -42,7 +43,7 @@ def local_cache(mini, mobilenet_onnx, tmp_path_factory) -> Path:
     """The single-process cache of the mini dataset, with the same chunk size."""
     cache = tmp_path_factory.mktemp("local")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ex, "CHUNK", CHUNK)
+        mp.setattr(pipeline, "CHUNK", CHUNK)
         prep = prepare(mini, cache_dir=cache, quiet=True)
         return Path(ex.extract(prep, _opts(mobilenet_onnx), cache_dir=cache, quiet=True)[0].path)
 
@@ -53,7 +54,7 @@ def ray_job(ray_cluster, mini, mobilenet_onnx, tmp_path_factory):
     cache = tmp_path_factory.mktemp("ray")
     printed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ex, "CHUNK", CHUNK)
+        mp.setattr(pipeline, "CHUNK", CHUNK)
         mp.setattr(sys, "stderr", _Lines(printed))
         res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
     return cache, res, "".join(printed)
@@ -112,7 +113,7 @@ def test_ray_cache_equals_single_process_cache(ray_job, local_cache):
 @pytest.mark.slow
 def test_rerun_of_a_complete_job_does_no_work(ray_job, mini, mobilenet_onnx, monkeypatch):
     cache, res, _ = ray_job
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     monkeypatch.setattr(re_, "ray_session", lambda *a: pytest.fail("a complete cache must not start Ray"))
     again = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
     assert [(r.status, r.path) for r in again] == [("up to date", res[0].path)]
@@ -123,7 +124,7 @@ def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, l
     marker = tmp_path / "crashed"
     # the first worker to finish 2 chunks exits at once, as if killed, before saving its second chunk
     monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(2 * CHUNK, marker))
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     said: list[str] = []
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), tmp_path / "cache", workers=2, quiet=True, log=said.append)
     assert marker.exists()
@@ -135,7 +136,7 @@ def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, l
 @pytest.mark.slow
 def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, mobilenet_onnx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(1))  # every worker dies on its first batch
     with pytest.raises(FeatkitError) as e:
         re_.extract_on_ray(
@@ -152,7 +153,7 @@ def test_a_rerun_after_failed_shards_runs_only_those(
     ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch
 ):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     # shard 1/2 (chunks 1 and 3: 32 photos) finishes; shard 0/2 (chunks 0, 2, 4: 48 photos) dies in its last chunk
     monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(40))
     with pytest.raises(FeatkitError, match=r"shard\(s\) 0/2 of plain after 1 attempt "):

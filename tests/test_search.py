@@ -48,9 +48,9 @@ def test_grid_search_picks_what_a_hand_computation_picks():
     Xv, yv = _blobs(rng, 600, centres, 40)
     grid = [0.0003, 0.003, 0.03, 0.3, 3.0]
     by_hand = []
-    for c in grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-10, max_iter=10000)).fit(X, y)
-        p = model.predict_proba(Xv)
+    for c in grid:  # in float64: tol=1e-10 is out of float32's reach (scikit-learn >= 1.8 solves float32 in float32)
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-10, max_iter=10000))
+        p = model.fit(X.astype(np.float64), y).predict_proba(Xv.astype(np.float64))
         by_hand.append(((p.argmax(1) == yv).mean(), -np.log(p[np.arange(len(yv)), yv]).mean()))
     hand_choice = max(range(len(grid)), key=lambda i: (by_hand[i][0], -by_hand[i][1]))
     assert 0 < hand_choice < len(grid) - 1 and len({a for a, _ in by_hand}) > 2  # an inside optimum
