@@ -1055,7 +1055,8 @@ def predict_cmd(
 
 
 export_app = typer.Typer(
-    help="Take results out of featkit: a run as one ONNX file (photos to probabilities), features as files.",
+    help="Take results out of featkit: a run as one ONNX file (photos to probabilities), features as Parquet or "
+    "NumPy files.",
     no_args_is_help=True,
 )
 app.add_typer(export_app, name="export")
@@ -1067,8 +1068,8 @@ def export_model_cmd(
         ..., help="Run id, run folder, 'latest', or 'sweep:latest' / 'sweep:<id>' (the run a sweep selected)."
     ),
     out: Path = typer.Option(..., "--out", help="The .onnx file to write; its sidecar (same name, .json) beside it."),
-    precision: str = typer.Option(
-        "float32",
+    precision: Precision = typer.Option(
+        Precision.float32,
         "--precision",
         help="float32, or int8: backbones quantised, calibrated on the run's training photos (needs its dataset).",
     ),
@@ -1088,7 +1089,7 @@ def export_model_cmd(
 
     from featkit.apps.export_model import export_model
 
-    result = export_model(run, out, precision=precision, reports=reports, cache_dir=cache, quiet=quiet)
+    result = export_model(run, out, precision=precision.value, reports=reports, cache_dir=cache, quiet=quiet)
     if json_out:
         return _print_json(asdict(result))
     typer.echo(f"{result.path}  ({result.precision}, {result.bytes / 2**20:.1f} MiB, run {result.run})")
@@ -1265,11 +1266,10 @@ def series_cmd(
         raise typer.Exit(1)
 
 
-# ---- featkit export ---------------------------------------------------------------------------------------------
-export_app = typer.Typer(
-    help="Take features or a model out of featkit, in formats other tools read.", no_args_is_help=True
-)
-app.add_typer(export_app, name="export")
+# ---- featkit export features (the `export` group is declared above, with `export model`) -------------------------
+class ExportFormat(StrEnum):
+    parquet = "parquet"
+    npy = "npy"
 
 
 @export_app.command("features")
@@ -1281,12 +1281,12 @@ def export_features_cmd(
     backbone: str = typer.Option("vgg16", "--backbone", "-b", help="With --data: the backbone extracted with."),
     size: int | None = typer.Option(None, "--size", help="With --data: the size extracted at."),
     weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
-    pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
-    resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
-    decode: str = typer.Option("draft", "--decode", help="With --data: the --decode extracted with (draft or full)."),
-    precision: str = typer.Option("float32", "--precision", help="With --data: the --precision extracted with."),
-    fmt: str = typer.Option(
-        "parquet",
+    pooling: Pooling = typer.Option(Pooling.avg, "--pooling", help="With --data: the pooling extracted with."),
+    resize: Resize = typer.Option(Resize.stretch, "--resize", help="With --data: the resize mode extracted with."),
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    fmt: ExportFormat = typer.Option(
+        ExportFormat.parquet,
         "--format",
         help="parquet: one file, one row per photo, the feature vector as a fixed-size list (needs the export extra); "
         "npy: a folder with features.npy, index.csv and meta.json.",
@@ -1299,6 +1299,7 @@ def export_features_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     json_out: bool = JsonOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing (the exit code says whether it worked)."),
 ):
     """Write a feature cache as Parquet or NumPy files: image id, path in the dataset, label, class id and name,
     split and the feature vector of every cached photo, exactly as stored (float16 or float32), with the cache's
@@ -1312,21 +1313,24 @@ def export_features_cmd(
             [backbone],
             [size] if size else [],
             weights,
-            pooling,
-            resize,
+            pooling.value,
+            resize.value,
             split,
             seed,
             cache,
-            decode=decode,
-            precision=precision,
+            decode=decode.value,
+            precision=precision.value,
         )
         cache_file = caches[0]
     elif data is not None:
         raise typer.BadParameter("give a cache file or --data, not both.")
-    summary = export_features(cache_file, out, fmt=fmt, force=force)
+    summary = export_features(cache_file, out, fmt=fmt.value, force=force)
     if json_out:
         return _print_json(summary)
-    typer.echo(f"{summary['rows']:,} rows x {summary['feature_dim']} {summary['dtype']} features -> {summary['out']}")
+    if not quiet:
+        typer.echo(
+            f"{summary['rows']:,} rows x {summary['feature_dim']} {summary['dtype']} features -> {summary['out']}"
+        )
 
 
 # export model: helper "onnx" adds `@export_app.command("model")` here.
