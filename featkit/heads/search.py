@@ -26,7 +26,7 @@ import numpy as np
 from featkit.core.errors import FeatkitError
 from featkit.heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
 from featkit.runs.calibration import apply_temperature, fit_temperature
-from featkit.runs.metrics import log_loss, topk_accuracy
+from featkit.runs.metrics import NonFiniteError, log_loss, topk_accuracy
 
 METRIC = "valid_top1"
 
@@ -40,6 +40,7 @@ class Candidate:
     temperature: float
     fit_seconds: float
     fitted: dict[str, Any] = field(default_factory=dict)  # e.g. best_epoch_, best_iteration_
+    error: str = ""  # why the candidate failed (e.g. NaN probabilities): never chosen
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Selection:
                     "temperature": c.temperature,
                     "fit_seconds": round(c.fit_seconds, 3),
                     **{k.rstrip("_"): v for k, v in c.fitted.items()},
+                    **({"error": c.error} if c.error else {}),
                 }
                 for c in self.candidates
             ],
@@ -141,6 +143,7 @@ def select(
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
     best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    failures: list[NonFiniteError] = []
     last = time.perf_counter()
     if has_valid:
         X_val = np.asarray(X_val)
@@ -152,9 +155,16 @@ def select(
         seconds, last = now - last, now
         top1 = loss = calibrated = float("nan")
         temperature = 1.0
+        error = ""
         if has_valid:
-            if probs is None:
-                probs = model.predict_proba(X_val, calibrated=False)
+            try:
+                if probs is None:
+                    probs = model.predict_proba(X_val, calibrated=False)
+                model.check_finite(probs)
+            except NonFiniteError as e:  # this candidate failed: recorded, never chosen
+                error, probs = str(e), None
+                failures.append(e)
+        if has_valid and probs is not None:
             idx = np.searchsorted(model.classes_, y_val)
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
             temperature = fit_temperature(probs, idx)
@@ -162,17 +172,23 @@ def select(
             key = (top1, -calibrated, -i)
             if best is None or key > best[0]:
                 best = (key, i, model, probs, temperature)
-        elif best is None:
+        elif not has_valid and best is None:
             best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
-        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts)
+        scored[i] = Candidate(
+            {k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts, error
+        )
         if log and len(candidates) > 1:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(
-                f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at T={temperature:.3g}) "
-                f"({seconds:.1f} s)"
+                f"  {head} {shown}: failed: {error}"
+                if error
+                else f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at "
+                f"T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
+    if best is None:  # every candidate failed: the first one's reason
+        raise failures[0]
     _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
     return Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)

@@ -30,7 +30,14 @@ from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
 from featkit.core.outputs import output_dir
 from featkit.core.schema import RunConfig, RunMetrics
 from featkit.core.tables import write_csv
-from featkit.runs.metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy, score
+from featkit.runs.metrics import (
+    class_names,
+    confusion_matrix,
+    most_confused_pairs,
+    non_finite_rows,
+    per_class_accuracy,
+    score,
+)
 
 DEFAULT_REPORTS = Path("reports")
 SCORE_FILES = ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv")
@@ -117,6 +124,11 @@ class Run:
                 f, f"{f} is damaged (probs {probs.dtype} {probs.shape}, labels {labels.dtype} {labels.shape}): {REDO}."
             )
         self.check_n_classes(probs.shape[1], f.name)
+        bad = non_finite_rows(probs)
+        if bad:
+            raise DamagedFileError(
+                f, f"{f} holds NaN or infinite probabilities in {bad} of {len(probs)} rows: they are never scored; {REDO}."
+            )
         if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
             raise DamagedFileError(f, f"{f} is damaged (labels outside 0..{probs.shape[1] - 1}): {REDO}.")
         return pred
