@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import RunConfig
+from featkit.core.schema import RunConfig, check_comparable
 from featkit.core.version import __version__
 from featkit.features.combine import mean_probs
 from featkit.runs.calibration import apply_temperature, fit_temperature
@@ -44,6 +44,9 @@ def ensemble_runs(
     for r in runs[1:]:
         if [c.get("id") for c in r.classes] != [c.get("id") for c in classes]:
             raise FeatkitError(f"run {r.id} has another class list than {first.id}: ensemble runs of the same dataset.")
+        a, b = _dataset_key(first), _dataset_key(r)
+        if a["fingerprint"] and b["fingerprint"]:  # runs that record no fingerprint are matched by photos below
+            check_comparable(a, b, f"run {first.id}", f"run {r.id}", "ensemble runs of the same dataset")
     test = [r.load_predictions("test") for r in runs]
     _check_same_photos(runs, test, "test")
     has_valid = all((r.path / "valid_predictions.npz").exists() for r in runs)
@@ -131,6 +134,12 @@ def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
                 f"run {r.id} predicts {p['probs'].shape[1]} classes, {runs[0].id} "
                 f"{preds[0]['probs'].shape[1]}: ensemble runs of the same class list."
             )
+
+
+def _dataset_key(run: Run) -> dict:
+    """What says two runs saw the same dataset: its content fingerprint and class list (`comparable_key`)."""
+    key = run.config.comparable_key(run.classes)
+    return {k: key[k] for k in ("fingerprint", "classes")}
 
 
 def _sizes(configs: list[RunConfig]) -> list:

@@ -171,6 +171,7 @@ def quantize_onnx(
             f"{source} is already quantised ({model.precision}): quantise the float32 model it came from."
         )
     settings = calibration_settings(model.path, prep, model.size, photos, opts)
+    chosen = out is not None  # by `quantize --out`; `extract --precision int8` uses the default path
     out = Path(out).expanduser() if out else default_int8_path(source, settings, cache_dir)
     if out.resolve() == model.path:
         raise FeatkitError(f"--out {out} is the source model itself: give another path.")
@@ -190,7 +191,7 @@ def quantize_onnx(
         if existing.exists():
             raise FeatkitError(
                 f"{existing} already exists and is not an int8 model made with these settings: "
-                f"give another --out, or delete it."
+                + ("give another --out, or delete it." if chosen else "delete it, and featkit makes it again.")
             )
 
     rows = calibration_rows(prep, photos, opts.seed)
