@@ -263,7 +263,9 @@ def extract_cmd(
 ):
     """Run a pretrained backbone over every photo once and cache pooled features to HDF5 under cache/.
 
-    Running it again returns at once; an interrupted run resumes where it stopped.
+    Running it again returns at once; an interrupted run resumes where it stopped. ONNX backbones run on one
+    thread per core this process may use; the environment variable FEATKIT_ONNX_THREADS=N (a whole number >= 1)
+    sets another count.
     """
     import shlex
 
@@ -378,12 +380,18 @@ def merge_cmd(
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
-    params = {}
+    params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise FeatkitError(f"--param {item!r} should be KEY=VALUE, e.g. --param C=0.5 or --param hidden=1024.")
-        params[key.strip()] = value.strip()
+        key = key.strip()
+        if key in params:
+            raise FeatkitError(
+                f"-p {key} is given twice ({key}={params[key]}, {key}={value.strip()}): give it once; to search "
+                f"several values, -p {key}={params[key]},{value.strip()}."
+            )
+        params[key] = value.strip()
     return params
 
 

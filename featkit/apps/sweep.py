@@ -187,6 +187,11 @@ def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, di
                 "see `featkit fit-head --head NAME --list-params`."
             )
         for h in targets:
+            if name in out[h]:
+                raise FeatkitError(
+                    f"--param {item!r}: {h}'s {name} is already swept ({name}={','.join(out[h][name])}); give it "
+                    f"once, with every value: -p {key.strip()}={','.join(out[h][name])},{values.strip()}."
+                )
             out[h][name] = [v.strip() for v in values.split(",") if v.strip()]
     return out
 

@@ -449,6 +449,13 @@ def _run_view(
 
     n = len(job.rows)
     mine = _chunk_ids(n, opts.shard)
+    if opts.shard is not None and not mine:  # shards are whole chunks of CHUNK photos
+        print(
+            f"warning: --shard {opts.shard[0]}/{opts.shard[1]} holds 0 of the {n:,} photos of {job.name}: shards are "
+            f"whole chunks of {CHUNK:,} photos, and {n:,} photos make {-(-n // CHUNK)}; the other shards hold them.",
+            file=sys.stderr,
+            flush=True,
+        )
     bound = _identity_digest(identity)
     todo = [k for k in mine if not _chunk_usable(partial, k, bound, n, log)]
     status = "resumed" if len(todo) < len(mine) else "extracted"

@@ -35,8 +35,11 @@ def extract_features(
     and where they are listed, is said on stderr."""
     if engine not in ENGINES:
         raise FeatkitError(f"--engine {engine!r}: expected {' or '.join(ENGINES)}.")
-    if engine == "local" and (address or workers):
+    if engine == "local" and (address or workers is not None):
         raise FeatkitError("--address and --workers apply to --engine ray only.")
+    from featkit.core.ray_tasks import check_workers
+
+    check_workers(workers)
     split = split or SplitConfig()
     prep = None
     if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
@@ -47,11 +50,13 @@ def extract_features(
     if engine == "ray":  # checks its options and Ray before it reads the dataset; its workers prepare their own
         from featkit.features.ray_shards import extract_on_ray
 
-        return extract_on_ray(
+        results = extract_on_ray(
             data, opts, cache_dir, split, address=address, workers=workers, quiet=quiet, command=command
         )
-    prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
-    results = extract(prep, opts, cache_dir=cache_dir, quiet=quiet)
+        prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=True)  # the scan is cached by now
+    else:
+        prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
+        results = extract(prep, opts, cache_dir=cache_dir, quiet=quiet)
     note = unreadable_note(prep, data)
     if note:
         print(f"warning: {note}", file=sys.stderr)
