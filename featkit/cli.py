@@ -613,7 +613,7 @@ def sweep_cmd(
 ):
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
-    from featkit.apps.sweep import plan, sweep, table
+    from featkit.apps.sweep import no_selection_reason, plan, sweep, table
     from featkit.core.tables import markdown_table
 
     pool = (
@@ -640,7 +640,7 @@ def sweep_cmd(
     typer.echo(markdown_table(table(result.rows, compact=True)))
     sel = result.selected
     if sel is None:
-        raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
+        raise FeatkitError(no_selection_reason(result))
     typer.echo(
         f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: valid top-1 {sel['valid_top1']:.4f}, "
         f"test top-1 {sel['top1']:.4f}, top-5 {sel['top5']:.4f}\ntable: {result.path}/sweep.csv, sweep.md"

@@ -151,7 +151,7 @@ def read_tta(cache_path: str | Path | Sequence[str | Path], view: str = "flip") 
     plains = cache_paths(cache_path)
     views = tta_paths(plains, view)
     seen: dict[Path, Path] = {}
-    for plain, t in zip(plains, views):
+    for plain, t in zip(plains, views, strict=True):
         other = seen.setdefault(t.resolve(), plain)
         if other != plain:
             raise FeatkitError(

@@ -156,7 +156,9 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
             cfg, metrics = run.config, run.metrics
             run.load_predictions("test")  # a damaged or non-finite predictions file: listed, never scored
         except (OSError, FeatkitError) as e:
-            incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config, metrics or predictions ({e})"})
+            incomplete.append(
+                {"folder": _rel(run.path, reports), "reason": f"unreadable config, metrics or predictions ({e})"}
+            )
             continue
         rows.append(_row(run, cfg, metrics, reports))
     base = runs_dir(reports)

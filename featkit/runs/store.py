@@ -127,7 +127,8 @@ class Run:
         bad = non_finite_rows(probs)
         if bad:
             raise DamagedFileError(
-                f, f"{f} holds NaN or infinite probabilities in {bad} of {len(probs)} rows: they are never scored; {REDO}."
+                f,
+                f"{f} holds NaN or infinite probabilities in {bad} of {len(probs)} rows: never scored; {REDO}.",
             )
         if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
             raise DamagedFileError(f, f"{f} is damaged (labels outside 0..{probs.shape[1] - 1}): {REDO}.")
@@ -138,7 +139,8 @@ class Run:
         return (self.path / "metrics.json").exists()
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """The part of a run or sweep id made from its name."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
 
 
@@ -148,7 +150,7 @@ def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs
     output_dir(reports, "--reports")
     base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
-    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)
+    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + slug(name)
     for i in range(1000):
         path = base / (stem if i == 0 else f"{stem}-{i}")
         try:
