@@ -938,6 +938,11 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         sys.stderr.write("error: out of memory: use a smaller --size, --batch-size or --per-class, or free memory.\n")
         code = 1
+    except OSError as e:  # a full disk, a read-only folder, a path under a file: one line naming the path
+        from featkit.core.errors import os_error_message
+
+        sys.stderr.write(f"error: {os_error_message(e)}\n")
+        code = 1
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted:

@@ -57,51 +57,52 @@ def ensemble_runs(
     members = [r.id for r in runs]
     configs = [r.config for r in runs]
     run = new_run(name or f"ensemble-{len(runs)}-{_short(configs[0])}", reports)
-    sizes = _sizes(configs)
-    run.write_config(
-        RunConfig(
-            kind="ensemble",
-            name=name or "ensemble",
-            size=sizes[0] if len(sizes) == 1 else None,
-            n_classes=len(classes),
-            dataset=configs[0].dataset,
-            fingerprint=configs[0].fingerprint,
-            data=configs[0].data,
-            manifest=configs[0].manifest,
-            augment=any(c.augment for c in configs),
-            featkit_version=__version__,
-            extra={
-                "members": members,
-                "member_paths": [str(r.path.resolve()) for r in runs],
-                "sizes": sizes,
-                "combine": "mean of probabilities",
-            },
+    with run:  # a failure before the run finished leaves no half-written run folder
+        sizes = _sizes(configs)
+        run.write_config(
+            RunConfig(
+                kind="ensemble",
+                name=name or "ensemble",
+                size=sizes[0] if len(sizes) == 1 else None,
+                n_classes=len(classes),
+                dataset=configs[0].dataset,
+                fingerprint=configs[0].fingerprint,
+                data=configs[0].data,
+                manifest=configs[0].manifest,
+                augment=any(c.augment for c in configs),
+                featkit_version=__version__,
+                extra={
+                    "members": members,
+                    "member_paths": [str(r.path.resolve()) for r in runs],
+                    "sizes": sizes,
+                    "combine": "mean of probabilities",
+                },
+            )
         )
-    )
-    run.write_json("classes.json", classes)
-    metrics = [r.metrics for r in runs]
-    extra = {
-        "n_members": len(runs),
-        "fit_seconds": round(sum(m.fit_seconds or 0.0 for m in metrics), 3),
-        "n_test": int(len(test[0]["labels"])),
-    }
-    temperature = 1.0
-    if valid is not None:
-        vp = mean_probs([p["probs"] for p in valid])
-        temperature = fit_temperature(vp, valid[0]["labels"])
-        vp = apply_temperature(vp, temperature)
-        run.save_predictions(vp, valid[0]["labels"], valid[0]["image_ids"], name="valid")
-        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, valid[0]["labels"], (1, 5)).values()
-    raw = mean_probs([p["probs"] for p in test])
-    m = finish(
-        run,
-        apply_temperature(raw, temperature),
-        test[0]["labels"],
-        test[0]["image_ids"],
-        extra=extra,
-        temperature=temperature,
-        raw_probs=raw,
-    )
+        run.write_json("classes.json", classes)
+        metrics = [r.metrics for r in runs]
+        extra = {
+            "n_members": len(runs),
+            "fit_seconds": round(sum(m.fit_seconds or 0.0 for m in metrics), 3),
+            "n_test": int(len(test[0]["labels"])),
+        }
+        temperature = 1.0
+        if valid is not None:
+            vp = mean_probs([p["probs"] for p in valid])
+            temperature = fit_temperature(vp, valid[0]["labels"])
+            vp = apply_temperature(vp, temperature)
+            run.save_predictions(vp, valid[0]["labels"], valid[0]["image_ids"], name="valid")
+            extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, valid[0]["labels"], (1, 5)).values()
+        raw = mean_probs([p["probs"] for p in test])
+        m = finish(
+            run,
+            apply_temperature(raw, temperature),
+            test[0]["labels"],
+            test[0]["image_ids"],
+            extra=extra,
+            temperature=temperature,
+            raw_probs=raw,
+        )
     if not quiet:
         print(
             f"ensemble {run.id} of {len(runs)} runs: test top-1 {m.top1:.4f}, top-5 {m.top5:.4f} -> {run.path}",

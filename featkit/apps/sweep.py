@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
-from featkit.runs.store import DEFAULT_REPORTS
+from featkit.runs.store import DEFAULT_REPORTS, Run
 
 ENGINES = ("local", "ray")
 TABLE_COLUMNS = (
@@ -121,7 +121,6 @@ def read_candidates(path: str | Path) -> list[Candidate]:
     """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
     "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
     from featkit.core.fileio import read_json
-
     from featkit.data.augment import TTA_VIEWS
     from featkit.heads import HEADS
 
@@ -363,39 +362,40 @@ def sweep(
                 file=sys.stderr,
                 flush=True,
             )
-    todo = [i for i in range(len(candidates)) if i not in done]
+    with Run(sweep_dir):  # a failure before any candidate finished leaves no empty sweep folder
+        todo = [i for i in range(len(candidates)) if i not in done]
 
-    def save(i: int, row: dict) -> None:
-        if not row.get("error"):  # a failed candidate is tried again by a re-run
-            write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row)
+        def save(i: int, row: dict) -> None:
+            if not row.get("error"):  # a failed candidate is tried again by a re-run
+                write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row)
 
-    fresh = run_candidates(
-        [candidates[i] for i in todo],
-        jobs,
-        engine,
-        reports,
-        seed,
-        quiet,
-        address,
-        on_row=lambda j, row: save(todo[j], row),
-    )
-    done.update(zip(todo, fresh, strict=True))
-    rows = [done[i] for i in range(len(candidates))]
-    rows += ensemble_rows(rows, ensemble, reports, quiet)
-    selected = select(rows)
-    for r in rows:
-        r["selected"] = "yes" if r is selected else ""
-    write_table(rows, sweep_dir)
-    write_json(
-        sweep_dir / "sweep.json",
-        {
-            "id": sweep_dir.name,
-            "selected": selected,
-            "rows": rows,
-            "selection": "validation top-1, then validation top-5",
-        },
-    )
-    return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+        fresh = run_candidates(
+            [candidates[i] for i in todo],
+            jobs,
+            engine,
+            reports,
+            seed,
+            quiet,
+            address,
+            on_row=lambda j, row: save(todo[j], row),
+        )
+        done.update(zip(todo, fresh, strict=True))
+        rows = [done[i] for i in range(len(candidates))]
+        rows += ensemble_rows(rows, ensemble, reports, quiet)
+        selected = select(rows)
+        for r in rows:
+            r["selected"] = "yes" if r is selected else ""
+        write_table(rows, sweep_dir)
+        write_json(
+            sweep_dir / "sweep.json",
+            {
+                "id": sweep_dir.name,
+                "selected": selected,
+                "rows": rows,
+                "selection": "validation top-1, then validation top-5",
+            },
+        )
+        return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
 
 
 PLAN_JSON = "plan.json"  # {"seed", "candidates"}: what an unfinished sweep is matched on when resuming
@@ -437,8 +437,8 @@ def saved_rows(sweep_dir: Path, n: int) -> dict[int, dict]:
             continue
         try:
             row = read_json(f, dict)
-            if row.get("run"):
-                load_run(row["run"], sweep_dir.parent.parent).metrics  # its run folder is still whole
+            if row.get("run"):  # raises when its run folder is no longer whole: that candidate is fitted again
+                _ = load_run(row["run"], sweep_dir.parent.parent).metrics
             out[int(f.stem)] = row
         except (FeatkitError, ValueError, OSError):
             continue

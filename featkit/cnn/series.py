@@ -7,6 +7,7 @@ reports folder, and continues an unfinished one from its last checkpoint; so re-
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,7 +106,7 @@ def train_preset(
     (run, trained). With `skip_finished`, a finished run of the same settings on the same data is returned
     untrained and an unfinished one is resumed."""
     from featkit.data import SplitConfig, prepare
-    from featkit.data.arrays import decoded_arrays, subset_rows
+    from featkit.data.arrays import subset_rows
     from featkit.runs.store import load_run
 
     overrides = dict(overrides or {})
@@ -130,6 +131,14 @@ def train_preset(
         if finished is not None:
             return finished, False
         run = unfinished or new_run(f"cnn-{cfg.name}", reports)
+    # a folder made for this command goes again if this fails before training saved anything (a refusal)
+    with run if resume is None and run is not unfinished else contextlib.nullcontext():
+        return _train_in(run, cfg, prep, rows, data, resize, per_class, identity, seed, quiet)
+
+
+def _train_in(run, cfg, prep, rows, data, resize, per_class, identity, seed, quiet) -> tuple[Run, bool]:
+    from featkit.data.arrays import decoded_arrays
+
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()

@@ -17,6 +17,7 @@ alike; `write_scores` re-scores a run's saved predictions (what `featkit evaluat
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from featkit.runs.metrics import (
 DEFAULT_REPORTS = Path("reports")
 SCORE_FILES = ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv")
 REDO = "re-run the command that made the run (or delete the run folder)"
+# what an unfinished run or sweep folder holds that the same command resumes from: a CNN's checkpoints, a sweep's
+# finished rows
+RESUMABLE = ("checkpoints", "rows")
 
 
 def runs_dir(reports: str | Path = DEFAULT_REPORTS) -> Path:
@@ -138,6 +142,18 @@ class Run:
     def complete(self) -> bool:
         return (self.path / "metrics.json").exists()
 
+    # `with new_run(...) as run:` a run folder made for this command is removed again when the block fails
+    # (a refusal, a NaN, a full disk) before it finished, unless it holds what a resume continues from
+    # (`RESUMABLE`); Ctrl-C keeps it, and the same command resumes it.
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt) and self.path.is_dir():
+            if not self.complete and not any((self.path / name).exists() for name in RESUMABLE):
+                shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
 
 def slug(text: str) -> str:
     """The part of a run or sweep id made from its name."""
@@ -146,7 +162,8 @@ def slug(text: str) -> str:
 
 def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs") -> Run:
     """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique); `under` names another
-    folder of reports/ (e.g. "sweeps")."""
+    folder of reports/ (e.g. "sweeps"). Use it as `with new_run(...) as run:` so that a failure before the run
+    finishes leaves no empty or half-written folder behind (see `Run.__exit__`)."""
     output_dir(reports, "--reports")
     base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
