@@ -30,7 +30,7 @@ import numpy as np
 from featkit.backbones import BackboneSpec, resolve
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
-from featkit.core.locks import exclusive
+from featkit.core.locks import discard_lock_folder, exclusive
 from featkit.core.progress import Progress
 from featkit.core.resources import available_memory_bytes
 from featkit.core.schema import CacheMeta, check_comparable
@@ -277,6 +277,17 @@ def extract(
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
     check_memory(spec.size, opts)
+    made = not out_dir.exists()
+    try:
+        _extract_views(prep, opts, jobs, out_dir, results, backbone, spec, quiet, log, on_progress)
+    except Exception:
+        if made:  # failed before writing anything (e.g. the backbone cannot be built): no folder of lock files
+            discard_lock_folder(out_dir, Path(cache_dir) / "features")
+        raise
+    return results
+
+
+def _extract_views(prep, opts, jobs, out_dir, results, backbone, spec, quiet, log, on_progress) -> None:
     for job in jobs:
         target = shard_path(job.path, opts.shard)
         with exclusive(out_dir / f".{target.stem}.lock", str(target), log):  # a second identical command waits
@@ -295,7 +306,6 @@ def extract(
                     prep, opts, job, want, backbone, target, quiet, log, on_progress, rebuild_command(prep, opts, spec)
                 )
             )
-    return results
 
 
 def cached_result(
