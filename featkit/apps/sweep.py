@@ -14,6 +14,7 @@ scores are recorded in the table but never used to choose.
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -345,7 +346,10 @@ def sweep(
         raise FeatkitError("the sweep has no candidates: give at least one --head and one cache.")
     check_options(jobs, engine, address)  # before anything is made: a refused sweep leaves no folder
     check_same_dataset(candidates)
-    plan_record = {"seed": seed, "candidates": [asdict(c) for c in candidates]}
+    from featkit.core.fileio import to_json
+
+    # as plan.json reads back (tuples become lists): what an interrupted run of the same command is matched on
+    plan_record = json.loads(to_json({"seed": seed, "candidates": [asdict(c) for c in candidates]}))
     sweep_dir = unfinished_sweep(name, reports, plan_record)
     done: dict[int, dict] = {}
     if sweep_dir is None:
@@ -356,12 +360,12 @@ def sweep(
         write_json(sweep_dir / PLAN_JSON, plan_record)
     else:
         done = saved_rows(sweep_dir, len(candidates))
-        if not quiet:
-            print(
-                f"resuming sweep {sweep_dir.name}: {len(done)} of {len(candidates)} candidates already done",
-                file=sys.stderr,
-                flush=True,
-            )
+        # said also with --quiet / --json: the table below is this folder's, not a new one
+        print(
+            f"resuming sweep {sweep_dir.name}: {len(done)} of {len(candidates)} candidates already done",
+            file=sys.stderr,
+            flush=True,
+        )
     with Run(sweep_dir):  # a failure before any candidate finished leaves no empty sweep folder
         todo = [i for i in range(len(candidates)) if i not in done]
 

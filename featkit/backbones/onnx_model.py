@@ -211,12 +211,18 @@ class OnnxBackbone(Backbone):
             raise FeatkitError(
                 f"{path}: cannot tell the layout of input {in_name!r} {shape}; pass input_layout='NHWC' or 'NCHW'."
             )
-        channels = shape[3] if layout == "NHWC" else shape[1]
-        if isinstance(channels, int) and channels != 3:  # checked here: onnxruntime would fail on the first batch
+        channels, other = (shape[3], shape[1]) if layout == "NHWC" else (shape[1], shape[3])
+        # checked here: onnxruntime would fail on the first batch, or (a symbolic size) read the photos sideways
+        if (isinstance(channels, int) and channels != 3) or (not isinstance(channels, int) and other == 3):
             given = "input_layout" if input_layout else f"{path.with_suffix('.json').name}: input_layout"
             raise FeatkitError(
-                f"{given} {layout} does not fit input {in_name!r} {shape} of {path} ({channels} channels where "
-                f"{layout} puts them; an RGB input has 3): fix input_layout (NHWC or NCHW)."
+                f"{given} {layout} does not fit input {in_name!r} {shape} of {path} ("
+                + (
+                    f"{channels} channels where {layout} puts them"
+                    if isinstance(channels, int)
+                    else f"its 3 channels are where {'NCHW' if layout == 'NHWC' else 'NHWC'} puts them"
+                )
+                + "): fix input_layout (NHWC or NCHW)."
             )
         hw = shape[1:3] if layout == "NHWC" else shape[2:4]
         fixed = all(isinstance(d, int) and d > 0 for d in hw)

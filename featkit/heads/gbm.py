@@ -97,13 +97,14 @@ class LightGBMHead(Head):
         import lightgbm as lgb
 
         # a leaf of min_child_samples rows on each side of a split: above half the training rows no tree can
-        # split and every row gets the class shares; clipped, with a word
-        most = max(1, len(y) // 2)
-        self.min_child_samples_used_ = min(int(self.min_child_samples), most)
-        if self.min_child_samples_used_ < int(self.min_child_samples):
+        # split and every row gets the class shares; lowered to a quarter of the rows, with a word
+        self.min_child_samples_used_ = int(self.min_child_samples)
+        if self.min_child_samples > len(y) // 2:
+            self.min_child_samples_used_ = max(1, len(y) // 4)
             print(
                 f"warning: lightgbm head: min_child_samples={self.min_child_samples} leaves no split possible on "
-                f"{len(y):,} training rows: using {most} (give -p min_child_samples=N below {most + 1} to choose).",
+                f"{len(y):,} training rows: using {self.min_child_samples_used_} (give -p min_child_samples=N, "
+                f"N at most {len(y) // 2}, to choose).",
                 file=sys.stderr,
                 flush=True,
             )
