@@ -32,6 +32,7 @@ from featkit.core.outputs import output_dir
 from featkit.core.schema import RunConfig, RunMetrics
 from featkit.core.tables import write_csv
 from featkit.runs.metrics import (
+    check_finite,
     class_names,
     confusion_matrix,
     most_confused_pairs,
@@ -148,11 +149,10 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> None:
         if exc is not None and not isinstance(exc, KeyboardInterrupt) and self.path.is_dir():
             if not self.complete and not any((self.path / name).exists() for name in RESUMABLE):
                 shutil.rmtree(self.path, ignore_errors=True)
-        return False
 
 
 def slug(text: str) -> str:
@@ -231,6 +231,14 @@ def finish(
     `probs` after it: reliability.csv/.png and metrics `temperature`, `brier`, `ece`, `calibration`), the scoring
     files, then metrics.json (scores + `extra`, e.g. fit_seconds), which marks the run complete. config.json and
     classes.json must already be in the folder."""
+    # every kind of run ends here: predictions that are not finite are refused before anything is scored or saved
+    for p in (probs, raw_probs):
+        if p is not None:
+            check_finite(
+                p,
+                f"the test predictions of run {run.id}",
+                "never scored; the model's settings overflow or its training diverged: change them and run again",
+            )
     extra = dict(extra or {})
     if temperature is not None:
         from featkit.runs.calibration import calibration_report
