@@ -37,9 +37,11 @@ def extract_features(
         raise FeatkitError(f"--engine {engine!r}: expected {' or '.join(ENGINES)}.")
     if engine == "local" and (address or workers is not None):
         raise FeatkitError("--address and --workers apply to --engine ray only.")
+    from featkit.backbones.onnx_model import onnx_threads
     from featkit.core.ray_tasks import check_workers
 
     check_workers(workers)
+    onnx_threads()  # FEATKIT_ONNX_THREADS checked even when every view is up to date and no model is loaded
     split = split or SplitConfig()
     prep = None
     if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model

@@ -154,7 +154,8 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
         seen.add(run.path.name)
         try:
             cfg, metrics = run.config, run.metrics
-            run.load_predictions("test")  # a damaged or non-finite predictions file: listed, never scored
+            if (run.path / "test_predictions.npz").exists():  # damaged or non-finite: listed, never scored
+                run.load_predictions("test")
         except (OSError, FeatkitError) as e:
             incomplete.append(
                 {"folder": _rel(run.path, reports), "reason": f"unreadable config, metrics or predictions ({e})"}
