@@ -29,6 +29,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check featkit tests benchmarks
+	$(VENV)/bin/ruff format --check featkit tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

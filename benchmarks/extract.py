@@ -204,7 +204,7 @@ def compare_decode(args, work: Path, cache: Path) -> None:
     with ThreadPoolExecutor(default_threads()) as pool:
         for mode in ("full", "draft", "full", "draft"):
             t0 = time.perf_counter()
-            list(pool.map(lambda b: decode_image(b, args.size, decode=mode), blobs))
+            list(pool.map(lambda b, m=mode: decode_image(b, args.size, decode=m), blobs))
             rates[mode] = max(rates.get(mode, 0.0), len(blobs) / (time.perf_counter() - t0))
     whole, tops = {}, {}
     for mode in ("full", "draft"):

@@ -111,7 +111,8 @@ def main() -> None:
         f"   ({hm.get('best_epoch', '?')} best epoch)"
     )
     print(
-        f"{f'end-to-end frozen transfer, {args.epochs} epochs':<44}{tm['top1']:>8.4f}{tm['top5']:>8.4f}{transfer_s:>9.0f}"
+        f"{f'end-to-end frozen transfer, {args.epochs} epochs':<44}"
+        f"{tm['top1']:>8.4f}{tm['top5']:>8.4f}{transfer_s:>9.0f}"
     )
     print(f"runs in {reports}/runs")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import help_text, install_hint
 from featkit.data.augment import STUDY_AUGMENTATION
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ data_app = typer.Typer(
     help="Inspect a dataset: layout, classes, splits, duplicates, unreadable photos.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+RAY_EXTRA_HELP = help_text(install_hint("ray"))
 
 CacheOpt = typer.Option("cache", "--cache", envvar="FEATKIT_CACHE", help="Folder for manifests and feature caches.")
 ReportsOpt = typer.Option("reports", "--reports", envvar="FEATKIT_REPORTS", help="Folder for run folders and reports.")
@@ -176,7 +178,8 @@ def backbones_cmd(
     for r in rows:
         extra = r.get("weights_file") or r.get("path", "")
         typer.echo(
-            f"{r['name']:<22}{r['kind']:<7}{r.get('native_size', ''):>5}{r.get('feature_dim', ''):>6}  {r.get('preprocessing', '')[:60]}  {extra}"
+            f"{r['name']:<22}{r['kind']:<7}{r.get('native_size', ''):>5}{r.get('feature_dim', ''):>6}  "
+            f"{r.get('preprocessing', '')[:60]}  {extra}"
         )
     typer.echo(
         "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
@@ -227,7 +230,8 @@ def extract_cmd(
     tta: list[str] = typer.Option(
         [],
         "--tta",
-        help="Also cache a test-time view of the valid and test photos: flip (mirrored left-right), for `fit-head --tta`.",
+        help="Also cache a test-time view of the valid and test photos: flip (mirrored left-right), "
+        "for `fit-head --tta`.",
     ),
     shard: str | None = typer.Option(
         None, "--shard", help="Extract only part i of n (e.g. 0/4); join the parts with `featkit merge`."
@@ -236,12 +240,14 @@ def extract_cmd(
     engine: str = typer.Option(
         "local",
         "--engine",
-        help='local: this process. ray: shards on a Ray cluster, one actor per GPU (needs pip install -e ".[ray]"; --cache must be a folder every node reaches).',
+        help="local: this process. ray: shards on a Ray cluster, one actor per GPU "
+        f"(needs {RAY_EXTRA_HELP}; --cache must be a folder every node reaches).",
     ),
     address: str | None = typer.Option(
         None,
         "--address",
-        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here.",
+        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). "
+        "Default: start Ray here.",
     ),
     workers: int | None = typer.Option(
         None, "--workers", help="--engine ray: actors to run (default: one per GPU, else one per node)."
@@ -311,9 +317,8 @@ def extract_cmd(
         return _print_json([r.__dict__ for r in results])
     for r in results:
         fails = f", {len(r.failures)} unreadable photos skipped" if r.failures else ""
-        typer.echo(
-            f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {r.photos_per_second:>7,.0f} photos/s{fails}  {r.path}"
-        )
+        rate = "-" if r.photos_per_second is None else f"{r.photos_per_second:,.0f}"
+        typer.echo(f"{r.view:<32} {r.status:<11} {r.photos:>7,} photos  {rate:>7} photos/s{fails}  {r.path}")
 
 
 @app.command("quantize")
@@ -434,7 +439,8 @@ def fit_head_cmd(
     features: list[Path] = typer.Option(
         [],
         "--features",
-        help="A plain-view cache (.h5) from `featkit extract`; repeat it to concatenate the features of several caches of the same photos.",
+        help="A plain-view cache (.h5) from `featkit extract`; repeat it to concatenate the features of several "
+        "caches of the same photos.",
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
@@ -479,7 +485,8 @@ def fit_head_cmd(
     tta: bool = typer.Option(
         False,
         "--tta",
-        help="Average each valid and test photo's probabilities with its mirrored copy (cached by `extract --tta flip`).",
+        help="Average each valid and test photo's probabilities with its mirrored copy "
+        "(cached by `extract --tta flip`).",
     ),
     split: str = SplitOpt,
     seed: int = SeedOpt,
@@ -563,12 +570,14 @@ def sweep_cmd(
     combine: list[str] = typer.Option(
         ["none"],
         "--combine",
-        help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; repeat for several.",
+        help="Which caches to concatenate: none (each alone), backbones (per size), sizes (per backbone), all; "
+        "repeat for several.",
     ),
     cache_set: list[str] = typer.Option(
         [],
         "--set",
-        help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, added to --combine's sets.",
+        help="An explicit set of caches to concatenate, joined by '+' (A.h5+B.h5); repeatable, "
+        "added to --combine's sets.",
     ),
     head: list[str] = typer.Option(
         ["logreg"], "--head", help="Head(s) to sweep: logreg, softmax, lightgbm (repeatable)."
@@ -582,7 +591,8 @@ def sweep_cmd(
     candidates_file: Path | None = typer.Option(
         None,
         "--candidates",
-        help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; added to the grid.",
+        help="A JSON list of candidates ({head, params, caches, tta}), e.g. a sweep's candidates.json; "
+        "added to the grid.",
     ),
     tta: str = typer.Option(
         "off",
@@ -596,12 +606,14 @@ def sweep_cmd(
     engine: str = typer.Option(
         "local",
         "--engine",
-        help='Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; caches and --reports on a shared folder; needs pip install -e ".[ray]").',
+        help="Where candidates run: local (joblib processes on this machine) or ray (actors on a Ray cluster; "
+        f"caches and --reports on a shared folder; needs {RAY_EXTRA_HELP}).",
     ),
     address: str | None = typer.Option(
         None,
         "--address",
-        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). Default: start Ray here.",
+        help="--engine ray: the cluster to join (auto: the one running on this machine; HOST:PORT). "
+        "Default: start Ray here.",
     ),
     name: str = typer.Option("sweep", "--name", help="Name in the sweep's id: reports/sweeps/<time>-<name>/."),
     split: str = SplitOpt,
@@ -635,15 +647,20 @@ def sweep_cmd(
     )
     if json_out:
         return _print_json(
-            {"sweep": result.id, "path": str(result.path), "selected": result.selected, "rows": result.rows}
+            {
+                "sweep": result.id,
+                "path": str(result.path),
+                "selected": result.selected.to_dict() if result.selected else None,
+                "rows": [r.to_dict() for r in result.rows],
+            }
         )
     typer.echo(markdown_table(table(result.rows, compact=True)))
     sel = result.selected
     if sel is None:
         raise FeatkitError(no_selection_reason(result))
     typer.echo(
-        f"\nselected by validation top-1: {sel['candidate']} -> run {sel['run']}: valid top-1 {sel['valid_top1']:.4f}, "
-        f"test top-1 {sel['top1']:.4f}, top-5 {sel['top5']:.4f}\ntable: {result.path}/sweep.csv, sweep.md"
+        f"\nselected by validation top-1: {sel.candidate} -> run {sel.run}: valid top-1 {sel.valid_top1:.4f}, "
+        f"test top-1 {sel.top1:.4f}, top-5 {sel.top5:.4f}\ntable: {result.path}/sweep.csv, sweep.md"
     )
 
 

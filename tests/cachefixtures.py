@@ -153,7 +153,7 @@ class FoodCaches:
             _features(np.ascontiguousarray(np.concatenate([tr_photos[held], te_photos])[:, :, ::-1])),
             np.concatenate([tr_labels[held], te_labels]),
             np.concatenate([tr_split[held], np.full(len(te_labels), "test")]),
-            [n for n, h in zip(tr_names, held) if h] + te_names,
+            [n for n, h in zip(tr_names, held, strict=True) if h] + te_names,
             {**meta, "view": "tta-flip", "view_params": {"name": "tta-flip", "mirror": "horizontal"}, "seconds": 0.6},
         )
         # augmented training view: one flipped copy of each train photo (valid photos excluded, like extract)
@@ -163,7 +163,7 @@ class FoodCaches:
             _features(np.ascontiguousarray(tr_photos[m][:, :, ::-1])),
             tr_labels[m],
             np.full(int(m.sum()), "train"),
-            [n for n, keep in zip(tr_names, m) if keep],
+            [n for n, keep in zip(tr_names, m, strict=True) if keep],
             {
                 **meta,
                 "view": "augment-1-flips",

@@ -96,7 +96,7 @@ def caches(tmp_path_factory):
 def ray_cluster():
     """A real local Ray cluster of 2 CPUs for the whole session (Ray takes seconds to start), stopped at the end.
     featkit.features.ray_shards uses the driver's connection when there is one."""
-    ray = pytest.importorskip("ray", reason='the Ray tests need the ray extra: pip install -e ".[ray]"')
+    ray = pytest.importorskip("ray", reason='the Ray tests need the ray extra: pip install "featkit[ray]"')
     ray.init(
         num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False, logging_level="ERROR"
     )

@@ -159,7 +159,7 @@ def test_resume_continues_at_the_right_epoch(food_photos_64, tmp_path, capsys):
     hist = T.read_history(run.path / "history.csv")
     assert [r["epoch"] for r in hist] == [1, 2]
     assert (run.path / "history.csv").read_text().splitlines()[:2] == first  # epoch 1's row is kept as it was
-    assert run.metrics.extra["epochs_run"] == 2 and read_json(run.path / "checkpoints" / "state.json")["epoch"] == 2
+    assert run.metrics.epochs_run == 2 and read_json(run.path / "checkpoints" / "state.json")["epoch"] == 2
 
     with pytest.raises(FeatkitError, match="different configuration"):
         train_cnn(cfg.replace(dropout=0.2), *data, CLASSES, tmp_path / "run", quiet=True)

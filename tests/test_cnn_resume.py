@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import training_interrupted_after_first_epoch
+
+from featkit.core.fileio import read_json
 
 keras = pytest.importorskip("keras")
 
-from conftest import training_interrupted_after_first_epoch
-
-from featkit.cnn.presets import get_preset
-from featkit.cnn.train import read_history, train_cnn
-from featkit.core.fileio import read_json
+from featkit.cnn.presets import get_preset  # noqa: E402
+from featkit.cnn.train import read_history, train_cnn  # noqa: E402
 
 CLASSES = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(5)]
 

@@ -395,7 +395,7 @@ def test_representative_presets_train_on_real_photos(name, tmp_path):
     )
     config, metrics = run.config, run.metrics
     assert {k: config.params[k] for k in cfg.training_settings()} == json.loads(json.dumps(cfg.training_settings()))
-    assert (metrics.get("study_top1"), metrics.get("study_top5")) == (cfg.study_top1, cfg.study_top5)
+    assert (metrics.extra["study_top1"], metrics.extra["study_top5"]) == (cfg.study_top1, cfg.study_top5)
     pred = run.load_predictions()
     assert list(pred["image_ids"]) == [f"p{k}" for k in range(5)] and pred["probs"].shape == (5, 5)
     acc = topk_accuracy(pred["probs"], pred["labels"], (1, 5))

@@ -130,7 +130,7 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
     np.testing.assert_array_equal(a["probs"], b["probs"])
     np.testing.assert_array_equal(a["image_ids"], b["image_ids"])
     for key in ("top1", "top5", "log_loss", "macro_f1", "valid_top1"):
-        assert ens.metrics.get(key) == run.metrics.get(key), key
+        assert getattr(ens.metrics, key) == getattr(run.metrics, key), key
     assert ens.config.kind == "ensemble" and ens.config.extra["members"] == [run.id, run.id]
     assert (ens.path / "per_class.csv").read_text() == (run.path / "per_class.csv").read_text()
     from featkit.apps.predict import predict
@@ -150,10 +150,10 @@ def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, t
     # the mean, calibrated by a temperature fitted on the mean of the members' held-out validation probabilities
     valid = [r.load_predictions("valid") for r in (r1, r2)]
     valid_mean = (valid[0]["probs"].astype(np.float64) + valid[1]["probs"]) / 2
-    T = ens.metrics.get("temperature")
+    T = ens.metrics.temperature
     assert T == fit_temperature(valid_mean, valid[0]["labels"]) and T != 1.0
     np.testing.assert_allclose(ens.load_predictions()["probs"], apply_temperature(mean, T), rtol=0, atol=1e-6)
-    cal = ens.metrics.get("calibration")
+    cal = ens.metrics.calibration
     assert cal["before"]["log_loss"] == pytest.approx(log_loss(mean, r1.load_predictions()["labels"]), abs=1e-5)
 
     fewer = read_cache(caches.plain)
@@ -187,14 +187,14 @@ def test_sweep_selects_by_validation_never_by_test(caches, tmp_path):
     good_test = _derived(caches.plain, tmp_path / "good-test.h5", spoil("valid"))
     cands = [Candidate("logreg", FAST, (str(good_test),)), Candidate("logreg", FAST, (str(good_valid),))]
     result = sweep(cands, jobs=2, reports=tmp_path, quiet=True)
-    by_cache = {r["run"]: r for r in result.rows}
+    by_cache = {r.run: r for r in result.rows}
     rows = {
         json.loads((tmp_path / "runs" / run / "config.json").read_text())["cache"]: r for run, r in by_cache.items()
     }
     gv, gt = rows[str(good_valid.resolve())], rows[str(good_test.resolve())]
-    assert gv["valid_top1"] > gt["valid_top1"] and gt["top1"] > gv["top1"]  # the two splits disagree
-    assert result.selected is gv and gv["selected"] == "yes" and gt["selected"] == ""
-    assert [r["candidate"] for r in result.rows] == [c.label for c in cands]  # rows in candidate order
+    assert gv.valid_top1 > gt.valid_top1 and gt.top1 > gv.top1  # the two splits disagree
+    assert result.selected == gv and gv.selected and not gt.selected
+    assert [r.candidate for r in result.rows] == [c.label for c in cands]  # rows in candidate order
     table = (result.path / "sweep.csv").read_text().splitlines()
     assert len(table) == 3 and table[0].startswith("candidate,kind,head,params,caches,tta,valid_top1")
     assert result.path.parent == tmp_path / "sweeps" and (result.path / "sweep.md").exists()
@@ -215,10 +215,10 @@ def test_sweep_grid_ensembles_and_engines(caches, tmp_path):
     with pytest.raises(FeatkitError, match="has a parameter 'hidden'"):
         parse_param_grid(["hidden=0"], ["logreg"])
     result = sweep(cands[:2], ensemble=2, reports=tmp_path, quiet=True)
-    ens = [r for r in result.rows if r["kind"] == "ensemble"]
-    assert len(ens) == 1 and sorted(ens[0]["members"]) == sorted(r["run"] for r in result.rows[:2])
+    ens = [r for r in result.rows if r.kind == "ensemble"]
+    assert len(ens) == 1 and sorted(ens[0].members) == sorted(r.run for r in result.rows[:2])
     assert read_candidates(result.path / "candidates.json") == cands[:2]
-    assert result.selected["valid_top1"] == max(r["valid_top1"] for r in result.rows)
+    assert result.selected.valid_top1 == max(r.valid_top1 for r in result.rows)
 
 
 def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):

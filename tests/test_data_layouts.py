@@ -311,7 +311,7 @@ def test_presplit_keeps_its_splits_and_natural_order(tmp_path):
     root = make_presplit(tmp_path / "ps")
     prep = prepare(root, tmp_path / "cache", quiet=True)
     assert prep.dataset.layout == "presplit"
-    assert [c["name"] for c in prep.classes] == ["cat", "dog2", "dog10"]
+    assert [c.name for c in prep.classes] == ["cat", "dog2", "dog10"]
     m = prep.manifest
     assert (m["split"] == m["path"].str.split("/").str[0]).all()
     assert m["split"].value_counts().to_dict() == {"train": 18, "valid": 6, "test": 6}
@@ -399,7 +399,7 @@ def test_macos_clutter_does_not_hide_the_layout(tmp_path):
         zf.writestr("photos/.ipynb_checkpoints/x.jpg", photo_bytes(77))
     prep = prepare(z, tmp_path / "cache", quiet=True)
     assert prep.dataset.layout == "folders" and prep.dataset.root == "photos"
-    assert [c["name"] for c in prep.classes] == ["class1", "class2", "class10", "Class11"]
+    assert [c.name for c in prep.classes] == ["class1", "class2", "class10", "Class11"]
     assert len(prep.manifest) == 8
     assert {p for p, _ in prep.dataset.ignored} == {
         "__MACOSX/photos/class1/._img0.jpg",
@@ -447,7 +447,7 @@ def test_empty_class_folder_is_warned(tmp_path):
     root = make_folders(tmp_path / "photos", per_class=3)
     (root / "class7").mkdir()
     prep = prepare(root, tmp_path / "cache", quiet=True)
-    assert [c["name"] for c in prep.classes] == ["class1", "class2", "class10", "Class11"]
+    assert [c.name for c in prep.classes] == ["class1", "class2", "class10", "Class11"]
     assert f"class folder {root / 'class7'} has no photos: ignored" in prep.warnings
     # the same from a zip, where the empty folder is only a directory entry
     prep_zip = prepare(zip_dir(root, tmp_path / "p.zip"), tmp_path / "cache", quiet=True)

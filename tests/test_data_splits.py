@@ -88,7 +88,7 @@ def test_food101_official_test_kept_and_valid_carved_from_train(food):
     _, prep = food
     m = prep.manifest
     official = {it.image_id: it.official_split for it in prep.dataset.items}
-    for image_id, split in zip(m["image_id"], m["split"]):
+    for image_id, split in zip(m["image_id"], m["split"], strict=True):
         if official[image_id] == "test":
             assert split == "test"
         else:
@@ -98,7 +98,7 @@ def test_food101_official_test_kept_and_valid_carved_from_train(food):
     # duplicate of waffles staying in train
     valid = m[m["split"] == "valid"].groupby("class_id").size().to_dict()
     assert valid == {"apple_pie": 4, "cheesecake": 4, "cheese_plate": 4, "waffles": 4}
-    assert [c["id"] for c in prep.classes] == FOOD_CLASSES
+    assert [c.id for c in prep.classes] == FOOD_CLASSES
 
 
 def test_food101_duplicate_straddling_train_and_test_is_warned_and_kept(food):
@@ -233,7 +233,7 @@ def test_assign_keeps_a_training_photo_in_every_tiny_class(fractions):
         got = [out[g] for g in groups[label]]
         assert got.count("train") >= 1
         if n >= 5:  # large enough that rounding cannot swallow a part
-            for s, f in zip(("valid", "test"), fractions[1:]):
+            for s, f in zip(("valid", "test"), fractions[1:], strict=True):
                 assert abs(got.count(s) - n * f) <= 1, (n, fractions, got)
 
 

@@ -1,4 +1,5 @@
-"""Draft JPEG decoding: used only where it keeps at least the target size, boxes scaled with it, off with --decode full."""
+"""Draft JPEG decoding: used only where it keeps at least the target size, boxes scaled with it, off with
+--decode full."""
 
 from __future__ import annotations
 

@@ -64,11 +64,12 @@ def test_per_class_and_score():
     assert n.tolist() == [2, 1, 1] and acc.tolist() == [0.5, 1.0, 0.0]  # class 2 tied with class 1: a miss
     classes = [{"index": i, "id": c, "name": c} for i, c in enumerate("abc")]
     m = score(probs, labels, classes, ks=(1, 2))
-    assert (m["n"], m["top1"], m["top2"], m["top5"], m["topk"]) == (4, 0.5, 0.75, 1.0, {"1": 0.5, "2": 0.75, "5": 1.0})
+    assert (m.n, m.top1, m.top(2), m.top5, m.topk) == (4, 0.5, 0.75, 1.0, {"1": 0.5, "2": 0.75, "5": 1.0})
     expected = -np.mean(np.log([0.7, 0.1, 0.8, 0.5]))
-    assert m["log_loss"] == pytest.approx(expected)
+    assert m.log_loss == pytest.approx(expected)
     assert log_loss(np.array([[1.0, 0.0]]), [1]) == pytest.approx(-np.log(1e-7))  # clipped, not inf
-    assert 0 < m["macro_f1"] < 1
+    # F1 per class: a 2/3 (precision 1, recall 1/2), b 2/3 (precision 1/2, recall 1), c 0 (predicted as b)
+    assert m.macro_f1 == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
 
 
 def test_confusion_matrix_and_most_confused_pairs():
@@ -158,10 +159,10 @@ def test_evaluate_run_files(run):
     assert per_class["n"].tolist() == [10] * CLASSES
     assert np.average(per_class["top1"], weights=per_class["n"]) == pytest.approx(m["top1"])
     cm = pd.read_csv(run.path / "confusion.csv", index_col=0)
-    assert list(cm.columns) == [c["name"] for c in run.classes] and int(cm.values.sum()) == 80
+    assert list(cm.columns) == [c.name for c in run.classes] and int(cm.values.sum()) == 80
     assert int(np.trace(cm.values)) == round(m["top1"] * 80)  # no ties in real probabilities
     pairs = pd.read_csv(run.path / "confused_pairs.csv")
-    assert set(pairs["true_name"]) <= {c["name"] for c in run.classes} and (pairs["count"] > 0).all()
+    assert set(pairs["true_name"]) <= {c.name for c in run.classes} and (pairs["count"] > 0).all()
     assert (run.path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -189,7 +190,7 @@ def test_check_compatible_refuses_other_backbone_size_or_classes(run, caches, tm
         check_compatible(run, other)
     msg = str(e.value)
     assert "\n" not in msg and str(other) in msg and run.id in msg and "c515eb" in msg and "backbone" in msg
-    renamed = [dict(c) for c in meta.classes][::-1]
+    renamed = [c.to_dict() for c in meta.classes][::-1]
     with pytest.raises(FeatkitError, match="classes: 8 vs 8, first difference at index 0"):
         check_compatible(run, meta.replace(classes=renamed))
     with pytest.raises(FeatkitError, match="size: 96 vs 224"):

@@ -42,7 +42,7 @@ def test_cache_equals_direct_forward_pass(mini, tmp_path, mobilenet_onnx):
     assert list(fs.labels) == m["label"].tolist() and list(fs.split) == m["split"].tolist()
     assert list(fs.image_ids) == m["image_id"].tolist()
     assert fs.meta.backbone.kind == "onnx" and fs.meta.size == 64
-    assert [c["id"] for c in fs.classes] == sorted(p.name for p in mini.iterdir())
+    assert [c.id for c in fs.classes] == sorted(p.name for p in mini.iterdir())
     assert fs.meta.photos_per_second > 0
 
 
@@ -79,7 +79,7 @@ def test_views_have_the_right_rows_and_differ_from_plain(mini, tmp_path, mobilen
 def test_views_are_seeded(mini, tmp_path, mobilenet_onnx):
     _, a = _run(mini, tmp_path / "a", _opts(mobilenet_onnx, sensitivity=True, plain=False))
     _, b = _run(mini, tmp_path / "b", _opts(mobilenet_onnx, sensitivity=True, plain=False))
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert np.array_equal(read_cache(ra.path).features, read_cache(rb.path).features)
 
 
@@ -158,7 +158,8 @@ def test_onnx_extract_does_not_import_tensorflow(mini, tmp_path, mobilenet_onnx)
     code = (
         "import sys; from featkit.data import prepare; from featkit.features import extract as ex\n"
         f"p = prepare({str(mini)!r}, cache_dir={str(tmp_path)!r}, quiet=True)\n"
-        f"ex.extract(p, ex.ExtractOptions(backbone={str(mobilenet_onnx)!r}, size=64), cache_dir={str(tmp_path)!r}, quiet=True)\n"
+        f"ex.extract(p, ex.ExtractOptions(backbone={str(mobilenet_onnx)!r}, size=64), cache_dir={str(tmp_path)!r}, "
+        "quiet=True)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -106,7 +106,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def photos():
     """Real JPEG bytes: 6 training photos of each of the first 3 Food-101 classes."""
     names, blobs, _ = read_food_photos(classes=3, per_class=6)
-    return list(zip(names, blobs))
+    return list(zip(names, blobs, strict=True))
 
 
 def make_dataset(root: Path, photos) -> Path:

@@ -94,7 +94,7 @@ def test_thumbnail_counts_match_the_predictions(report_workspace, which):
     pairs = pd.read_csv(ws.run(run_id) / "confused_pairs.csv")
     pair_rows = re.findall(r"<tr>.*?</tr>", section(html, "Most confused pairs").split("<tbody>")[1], flags=re.S)
     assert len(pair_rows) == len(pairs) > 0
-    for row, count in zip(pair_rows, pairs["count"]):
+    for row, count in zip(pair_rows, pairs["count"], strict=True):
         assert len(figures(row)) == min(PHOTOS_PER_PAIR, count)
     n_wrong = int((labels != preds).sum())
     assert len(figures(section(html, "Most confident mistakes"))) == min(MISTAKES, n_wrong)

@@ -56,8 +56,7 @@ def test_no_module_imports_a_private_name_of_another():
         for target, names, line in imports:
             parts = target.split(".")
             private_module = [p for p in parts[1:] if p.startswith("_") and p != "__init__"]
-            # featkit.core.tfkeras is the one private module meant for the whole package (the quiet TensorFlow import)
-            if private_module and private_module != ["_tf"]:
+            if private_module:
                 bad.append(f"{mod}:{line} imports private module {target}")
             bad += [f"{mod}:{line} imports {target}.{n}" for n in names if n.startswith("_") and n != "__version__"]
     assert bad == []

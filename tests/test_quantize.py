@@ -48,7 +48,7 @@ def quantized(mini, tmp_path_factory, mobilenet_onnx):
 def test_quantisation_reads_training_photos_only(quantized):
     prep, result, read, _ = quantized
     m = prep.manifest
-    split_of = dict(zip(m["path"], m["split"]))
+    split_of = dict(zip(m["path"], m["split"], strict=True))
     assert read, "calibration read no photo"
     assert {split_of[p] for p in read} == {"train"}  # never a valid or test photo
     train = m[m["split"] == "train"]

@@ -182,7 +182,8 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr  # a FeatkitError; 2 is for usage errors
     assert proc.stderr.strip().splitlines() == [
-        'error: --engine ray needs Ray, an optional extra of featkit: pip install -e ".[ray]" (or pip install "ray>=2.9").'
+        'error: --engine ray needs Ray, an optional extra of featkit: pip install "featkit[ray]" '
+        '(or pip install "ray>=2.9").'
     ]
     assert not (tmp_path / "features").exists()
 
@@ -218,7 +219,7 @@ def test_a_sweep_on_ray_picks_what_the_local_sweep_picks(ray_cluster, caches, tm
     cands = [Candidate("logreg", {"C": c, "max_iter": 300}, (str(caches.plain),)) for c in (0.001, 0.1, 10.0)]
     local = sweep(cands, reports=tmp_path / "local", quiet=True)
     on_ray = sweep(cands, engine="ray", jobs=2, reports=tmp_path / "ray", quiet=True)
-    assert on_ray.selected["candidate"] == local.selected["candidate"]
-    for a, b in zip(local.rows, on_ray.rows):
-        assert (a["candidate"], a["valid_top1"], a["top1"]) == (b["candidate"], b["valid_top1"], b["top1"])
+    assert on_ray.selected.candidate == local.selected.candidate
+    for a, b in zip(local.rows, on_ray.rows, strict=True):
+        assert (a.candidate, a.valid_top1, a.top1) == (b.candidate, b.valid_top1, b.top1)
     assert len(list((tmp_path / "ray" / "runs").iterdir())) == 3  # each actor wrote its run folder

@@ -110,7 +110,7 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
 
     md = out["results_md"].read_text()
     section = md[md.index("## Sweeps") : md.index("## Incomplete runs")]
-    assert f"### {result.id}" in section and f"Selected: {result.selected['candidate']}." in section
+    assert f"### {result.id}" in section and f"Selected: {result.selected.candidate}." in section
     table_lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_lines) == 1 + 3  # header + two candidates + one ensemble
     assert "sweeps/20990101-000000-interrupted`: no sweep.json (unfinished or interrupted)" in md
@@ -125,4 +125,4 @@ def test_report_shows_each_sweep_table_and_lists_unfinished_sweeps(caches, tmp_p
     valid = [float(re.findall(r"<td[^>]*>([\d.]+) %</td>", r)[0]) for r in body_rows]
     assert valid == sorted(valid, reverse=True)
     marked = [r for r in body_rows if "\u2605" in r]
-    assert len(marked) == 1 and f'href="runs/{result.selected["run"]}/{PAGE_NAME}"' in marked[0]
+    assert len(marked) == 1 and f'href="runs/{result.selected.run}/{PAGE_NAME}"' in marked[0]

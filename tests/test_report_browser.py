@@ -28,7 +28,8 @@ def open_page(driver, path):
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"console errors on {path}: {errors}"
     images = driver.execute_script(
-        "return Array.from(document.images).map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })"
+        "return Array.from(document.images)"
+        ".map(function (i) { return [i.getAttribute('src'), i.complete, i.naturalWidth]; })"
     )
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == [], f"images that did not load on {path}: {broken}"

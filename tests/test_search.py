@@ -142,7 +142,7 @@ def test_refit_uses_train_and_valid_rows_never_a_test_row(caches, tmp_path, monk
     seen.clear()
     run = fit_head(caches.plain, "logreg", {"C": "0.01,0.1"}, reports=tmp_path, quiet=True, refit=False)
     assert [len(x) for x in seen] == [len(train), len(train)]
-    assert run.config.extra["refit"] is False and run.metrics.get("n_train") == len(train)
+    assert run.config.extra["refit"] is False and run.metrics.extra["n_train"] == len(train)
 
 
 def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):

@@ -42,7 +42,7 @@ def ensemble_runs(
     first = runs[0]
     classes = first.classes
     for r in runs[1:]:
-        if [c.get("id") for c in r.classes] != [c.get("id") for c in classes]:
+        if [c.id for c in r.classes] != [c.id for c in classes]:
             raise FeatkitError(f"run {r.id} has another class list than {first.id}: ensemble runs of the same dataset.")
         a, b = _dataset_key(first), _dataset_key(r)
         if a["fingerprint"] and b["fingerprint"]:  # runs that record no fingerprint are matched by photos below
@@ -79,7 +79,7 @@ def ensemble_runs(
                 },
             )
         )
-        run.write_json("classes.json", classes)
+        run.write_classes(classes)
         metrics = [r.metrics for r in runs]
         extra = {
             "n_members": len(runs),
@@ -114,7 +114,7 @@ def ensemble_runs(
 
 def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
     ids, labels = preds[0]["image_ids"], preds[0]["labels"]
-    for r, p in zip(runs[1:], preds[1:]):
+    for r, p in zip(runs[1:], preds[1:], strict=True):
         other = p["image_ids"]
         if len(other) != len(ids) or not np.array_equal(other, ids):
             differ = np.setdiff1d(ids, other).tolist() + np.setdiff1d(other, ids).tolist()
@@ -144,7 +144,7 @@ def _dataset_key(run: Run) -> dict:
 
 
 def _sizes(configs: list[RunConfig]) -> list:
-    out = []
+    out: list[int | None] = []
     for c in configs:
         s = c.extra.get("sizes") or c.size
         out.extend(s if isinstance(s, list) else [s])

@@ -16,7 +16,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
-from featkit.core.schema import CacheMeta, check_comparable
+from featkit.core.schema import CacheMeta, Scores, check_comparable
 from featkit.core.tables import markdown_table, write_csv
 from featkit.features.cache import read_meta
 from featkit.heads import load_run_head
@@ -135,6 +135,8 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
             f"{run.path}/config.json names no dataset or no manifest that still exists "
             f"({cfg.data}, {cfg.manifest}): retrain the run with `featkit train-cnn`."
         )
+    if not cfg.size:
+        raise FeatkitError(f"{run.path}/config.json records no photo size: retrain the run with `featkit train-cnn`.")
     source, m = open_run_photos(cfg.data, manifest)
     read = source.read
     row_of = {str(i): r for r, i in enumerate(m["image_id"].astype(str))}
@@ -173,7 +175,7 @@ _PARAM_ALIASES = {
 }
 
 
-def _sens_row(view: str, params: Mapping[str, Any], m: Mapping[str, Any]) -> dict:
+def _sens_row(view: str, params: Mapping[str, Any], m: Scores) -> dict:
     row: dict[str, Any] = {"view": view}
     for col, aliases in _PARAM_ALIASES.items():
         row[col] = next((params[a] for a in aliases if a in params), 0 if view == "plain" and col != "flips" else None)
@@ -184,7 +186,8 @@ def _sens_row(view: str, params: Mapping[str, Any], m: Mapping[str, Any]) -> dic
         row["flips"] = "+".join(both) or "none"
     if view == "plain" and row["flips"] is None:
         row["flips"] = "none"
-    row.update(n=m["n"], top1=round(m["top1"], 4), top5=round(m["top5"], 4), macro_f1=round(m["macro_f1"], 4))
+    f1 = float("nan") if m.macro_f1 is None else round(m.macro_f1, 4)
+    row.update(n=m.n, top1=round(m.top1, 4), top5=round(m.top5, 4), macro_f1=f1)
     return row
 
 

@@ -36,7 +36,8 @@ def _probabilities(run: Run, images: np.ndarray) -> np.ndarray:
 
         if cfg.backbone is None:
             raise FeatkitError(
-                f"run {run.id} has no backbone spec in config.json: it cannot see photos; re-fit it from a featkit cache."
+                f"run {run.id} has no backbone spec in config.json: it cannot see photos; "
+                "re-fit it from a featkit cache."
             )
         features = get_backbone_from_spec(cfg.backbone)(images)
         return load_run_head(run).predict_proba(features)
@@ -83,12 +84,12 @@ def predict(
         run.check_n_classes(probs.shape[1], "the model")
         k = min(top, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        for i, p, idx in zip(ok, probs, order):
+        for i, p, idx in zip(ok, probs, order, strict=True):
             results.append(
                 {
                     "path": names[i],
                     "top": [
-                        {"class": classes[j]["id"], "name": classes[j]["name"], "probability": round(float(p[j]), 6)}
+                        {"class": classes[j].id, "name": classes[j].name, "probability": round(float(p[j]), 6)}
                         for j in idx
                     ],
                 }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
 from featkit.runs.store import DEFAULT_REPORTS, Run
 
 ENGINES = ("local", "ray")
@@ -49,7 +50,8 @@ TABLE_COLUMNS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time view."""
+    """One head fit: a head with its parameters on one set of caches (concatenated), with or without a test-time
+    view."""
 
     head: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -66,8 +68,8 @@ class Candidate:
 class SweepResult:
     id: str
     path: Path
-    rows: list[dict]
-    selected: dict | None
+    rows: list[SweepRow]
+    selected: SweepRow | None
 
 
 def caches_label(paths: Sequence[str | Path]) -> str:
@@ -94,7 +96,7 @@ def grid(
         for head, params in head_grid.items():
             keys = list(params)
             for values in itertools.product(*(params[k] for k in keys)):
-                out.append(Candidate(head, dict(zip(keys, values)), tuple(str(c) for c in caches), view))
+                out.append(Candidate(head, dict(zip(keys, values, strict=True)), tuple(str(c) for c in caches), view))
     return out
 
 
@@ -110,7 +112,8 @@ def plan(
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
     `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    views = {"off": [None], "on": ["flip"], "both": [None, "flip"]}.get(tta)
+    tta_views: dict[str, list[str | None]] = {"off": [None], "on": ["flip"], "both": [None, "flip"]}
+    views = tta_views.get(tta)
     if views is None:
         raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
@@ -120,7 +123,8 @@ def plan(
 
 def read_candidates(path: str | Path) -> list[Candidate]:
     """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
-    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
+    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json). Checked field
+    by field: one line naming the file, the candidate and the field."""
     from featkit.core.fileio import read_json
     from featkit.data.augment import TTA_VIEWS
     from featkit.heads import HEADS
@@ -168,17 +172,17 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     for p in paths:
         m = read_meta(p)
         keys.append((m.backbone.name, m.size))
-    paths = [str(p) for p in paths]
+    files = [str(p) for p in paths]
     sets: list[list[str]] = []
     for mode in combine:
         if mode == "none":
-            sets += [[p] for p in paths]
+            sets += [[p] for p in files]
         elif mode == "all":
-            sets.append(paths)
+            sets.append(files)
         else:
             by = 1 if mode == "backbones" else 0  # group the caches that share a size / a backbone
             for value in dict.fromkeys(k[by] for k in keys):
-                sets.append([p for p, k in zip(paths, keys) if k[by] == value])
+                sets.append([p for p, k in zip(files, keys, strict=True) if k[by] == value])
     return [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
 
 
@@ -215,21 +219,20 @@ def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, di
 # ---- running -------------------------------------------------------------------------------------------
 
 
-def run_candidate(task: tuple[Candidate, str, int]) -> dict:
+def run_candidate(task: tuple[Candidate, str, int]) -> SweepRow:
     """Fit one candidate (a picklable task: candidate, reports folder, seed) and return its table row. A
     FeatkitError becomes the row's `error` instead of stopping the sweep."""
     from featkit.heads.fit import fit_head
 
     cand, reports, seed = task
-    row = {
-        "candidate": cand.label,
-        "kind": "head",
-        "head": cand.head,
-        "params": dict(cand.params),
-        "caches": caches_label(cand.caches),
-        "tta": cand.tta or "",
-        "error": "",
-    }
+    row = SweepRow(
+        candidate=cand.label,
+        kind="head",
+        head=cand.head,
+        params=dict(cand.params),
+        caches=caches_label(cand.caches),
+        tta=cand.tta or "",
+    )
     t0 = time.perf_counter()
     try:
         run = fit_head(
@@ -242,8 +245,8 @@ def run_candidate(task: tuple[Candidate, str, int]) -> dict:
             tta=cand.tta,
         )
     except FeatkitError as e:
-        return {**row, "seconds": round(time.perf_counter() - t0, 1), "error": str(e)}
-    return {**row, **_scores(run), "seconds": round(time.perf_counter() - t0, 1)}
+        return row.replace(seconds=round(time.perf_counter() - t0, 1), error=str(e))
+    return row.replace(**_scores(run), seconds=round(time.perf_counter() - t0, 1))
 
 
 def check_options(jobs: int, engine: str, address: str | None) -> None:
@@ -258,7 +261,8 @@ def check_options(jobs: int, engine: str, address: str | None) -> None:
 
 def check_same_dataset(candidates: Sequence[Candidate]) -> None:
     """Every cache of a sweep holds photos of one dataset and split (fingerprint, dataset key and class list,
-    `comparable_key`): a choice "best by validation" across datasets or validation sets means nothing. One line naming the first cache that differs."""
+    `comparable_key`): a choice "best by validation" across datasets or validation sets means nothing. One line
+    naming the first cache that differs."""
     from featkit.core.schema import check_comparable
     from featkit.features.cache import read_meta
 
@@ -281,8 +285,8 @@ def run_candidates(
     seed: int = 0,
     quiet: bool = False,
     address: str | None = None,
-    on_row: Callable[[int, dict], None] | None = None,
-) -> list[dict]:
+    on_row: Callable[[int, SweepRow], None] | None = None,
+) -> list[SweepRow]:
     """Fit every candidate and return their table rows in the candidates' order; `on_row(index, row)` is called
     as each one ends (local engine; on Ray, when all have).
 
@@ -295,7 +299,7 @@ def run_candidates(
     if engine == "ray":
         from featkit.core.ray_tasks import run_tasks
 
-        rows = run_tasks(
+        rows: list[SweepRow] = run_tasks(
             run_candidate,
             tasks,
             address=address,
@@ -340,18 +344,16 @@ def sweep(
     Resumes: each finished candidate's row is saved in the sweep folder (rows/) as it ends, and the same command
     run again after an interruption finds that unfinished sweep (same name, candidates and seed) and fits only
     the candidates it has no row for."""
-    from featkit.core.fileio import write_json
+    from featkit.core.fileio import to_json, write_json
 
     if not candidates:
         raise FeatkitError("the sweep has no candidates: give at least one --head and one cache.")
     check_options(jobs, engine, address)  # before anything is made: a refused sweep leaves no folder
     check_same_dataset(candidates)
-    from featkit.core.fileio import to_json
-
     # as plan.json reads back (tuples become lists): what an interrupted run of the same command is matched on
     plan_record = json.loads(to_json({"seed": seed, "candidates": [asdict(c) for c in candidates]}))
     sweep_dir = unfinished_sweep(name, reports, plan_record)
-    done: dict[int, dict] = {}
+    done: dict[int, SweepRow] = {}
     if sweep_dir is None:
         from featkit.runs.store import new_run
 
@@ -369,9 +371,9 @@ def sweep(
     with Run(sweep_dir):  # a failure before any candidate finished leaves no empty sweep folder
         todo = [i for i in range(len(candidates)) if i not in done]
 
-        def save(i: int, row: dict) -> None:
-            if not row.get("error"):  # a failed candidate is tried again by a re-run
-                write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row)
+        def save(i: int, row: SweepRow) -> None:
+            if not row.error:  # a failed candidate is tried again by a re-run
+                write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row.to_dict())
 
         fresh = run_candidates(
             [candidates[i] for i in todo],
@@ -386,19 +388,11 @@ def sweep(
         done.update(zip(todo, fresh, strict=True))
         rows = [done[i] for i in range(len(candidates))]
         rows += ensemble_rows(rows, ensemble, reports, quiet)
-        selected = select(rows)
-        for r in rows:
-            r["selected"] = "yes" if r is selected else ""
+        best = select(rows)
+        rows = [r.replace(selected=r is best) for r in rows]
+        selected = next((r for r in rows if r.selected), None)
         write_table(rows, sweep_dir)
-        write_json(
-            sweep_dir / "sweep.json",
-            {
-                "id": sweep_dir.name,
-                "selected": selected,
-                "rows": rows,
-                "selection": "validation top-1, then validation top-5",
-            },
-        )
+        write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
         return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
 
 
@@ -430,8 +424,9 @@ def unfinished_sweep(name: str, reports: str | Path, plan_record: dict) -> Path 
     return None
 
 
-def saved_rows(sweep_dir: Path, n: int) -> dict[int, dict]:
-    """{candidate index: its row} of the candidates an interrupted sweep finished (unreadable files are redone)."""
+def saved_rows(sweep_dir: Path, n: int) -> dict[int, SweepRow]:
+    """{candidate index: its row} of the candidates an interrupted sweep finished (unreadable files, and rows whose
+    run folder is no longer whole, are fitted again)."""
     from featkit.core.fileio import read_json
     from featkit.runs.store import load_run
 
@@ -440,48 +435,44 @@ def saved_rows(sweep_dir: Path, n: int) -> dict[int, dict]:
         if not f.stem.isdigit() or int(f.stem) >= n:
             continue
         try:
-            row = read_json(f, dict)
-            if row.get("run"):  # raises when its run folder is no longer whole: that candidate is fitted again
-                _ = load_run(row["run"], sweep_dir.parent.parent).metrics
+            row = SweepRow.from_dict(read_json(f, dict), str(f))
+            if row.run:  # raises when its run folder is no longer whole
+                _ = load_run(row.run, sweep_dir.parent.parent).metrics
             out[int(f.stem)] = row
         except (FeatkitError, ValueError, OSError):
             continue
     return out
 
 
-def ensemble_rows(rows: list[dict], up_to: int, reports: str | Path, quiet: bool = False) -> list[dict]:
+def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:
     """Ensembles of the best 2, 3, ..., `up_to` runs by validation top-1 (runs without a validation score are
     left out)."""
     from featkit.apps.ensemble import ensemble_runs
 
-    ranked = sorted((r for r in rows if r.get("run") and r.get("valid_top1") is not None), key=_valid_key, reverse=True)
+    ranked = sorted((r for r in rows if r.run and r.valid_top1 is not None), key=_valid_key, reverse=True)
     out = []
     for k in range(2, min(up_to, len(ranked)) + 1):
-        members = ranked[:k]
+        members = [str(m.run) for m in ranked[:k]]
         t0 = time.perf_counter()
-        run = ensemble_runs([m["run"] for m in members], name=f"ensemble-top{k}", reports=reports, quiet=True)
-        out.append(
-            {
-                "candidate": f"ensemble of the best {k} by validation",
-                "kind": "ensemble",
-                "head": "ensemble",
-                "params": {"best": k},
-                "members": [m["run"] for m in members],
-                "caches": "",
-                "tta": "",
-                "error": "",
-                **_scores(run),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+        run = ensemble_runs(members, name=f"ensemble-top{k}", reports=reports, quiet=True)
+        row = SweepRow(
+            candidate=f"ensemble of the best {k} by validation",
+            kind="ensemble",
+            head="ensemble",
+            params={"best": k},
+            members=members,
+            **_scores(run),
+            seconds=round(time.perf_counter() - t0, 1),
         )
+        out.append(row)
         if not quiet:
-            print(f"ensemble of {k}: valid top-1 {out[-1]['valid_top1']:.4f}", file=sys.stderr, flush=True)
+            print(f"ensemble of {k}: valid top-1 {row.valid_top1 or float('nan'):.4f}", file=sys.stderr, flush=True)
     return out
 
 
-def select(rows: Sequence[dict]) -> dict | None:
+def select(rows: Sequence[SweepRow]) -> SweepRow | None:
     """The row with the best validation top-1 (ties: validation top-5, then the earlier row). Test never counts."""
-    scored = [r for r in rows if r.get("valid_top1") is not None and not r.get("error")]
+    scored = [r for r in rows if r.valid_top1 is not None and not r.error]
     if not scored:
         return None
     best = max(_valid_key(r) for r in scored)
@@ -491,7 +482,7 @@ def select(rows: Sequence[dict]) -> dict | None:
 def no_selection_reason(result: SweepResult) -> str:
     """Why a sweep selected nothing, in one line naming what to do: every candidate failed, or the candidates
     finished but none has a validation score (the caches hold no photos in the "valid" split)."""
-    finished = [r for r in result.rows if r.get("run") and not r.get("error")]
+    finished = [r for r in result.rows if r.run and not r.error]
     if not finished:
         return f"no candidate finished (see {result.path}/sweep.csv for the errors)."
     return (
@@ -501,30 +492,33 @@ def no_selection_reason(result: SweepResult) -> str:
     )
 
 
-def _valid_key(row: dict) -> tuple[float, float]:
-    return (row["valid_top1"], row.get("valid_top5") or 0.0)
+def _valid_key(row: SweepRow) -> tuple[float, float]:
+    return (row.valid_top1 or 0.0, row.valid_top5 or 0.0)
 
 
-def _scores(run) -> dict:
+def _scores(run) -> dict[str, Any]:
+    """The SweepRow fields a finished run gives."""
     m = run.metrics
     return {
         "run": run.id,
-        "valid_top1": m.get("valid_top1"),
-        "valid_top5": m.get("valid_top5"),
-        "top1": m.get("top1"),
-        "top5": m.get("top5"),
-        "log_loss": m.get("log_loss"),
-        "ece": m.get("ece"),
-        "fit_seconds": m.get("fit_seconds"),
+        "valid_top1": m.valid_top1,
+        "valid_top5": m.valid_top5,
+        "top1": m.top1,
+        "top5": m.top5,
+        "log_loss": m.log_loss,
+        "ece": m.ece,
+        "fit_seconds": m.fit_seconds,
     }
 
 
-def table(rows: Sequence[dict], compact: bool = False):
-    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first. compact: without the long
-    candidate label and without columns that are empty in every row (what the command prints)."""
+def table(rows: Sequence[SweepRow], compact: bool = False):
+    """The sweep table as a DataFrame (TABLE_COLUMNS), best validation top-1 first; the selected row says "yes".
+    compact: without the long candidate label and without columns that are empty in every row (what the command
+    prints)."""
     import pandas as pd
 
-    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in rows], columns=list(TABLE_COLUMNS))
+    records = [{**r.to_dict(), "selected": "yes" if r.selected else ""} for r in rows]
+    df = pd.DataFrame([{k: r.get(k) for k in TABLE_COLUMNS} for r in records], columns=list(TABLE_COLUMNS))
     df["params"] = df["params"].map(lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else p)
     df = df.sort_values("valid_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     if compact:
@@ -545,16 +539,15 @@ def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult
             other.append({"folder": f"sweeps/{folder.name}", "reason": "no sweep.json (unfinished or interrupted)"})
             continue
         try:
-            data = read_json(folder / "sweep.json", dict)
-            rows = [r for r in data["rows"] if isinstance(r, dict)]
-        except (FeatkitError, KeyError, TypeError) as e:
+            rows = read_sweep_rows(read_json(folder / "sweep.json", dict), str(folder / "sweep.json"))
+        except FeatkitError as e:
             other.append({"folder": f"sweeps/{folder.name}", "reason": f"unreadable sweep.json ({e})"})
             continue
-        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.get("selected")), None)))
+        done.append(SweepResult(folder.name, folder, rows, next((r for r in rows if r.selected), None)))
     return done, other
 
 
-def write_table(rows: Sequence[dict], folder: Path) -> None:
+def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
     from featkit.core.fileio import atomic_path, write_text
     from featkit.core.tables import markdown_table
 

@@ -70,12 +70,12 @@ def resolve(
             raise FeatkitError(f"{path} has no JSON contract beside it giving its input size: pass --size.")
         return BackboneSpec(
             kind="onnx",
-            name=str(contract.get("name") or path.stem),
+            name=contract.name or path.stem,
             size=int(size),
             pooling=pooling,
             weights=file_identity(path),
-            feature_dim=contract.get("feature_size"),
-            preprocessing=str(contract.get("preprocessing_in_graph") or ""),
+            feature_dim=contract.feature_size,
+            preprocessing=contract.preprocessing_in_graph or "",
         )
     from featkit.backbones.keras_zoo import weights_arg
 

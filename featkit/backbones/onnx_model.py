@@ -16,54 +16,30 @@ import numpy as np
 
 from featkit.backbones.base import Backbone, check_pooling, check_size, file_identity
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import BackboneSpec
+from featkit.core.schema import BackboneSpec, OnnxContract
 
 MIN_DYNAMIC_SIZE = 32  # CNN graphs downsample by 32; the shared models run at any H, W >= 32
 _DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
 _FEATURE_WORDS = ("feature", "embed", "pool")
 
 
-def read_contract(path: Path) -> dict[str, Any]:
-    """The JSON beside `path` (same stem), or {} when there is none."""
+def read_contract(path: Path) -> OnnxContract:
+    """The JSON beside `path` (same stem) as an OnnxContract (every field None when there is no JSON)."""
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
-        return {}
+        return OnnxContract()
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise FeatkitError(f"{meta_path} is not valid JSON ({e}): fix or remove it.") from None
     if not isinstance(meta, dict):
         raise FeatkitError(f"{meta_path} should hold a JSON object describing {path.name}.")
-    for key, ok, want in _CONTRACT_TYPES:
-        if meta.get(key) is not None and not ok(meta[key]):
-            raise FeatkitError(f"{meta_path}: {key} is {meta[key]!r}, expected {want}: fix it or remove the file.")
-    return meta
+    return OnnxContract.from_dict(meta, where=str(meta_path))
 
 
-def contract_size(meta: dict[str, Any]) -> int | None:
+def contract_size(meta: OnnxContract) -> int | None:
     """The native input size a contract gives (input_size: N or [N, N]), or None."""
-    v = meta.get("input_size")
-    return v[0] if isinstance(v, (list, tuple)) else v
-
-
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-_CONTRACT_TYPES = (
-    ("name", lambda v: isinstance(v, str), "a string"),
-    ("input_name", lambda v: isinstance(v, str), "a string"),
-    ("output_name", lambda v: isinstance(v, str), "a string"),
-    ("input_layout", lambda v: v in ("NHWC", "NCHW"), "NHWC or NCHW"),
-    ("input_dtype", lambda v: v in ("uint8", "float32", "float"), "uint8 or float32"),
-    (
-        "input_size",
-        lambda v: _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(map(_pos_int, v)) and v[0] == v[1]),
-        "a size N or [N, N] (N > 0)",
-    ),
-    ("dynamic_size", lambda v: isinstance(v, bool), "true or false"),
-    ("feature_size", _pos_int, "a whole number > 0"),
-)
+    return meta.size
 
 
 def providers() -> list[str]:
@@ -179,22 +155,22 @@ class OnnxBackbone(Backbone):
             )
         meta = read_contract(path)
         self.path = path.resolve()
-        self.name = str(meta.get("name") or path.stem)
+        self.name = meta.name or path.stem
         self.pooling = "avg"
         self.weights = file_identity(self.path)
-        self.precision = str(meta.get("precision") or "float32")
-        self.quantization = meta.get("quantization") if self.precision != "float32" else None
+        self.precision = meta.precision
+        self.quantization = meta.quantization if self.precision != "float32" else None
         self.session_settings = session_settings()
         self._sess = sess = open_session(self.path, self.session_settings)
 
         # input
         inputs = {i.name: i for i in sess.get_inputs()}
-        in_name = onnx_input or meta.get("input_name") or sess.get_inputs()[0].name
+        in_name = onnx_input or meta.input_name or sess.get_inputs()[0].name
         if in_name not in inputs:
             raise FeatkitError(f"{path} has no input {in_name!r} (inputs: {', '.join(inputs)}).")
         inp = inputs[in_name]
         graph_dtype = _DTYPES.get(inp.type)
-        dtype = input_dtype or meta.get("input_dtype") or graph_dtype
+        dtype = input_dtype or meta.input_dtype or graph_dtype
         dtype = {"float": "float32"}.get(str(dtype), str(dtype))
         if graph_dtype is None or dtype != graph_dtype:
             raise FeatkitError(
@@ -204,9 +180,7 @@ class OnnxBackbone(Backbone):
         shape = list(inp.shape)
         if len(shape) != 4:
             raise FeatkitError(f"{path}: input {in_name!r} has shape {shape}; a 4-D image batch is needed.")
-        layout = (
-            input_layout or meta.get("input_layout") or ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None)
-        )
+        layout = input_layout or meta.input_layout or ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None)
         if layout not in ("NHWC", "NCHW"):
             raise FeatkitError(
                 f"{path}: cannot tell the layout of input {in_name!r} {shape}; pass input_layout='NHWC' or 'NCHW'."
@@ -230,9 +204,8 @@ class OnnxBackbone(Backbone):
             raise FeatkitError(
                 f"{path}: input {in_name!r} is fixed at {hw[0]}x{hw[1]}; only square inputs are supported."
             )
-        if meta.get("dynamic_size") is False and not fixed:
-            fixed_size = meta.get("input_size")
-            hw = list(fixed_size) if isinstance(fixed_size, (list, tuple)) else [fixed_size, fixed_size]
+        if meta.dynamic_size is False and not fixed and meta.size:
+            hw = [meta.size, meta.size]
             fixed = True
         native = contract_size(meta) or (hw[0] if fixed else None)
         if size is None:
@@ -252,7 +225,7 @@ class OnnxBackbone(Backbone):
         self._in_name, self._layout, self._dtype = in_name, layout, dtype
 
         # preprocessing
-        in_graph = meta.get("preprocessing_in_graph")
+        in_graph = meta.preprocessing_in_graph
         self._mean = self._std = None
         if input_mean is not None or input_std is not None:
             if dtype != "float32":
@@ -272,8 +245,8 @@ class OnnxBackbone(Backbone):
             )
 
         # output
-        if onnx_output or meta.get("output_name"):
-            out_name = onnx_output or meta["output_name"]
+        if onnx_output or meta.output_name:
+            out_name = onnx_output or meta.output_name
             outs = {o.name: o for o in sess.get_outputs()}
             if out_name not in outs:
                 raise FeatkitError(f"{path} has no output {out_name!r} (outputs: {', '.join(outs)}).")
@@ -292,7 +265,7 @@ class OnnxBackbone(Backbone):
         dim = out.shape[1] if isinstance(out.shape[1], int) else None
         if dim is None:  # symbolic: ask the graph
             dim = self._run(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1]
-        claimed = meta.get("feature_size")
+        claimed = meta.feature_size
         if claimed is not None and claimed != dim:  # the cache's metadata would disagree with its arrays
             raise FeatkitError(
                 f"{path.with_suffix('.json')}: feature_size is {claimed}, but output {out.name!r} of {path.name} "
@@ -307,7 +280,7 @@ class OnnxBackbone(Backbone):
             x = x.transpose(0, 3, 1, 2)
         if self._dtype == "float32":
             x = x.astype(np.float32)
-            if self._mean is not None:
+            if self._mean is not None and self._std is not None:
                 shape = (1, -1, 1, 1) if self._layout == "NCHW" else (1, 1, 1, -1)
                 x -= self._mean.reshape(shape) if self._mean.ndim else self._mean
                 x /= self._std.reshape(shape) if self._std.ndim else self._std
@@ -328,7 +301,7 @@ class OnnxBackbone(Backbone):
             "input_dtype": self._dtype,
             "input_layout": self._layout,
         }
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:
             opts["input_mean"], opts["input_std"] = self._mean.tolist(), self._std.tolist()
         return opts
 
@@ -366,13 +339,12 @@ def onnx_table(folder: str | os.PathLike) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": path.stem, "kind": "onnx", "path": str(path), "weights_file": path.name}
         try:
             meta = read_contract(path)
-            size = meta.get("input_size")
-            if meta.get("feature_size") and size:
+            if meta.feature_size and meta.size:
                 row.update(
-                    native_size=size[0] if isinstance(size, (list, tuple)) else size,
-                    feature_dim=meta["feature_size"],
-                    preprocessing=f"in graph: {meta.get('preprocessing_in_graph', 'not described')}",
-                    dynamic_size=bool(meta.get("dynamic_size")),
+                    native_size=meta.size,
+                    feature_dim=meta.feature_size,
+                    preprocessing=f"in graph: {meta.preprocessing_in_graph or 'not described'}",
+                    dynamic_size=bool(meta.dynamic_size),
                 )
             else:
                 try:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featkit.core.tfkeras import tf_keras
-
-tf_keras()  # TensorFlow's first import, with its start-up noise hidden
-import keras  # noqa: E402
 import numpy as np
 
 from featkit.cnn.preprocess import BackbonePreprocess, Standardize, ZCAWhitening
 from featkit.cnn.presets import Preset
 from featkit.core.errors import FeatkitError
+from featkit.core.tfkeras import tf_keras
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
 
 
 def _base_model(name: str, size: int, weights: str | Path | None) -> tuple[keras.Model, str]:
@@ -26,9 +26,7 @@ def _base_model(name: str, size: int, weights: str | Path | None) -> tuple[keras
     keras.applications module whose preprocess_input goes with it (stored by name in the saved model)."""
     from featkit.backbones.keras_zoo import keras_base, lookup
 
-    if weights is not None and str(weights).lower() not in ("none", "imagenet"):
-        weights = str(weights)
-    base, _preprocess = keras_base(name, size, weights, pooling=None)
+    base, _preprocess = keras_base(name, size, None if weights is None else str(weights), pooling=None)
     return base, lookup(name).module
 
 
@@ -104,7 +102,7 @@ def build_custom_cnn(
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, _head(x, n_classes), name=f"cnn_{cfg.name}")
-    if zca_layer is not None:
+    if zca_layer is not None and zca is not None:
         zca_layer.set_whitening(*zca)
     return model
 
@@ -176,6 +174,7 @@ def build_transfer_model(
 
 def build_model(cfg: Preset, n_classes: int, *, seed: int = 0, **stats: Any) -> keras.Model:
     if cfg.model == "transfer":
+        assert cfg.backbone is not None  # Preset refuses a transfer model without one
         if cfg.standardize or cfg.zca:
             raise FeatkitError(
                 f"preset {cfg.name}: standardisation / ZCA do not apply to a pretrained backbone "

@@ -11,15 +11,15 @@ All three layers compute in float32 even under a mixed-precision policy.
 
 from __future__ import annotations
 
+import numpy as np
+
+from featkit.core.errors import FeatkitError
+from featkit.core.resources import available_memory_bytes
 from featkit.core.tfkeras import tf_keras
 
 tf_keras()  # TensorFlow's first import, with its start-up noise hidden
 import keras  # noqa: E402
-import numpy as np
-from keras import ops
-
-from featkit.core.errors import FeatkitError
-from featkit.core.resources import available_memory_bytes
+from keras import ops  # noqa: E402
 
 STD_EPSILON = 1e-6  # as ImageDataGenerator: (x - mean) / (std + 1e-6)
 ZCA_MATRICES = 3  # d x d float32 matrices alive at the peak of fit_zca + putting W in the model

@@ -469,7 +469,9 @@ _PRESETS: list[Preset] = [
     ),
 ]
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}
-STUDY_ORDER: tuple[str, ...] = tuple(p.name for p in sorted(_PRESETS, key=lambda p: p.study_row))
+STUDY_ORDER: tuple[str, ...] = tuple(
+    p.name for p in sorted(_PRESETS, key=lambda p: (p.study_row is None, p.study_row or 0))
+)
 
 
 def get_preset(name: str, **overrides: Any) -> Preset:

@@ -44,7 +44,7 @@ def check_resume(run: Run, cfg: Preset, extra: Mapping[str, Any], seed: int) -> 
         "dataset": config.dataset,
         "resize": config.resize,
         "seed": config.seed,
-        "per_class": config.extra.get("per_class"),
+        "per_class": config.per_class,
     }
     now = _plain({**{k: extra.get(k) for k in DATA_KEYS if k != "seed"}, "seed": seed})
     for key in DATA_KEYS:

@@ -58,6 +58,7 @@ def _training_view(rc: RunConfig) -> dict[str, Any]:
         "resize": rc.resize,
         "manifest": rc.manifest,
         "seed": rc.seed,
+        "per_class": rc.per_class,
     }
 
 
@@ -221,7 +222,7 @@ def run_series(
             "top1": m.top1,
             "top5": m.top5,
             "fit_seconds": m.fit_seconds,
-            "seconds_per_epoch": m.get("seconds_per_epoch"),
+            "seconds_per_epoch": m.seconds_per_epoch,
         }
         done.append(result)
         if on_result is not None:

@@ -70,8 +70,8 @@ def _differences(cfg: Preset, config: RunConfig, metrics: RunMetrics) -> list[st
     name = _dataset_name(config)
     if name != STUDY_DATASET:
         out.append(f"dataset {name}")
-    if config.extra.get("per_class"):
-        out.append(f"{config.extra['per_class']} photos per class and split")
+    if config.per_class:
+        out.append(f"{config.per_class} photos per class and split")
     for key, want in cfg.training_settings().items():
         if key in ("name",) or key not in config.params:
             continue
@@ -80,8 +80,8 @@ def _differences(cfg: Preset, config: RunConfig, metrics: RunMetrics) -> list[st
             want = list(want)
         if have != want and not (cfg.model == "custom" and key in ("weights", "backbone")):
             out.append(f"{key} {have} (preset {want})")
-    if metrics.get("stopped_early"):
-        out.append(f"stopped early after {metrics.get('epochs_run')} epochs")
+    if metrics.stopped_early:
+        out.append(f"stopped early after {metrics.epochs_run} epochs")
     return out
 
 
@@ -95,7 +95,7 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
     run used (`dataset`, `n_train` photos), and `differs`: what is not as the study ran it. A DataFrame."""
     import pandas as pd
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in list_runs(reports):
         try:
             config, metrics = run.config, run.metrics
@@ -104,7 +104,7 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
         preset = PRESETS.get(config.name)
         if config.kind != "cnn" or preset is None:
             continue
-        spe = metrics.get("seconds_per_epoch")
+        spe = metrics.seconds_per_epoch
         rows.append(
             {
                 "run_id": run.id,
@@ -116,7 +116,8 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
                 "featkit_top5": _pct(metrics.top5),
                 "dataset": _dataset_name(config),
                 "n_train": config.extra.get("n_train"),
-                "epochs": f"{metrics.get('epochs_run', '?')} / {preset.epochs if preset.model == 'custom' else 'n/s'}",
+                "epochs": f"{'?' if metrics.epochs_run is None else metrics.epochs_run} / "
+                f"{preset.epochs if preset.model == 'custom' else 'n/s'}",
                 "study_s_per_epoch": format_seconds_range(preset.study_epoch_seconds) or None,
                 "featkit_s_per_epoch": None if spe is None else round(float(spe), 1),
                 "differs": "; ".join(_differences(preset, config, metrics)),

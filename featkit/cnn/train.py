@@ -21,22 +21,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from featkit.core.tfkeras import tf_keras
-
-tf_keras()  # TensorFlow's first import, with its start-up noise hidden
-import keras  # noqa: E402
 import numpy as np
-import tensorflow as tf
 
 from featkit.cnn.models import build_model, compile_model
 from featkit.cnn.preprocess import channel_stats, fit_zca
 from featkit.cnn.presets import Preset
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, read_json, to_json, write_json, write_text
-from featkit.core.schema import BackboneSpec, RunConfig
+from featkit.core.schema import BackboneSpec, ClassEntry, CnnState, RunConfig
+from featkit.core.tfkeras import tf_keras
 from featkit.core.version import __version__
 from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.store import Run, finish
+
+tf_keras()  # TensorFlow's first import, with its start-up noise hidden
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 CHECKPOINTS = "checkpoints"
@@ -180,7 +180,7 @@ class _CheckpointLog(keras.callbacks.Callback):
     """Per epoch: history.csv row, last.keras, best.keras (by val_loss), then state.json, all atomic; optional
     early stopping (patience) that survives a resume; one progress line."""
 
-    def __init__(self, run: Run, rows: list[dict], state: dict, epochs: int, patience: int | None, quiet: bool):
+    def __init__(self, run: Run, rows: list[dict], state: CnnState, epochs: int, patience: int | None, quiet: bool):
         super().__init__()
         self.run, self.rows, self.state, self.epochs, self.patience, self.quiet = (
             run,
@@ -206,18 +206,20 @@ class _CheckpointLog(keras.callbacks.Callback):
         self.rows.append(row)
         save_model_atomic(self.model, self.ck / "last.keras")
         val_loss = float(logs.get("val_loss", np.nan))
-        best = self.state.get("best_val_loss")
-        improved = best is None or (np.isfinite(val_loss) and val_loss < best)
+        best = self.state.best_val_loss
+        improved = best is None or bool(np.isfinite(val_loss) and val_loss < best)
         if improved or not (self.ck / "best.keras").exists():
             save_model_atomic(self.model, self.ck / "best.keras")
         if improved:
-            self.state.update(best_val_loss=val_loss if np.isfinite(val_loss) else None, best_epoch=epoch + 1)
+            self.state = self.state.replace(
+                best_val_loss=val_loss if np.isfinite(val_loss) else None, best_epoch=epoch + 1
+            )
         write_history(self.run.path / "history.csv", self.rows)
-        stop = self.patience is not None and (epoch + 1) - int(self.state.get("best_epoch", 0)) >= self.patience
+        stop = self.patience is not None and (epoch + 1) - self.state.best_epoch >= self.patience
         if stop:
             self.model.stop_training = True
-        self.state.update(epoch=epoch + 1, stopped_early=bool(stop))
-        write_json(self.ck / "state.json", self.state)  # the commit point of the epoch
+        self.state = self.state.replace(epoch=epoch + 1, stopped_early=bool(stop))
+        write_json(self.ck / "state.json", self.state.to_dict())  # the commit point of the epoch
         if not self.quiet:
             print(
                 f"epoch {epoch + 1}/{self.epochs}  loss {row.get('loss', float('nan')):.4f}  "
@@ -262,7 +264,7 @@ def train_cnn(
     y_val: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    classes: list[dict],
+    classes: Sequence[ClassEntry],
     run_dir: str | Path | Run,
     *,
     seed: int = 0,
@@ -290,10 +292,13 @@ def train_cnn(
 
     ck = run.path / CHECKPOINTS
     fingerprint = _fingerprint(cfg, n_classes, seed, extra_config)
-    state: dict[str, Any] | None = None
+    state: CnnState | None = None
     if resume and (ck / "state.json").exists() and (ck / "last.keras").exists():
-        state = read_json(ck / "state.json", dict, fix=f"delete {ck} to train this run again from its start")
-        if state.get("fingerprint") != read_json_roundtrip(fingerprint):
+        state = CnnState.from_dict(
+            read_json(ck / "state.json", dict, fix=f"delete {ck} to train this run again from its start"),
+            where=str(ck / "state.json"),
+        )
+        if state.fingerprint != read_json_roundtrip(fingerprint):
             raise FeatkitError(
                 f"{run.path} holds checkpoints of a different configuration: use a new run folder, "
                 f"or resume=False (--no-resume) to start this one again from scratch."
@@ -305,14 +310,16 @@ def train_cnn(
             (run.path / name).unlink(missing_ok=True)
 
     set_seed(seed, deterministic)
-    run.write_json("classes.json", classes)
+    run.write_classes(classes)
     stats: dict[str, Any] = {}
     known = {
-        k: extra_config.pop(k) for k in ("dataset", "fingerprint", "data", "manifest", "resize") if k in extra_config
+        k: extra_config.pop(k)
+        for k in ("dataset", "fingerprint", "data", "manifest", "resize", "per_class")
+        if k in extra_config
     }
     backbone = (
         BackboneSpec(kind="keras", name=cfg.backbone, size=cfg.size, weights=cfg.weights)
-        if cfg.model == "transfer"
+        if cfg.model == "transfer" and cfg.backbone is not None  # Preset refuses a transfer model without one
         else None
     )
     config = RunConfig(
@@ -343,13 +350,13 @@ def train_cnn(
         with strategy.scope():
             if state is not None:
                 model = load_keras_model(ck / "last.keras", f"delete {ck} to train this run again from its start")
-                rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state["epoch"]]
+                rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= state.epoch]
                 prev = run.config.extra if (run.path / "config.json").exists() else {}
                 for k in ("standardize_mean", "standardize_std", "zca_info"):
                     if k in prev:
                         stats[k] = prev[k]
                 if not quiet:
-                    print(f"train-cnn: resuming {run.path} at epoch {state['epoch'] + 1}/{cfg.epochs}", file=sys.stderr)
+                    print(f"train-cnn: resuming {run.path} at epoch {state.epoch + 1}/{cfg.epochs}", file=sys.stderr)
             else:
                 build_stats: dict[str, Any] = {}
                 if cfg.standardize:
@@ -366,13 +373,7 @@ def train_cnn(
                 model = compile_model(build_model(cfg, n_classes, seed=seed, **build_stats), cfg)
                 build_stats.clear()
                 rows = []
-                state = {
-                    "epoch": 0,
-                    "best_val_loss": None,
-                    "best_epoch": 0,
-                    "stopped_early": False,
-                    "fingerprint": read_json_roundtrip(fingerprint),
-                }
+                state = CnnState(fingerprint=read_json_roundtrip(fingerprint))
         facts.update(
             stats,
             prepare_seconds=round(time.perf_counter() - t_prep, 3),
@@ -382,10 +383,10 @@ def train_cnn(
         run.write_config(config.replace(extra={**config.extra, **facts}))
 
         batch = cfg.batch_size * strategy.num_replicas_in_sync
-        start = int(state["epoch"])
+        start = state.epoch
         train_ds = make_dataset(x_train, y_train, n_classes, batch, seed=seed, epochs=range(start, cfg.epochs))
         val_ds = make_dataset(x_val, y_val, n_classes, batch)
-        if start < cfg.epochs and not state.get("stopped_early"):
+        if start < cfg.epochs and not state.stopped_early:
             cb = _CheckpointLog(run, rows, state, cfg.epochs, cfg.patience, quiet)
             model.fit(
                 train_ds,
@@ -397,6 +398,7 @@ def train_cnn(
                 steps_per_epoch=-(-len(x_train) // batch),
                 callbacks=[_EpochSeeds(seed), cb],
             )
+            state = cb.state
         del model
 
         # the best epoch's model predicts the test split
@@ -423,9 +425,9 @@ def train_cnn(
             "fit_seconds": round(fit_seconds, 3),
             "epochs_run": epochs_run,
             "seconds_per_epoch": round(fit_seconds / epochs_run, 3) if epochs_run else None,
-            "best_epoch": int(state.get("best_epoch", 0)),
-            "best_val_loss": state.get("best_val_loss"),
-            "stopped_early": bool(state.get("stopped_early")),
+            "best_epoch": state.best_epoch,
+            "best_val_loss": state.best_val_loss,
+            "stopped_early": state.stopped_early,
             "predict_seconds": round(predict_seconds, 3),
             "n_test": int(len(labels)),
             "study_top1": cfg.study_top1,
@@ -480,7 +482,7 @@ def predict_images(run: Run | str | Path, images: np.ndarray, batch_size: int = 
     (fitted on its validation photos; 1 for runs from before calibration)."""
     run = run if isinstance(run, Run) else Run(Path(run))
     model = load_cnn_model(run)
-    temperature = float(run.metrics.get("temperature") or 1.0) if run.complete else 1.0
+    temperature = float(run.metrics.temperature or 1.0) if run.complete else 1.0
     size = model.input_shape[1]
     images = np.asarray(images)
     if images.ndim == 3:

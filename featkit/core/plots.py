@@ -9,7 +9,7 @@ empty).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +35,14 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str | Path, title
     step = max(1, math.ceil(n / 128))
     ticks = np.arange(0, n, step)
     font = float(min(8.0, max(3.0, 0.7 * side * 72.0 * step / max(n, 1))))
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=font)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=font)
+    ax.set_xticks(ticks, [names[int(i)] for i in ticks], rotation=90, fontsize=font)
+    ax.set_yticks(ticks, [names[int(i)] for i in ticks], fontsize=font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if title:
         ax.set_title(title + ("" if step == 1 else f"  (every {step}th class labelled)"))
     if n <= 30:
-        for i, j in zip(*np.nonzero(cm)):
+        for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(
                 j,
                 i,
@@ -71,7 +71,7 @@ def save_png(fig, path: str | Path) -> Path:
 
 
 def keep_span(
-    values: Sequence[float], min_span: float, floor: float | None = None, ceiling: float | None = None
+    values: Iterable[float | None], min_span: float, floor: float | None = None, ceiling: float | None = None
 ) -> tuple[float, float]:
     """Axis limits covering `values` with at least `min_span` between them and a 5 % margin, clipped to
     [floor, ceiling]: one point (or one repeated value) sits in the middle of a sensible range instead of on an
@@ -124,7 +124,7 @@ def plot_history(history, path: str | Path, title: str = "") -> Path | None:
     x, xlabel = history_x(history)
     fig, axes = new_figure(4.2 * len(panels), 3.0, len(panels), dpi=100)
     marker = "o" if len(history) <= 30 else None
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         ys = []
         for col, name, ls in ((key, "train", "-"), (f"val_{key}", "valid", "--")):
             if col in history.columns and history[col].notna().any():

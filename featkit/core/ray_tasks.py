@@ -1,4 +1,4 @@
-"""A pool of Ray actors for any picklable work (an optional extra: pip install -e ".[ray]").
+"""A pool of Ray actors for any picklable work (an optional extra: pip install "featkit[ray]").
 
     results = run_tasks(fit_one, candidates, address="auto")        # any picklable work, retried if a worker dies
 
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import install_hint
 from featkit.core.progress import Progress
 
-RAY_EXTRA = 'pip install -e ".[ray]"'
+RAY_EXTRA = install_hint("ray")
 RETRIES = 3
 # a local instance started here only passes shard results (a few KB) through the object store
 LOCAL_OBJECT_STORE = 256 * 2**20
@@ -174,7 +175,7 @@ class _Worker:
         self.fn, self.setup, self.state, self.ready = fn, setup, None, setup is None
 
     def run(self, item: Any) -> Any:
-        if not self.ready:
+        if not self.ready and self.setup is not None:
             self.state, self.ready = self.setup(), True
         return self.fn(item) if self.setup is None else self.fn(item, self.state)
 

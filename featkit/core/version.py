@@ -1,4 +1,5 @@
-"""featkit's version, read once from the installed package's metadata (pyproject.toml is the one place it is written)."""
+"""featkit's version, read once from the installed package's metadata (pyproject.toml is the one place it is
+written)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

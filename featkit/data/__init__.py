@@ -2,7 +2,7 @@
 
 prep = prepare("../shared/data/food101-64.zip")
 prep.manifest      # DataFrame: path, label, class_id, split, image_id, group, sha1, pixel_hash, x1..y2
-prep.classes       # [{"index", "id", "name"}, ...]
+prep.classes       # [ClassEntry(index, id, name), ...]
 prep.read(path)    # bytes of one photo
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from featkit.core.fileio import read_json, write_json
+from featkit.core.schema import ClassEntry
 from featkit.data.layouts import Dataset, detect
 from featkit.data.scan import scan_dataset
 from featkit.data.source import Source, open_source
@@ -35,8 +36,8 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def classes(self) -> list[dict]:
-        return self.dataset.class_dicts()
+    def classes(self) -> list[ClassEntry]:
+        return list(self.dataset.classes)
 
     @property
     def manifest_sha1(self) -> str:

@@ -87,7 +87,7 @@ def decoded_arrays(
             f"run `featkit data check` on the dataset and fix or remove them."
         )
     out.flush()
-    out = None  # drop the memmap so its file is closed before the rename
+    del out  # drop the memmap so its file is closed before the rename
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps({"rows": len(rows), "size": size, "resize": resize}) + "\n")
     return np.load(path, mmap_mode="r")

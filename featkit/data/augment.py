@@ -131,5 +131,7 @@ def _affine_nearest_fill(image: np.ndarray, theta: float, row_shift: float, col_
     a, b, d, e = c, s, -s, c
     off_x = cx - a * cx - b * cy + col_shift + w
     off_y = cy - d * cx - e * cy + row_shift + h
-    out = padded.transform((w, h), Image.AFFINE, (a, b, off_x, d, e, off_y), resample=Image.BILINEAR)
+    out = padded.transform(
+        (w, h), Image.Transform.AFFINE, (a, b, off_x, d, e, off_y), resample=Image.Resampling.BILINEAR
+    )
     return np.asarray(out)

@@ -98,7 +98,7 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
     at least draft_size). `img.info["draft_scale"]` says which scale was used (1: full size).
     """
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > _limits["max_pixels"]:
             raise ImageDecodeError(
@@ -131,7 +131,7 @@ def open_image(data: bytes, box: Sequence[int] | None = None, draft_size: int | 
         else:  # the box in drafted pixels to the sub-pixel, so it is not shifted against a full-size crop
             img = img.resize(
                 (-(-(x2 - x1) // scale), -(-(y2 - y1) // scale)),
-                Image.BILINEAR,
+                Image.Resampling.BILINEAR,
                 box=(x1 / scale, y1 / scale, x2 / scale, y2 / scale),
             )
     img.info["draft_scale"] = scale
@@ -145,15 +145,15 @@ def resize_square(img: Image.Image, size: int, resize: str = "stretch") -> np.nd
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
         # crop first: resizing with box= lets the filter reach past the square, bleeding the cut-off edges in
-        img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
+        img = img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR)
     elif resize == "pad":
         scale = size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         canvas = Image.new("RGB", (size, size))
-        canvas.paste(img.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
+        canvas.paste(img.resize((nw, nh), Image.Resampling.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
         img = canvas
     elif (w, h) != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 

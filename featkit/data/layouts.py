@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import ClassEntry
 from featkit.data.source import Source
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -25,14 +27,7 @@ SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "validation": 
 LAYOUTS = ("food101", "uec", "presplit", "folders")
 
 
-@dataclass(frozen=True)
-class ClassInfo:
-    index: int
-    id: str
-    name: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+ClassInfo = ClassEntry  # one record for a class, owned by featkit.core.schema
 
 
 @dataclass
@@ -85,7 +80,7 @@ def is_junk(path: str) -> bool:
 class _Tree:
     """Directory view of a flat file listing."""
 
-    def __init__(self, files: list[str], dirs: list[str] = ()):
+    def __init__(self, files: list[str], dirs: Iterable[str] = ()):
         self.files = files
         self.dirs: dict[str, set[str]] = defaultdict(set)  # dir -> child dir names
         self.dir_files: dict[str, list[str]] = defaultdict(list)  # dir -> file names directly inside
@@ -116,7 +111,8 @@ class _Tree:
 
 
 def detect(source: Source) -> Dataset:
-    files, junk = [], []
+    files: list[str] = []
+    junk: list[str] = []
     for f in source.list_files():
         (junk if is_junk(f) else files).append(f)
     tree = _Tree(files, [d for d in source.list_dirs() if not is_junk(d)])
@@ -190,13 +186,14 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
         labels = _read_lines(source, f"{meta}/labels.txt")
         if len(labels) != len(class_ids):
             raise FeatkitError(
-                f"{source.display(meta + '/labels.txt')} has {len(labels)} names for {len(class_ids)} classes in classes.txt: restore the official files."
+                f"{source.display(meta + '/labels.txt')} has {len(labels)} names for {len(class_ids)} classes in "
+                "classes.txt: restore the official files."
             )
         names = labels
-    classes = [ClassInfo(i, c, n) for i, (c, n) in enumerate(zip(class_ids, names))]
+    classes = [ClassInfo(i, c, n) for i, (c, n) in enumerate(zip(class_ids, names, strict=True))]
     index = {c: i for i, c in enumerate(class_ids)}
     images = tree.join(root, "images")
-    on_disk = {}
+    on_disk: dict[str, str] = {}
     ds = Dataset(source, root, "food101", classes, [])
     for f in tree.files_under(images):
         rel = f[len(images) + 1 :]
@@ -232,8 +229,8 @@ def _parse_food101(source: Source, tree: _Tree, root: str) -> Dataset:
             ds.warnings.append(f"{missing} photos listed in meta/{split}.txt are not in images/: skipped")
     unlisted = 0
     for key, f in sorted(on_disk.items()):
-        split = listed.get(key)
-        if split is None:
+        split = listed.get(key, "")
+        if not split:
             unlisted += 1
             split = "train"
         ds.items.append(Item(f, index[key.split("/")[0]], key, split))
@@ -254,24 +251,28 @@ def _parse_uec(source: Source, tree: _Tree, root: str) -> Dataset:
     cat = tree.join(root, "category.txt")
     if not tree.has_file(root, "category.txt"):
         raise FeatkitError(
-            f"{source.display(cat)} is missing: UECFOOD needs it (a header line, then id<TAB>name per class); restore it from the official zip."
+            f"{source.display(cat)} is missing: UECFOOD needs it (a header line, then id<TAB>name per class); "
+            "restore it from the official zip."
         )
     lines = _numbered_lines(source, cat)
     if not lines or lines[0][1].split()[0].lower() != "id":
         raise FeatkitError(
-            f"{source.display(cat)} is malformed: the first line should be the header 'id<TAB>name'; restore the official file."
+            f"{source.display(cat)} is malformed: the first line should be the header 'id<TAB>name'; restore the "
+            "official file."
         )
     by_id: dict[int, str] = {}
     for n, ln in lines[1:]:
         parts = ln.split("\t", 1) if "\t" in ln else ln.split(None, 1)
         if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
             raise FeatkitError(
-                f"{source.display(cat)} line {n} is malformed ({ln!r}): expected 'id<TAB>name'; fix or restore the official file."
+                f"{source.display(cat)} line {n} is malformed ({ln!r}): expected 'id<TAB>name'; fix or restore the "
+                "official file."
             )
         cid = int(parts[0])
         if cid in by_id:
             raise FeatkitError(
-                f"{source.display(cat)} line {n} repeats class id {cid}: each id should appear once; fix or restore the official file."
+                f"{source.display(cat)} line {n} repeats class id {cid}: each id should appear once; fix or restore "
+                "the official file."
             )
         by_id[cid] = parts[1].strip()
     if not by_id:
@@ -339,7 +340,8 @@ def _read_bb_info(source: Source, tree: _Tree, d: str, ds: Dataset) -> dict[str,
         boxes[parts[0]] = (x1, y1, x2, y2)
     if bad:
         ds.warnings.append(
-            f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2' with x1 < x2, y1 < y2) ignored: those photos are not cropped"
+            f"{source.display(rel)}: {bad} malformed lines (expected 'img x1 y1 x2 y2' with x1 < x2, y1 < y2) ignored: "
+            "those photos are not cropped"
         )
     return boxes
 
@@ -365,7 +367,7 @@ def _class_folder_items(
                 ds.ignored.append((f, "not an image file"))
         stems = [f[len(cd) + 1 :].rsplit(".", 1)[0] for f in photos]
         clash = {k for k, n in Counter(stems).items() if n > 1}  # a.jpg and a.png: keep the extension in both ids
-        for f, key in zip(photos, stems):
+        for f, key in zip(photos, stems, strict=True):
             ds.items.append(Item(f, index[c], f"{id_prefix}{c}/{f[len(cd) + 1 :] if key in clash else key}", split))
         if not photos:
             ds.warnings.append(f"class folder {ds.source.display(cd)} has no photos: ignored")
@@ -417,7 +419,8 @@ def _parse_presplit(source: Source, tree: _Tree, root: str) -> Dataset:
     splits = set(split_dirs.values())
     if len([s for s in tree.subdirs(root) if s in SPLIT_DIRS and SPLIT_DIRS[s] == "valid"]) > 1:
         ds.warnings.append(
-            f"{source.display(root)} has several validation folders ({', '.join(s for s in split_dirs if split_dirs[s] == 'valid')}): all are used as valid"
+            f"{source.display(root)} has several validation folders "
+            f"({', '.join(s for s in split_dirs if split_dirs[s] == 'valid')}): all are used as valid"
         )
     if "test" not in splits:
         ds.warnings.append(f"{source.display(tree.join(root, 'test'))} does not exist: there is no test split")

@@ -81,7 +81,8 @@ class FolderSource(Source):
 
     def list_files(self) -> list[str]:
         if self._files is None:
-            files, dirs = [], []
+            files: list[str] = []
+            dirs: list[str] = []
             root = os.stat(self.path)
             seen = {(root.st_dev, root.st_ino)}
             for dirpath, dirnames, filenames in os.walk(self.path, followlinks=True):
@@ -261,12 +262,13 @@ def _unpack_tar(path: Path, cache_dir: Path) -> Path:
 def safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
     """Unpack into `dest` only: the 'data' filter where Python has it (3.11.4+); else every member is checked
     first (no absolute path, no '..', no link pointing outside, no device) and the archive refused otherwise."""
+    name = os.fsdecode(tar.name) if tar.name else "the archive"
     if hasattr(tarfile, "data_filter"):
         try:
             tar.extractall(dest, filter="data")
         except tarfile.FilterError as e:
             raise FeatkitError(
-                f"{tar.name} tries to write outside the folder it is unpacked in ({e}): refused; "
+                f"{name} tries to write outside the folder it is unpacked in ({e}): refused; "
                 "unpack it yourself if you trust it."
             ) from None
         return
@@ -287,7 +289,7 @@ def safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
             or m.isdev()
         ):
             raise FeatkitError(
-                f"{tar.name}: member {m.name!r} would be written outside the folder it is unpacked in: "
+                f"{name}: member {m.name!r} would be written outside the folder it is unpacked in: "
                 "refused; unpack it yourself if you trust it."
             )
     tar.extractall(dest)

@@ -54,7 +54,8 @@ class SplitConfig:
             or abs(sum(fr) - 1.0) > 1e-6
         ):
             raise FeatkitError(
-                f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, and sum to 1 (e.g. 0.7/0.2/0.1)."
+                f"split fractions {self.train}/{self.valid}/{self.test} should be >= 0, train > 0, "
+                "and sum to 1 (e.g. 0.7/0.2/0.1)."
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise FeatkitError(f"seed {self.seed!r} should be a whole number >= 0, e.g. --seed 0.")
@@ -77,7 +78,8 @@ class SplitConfig:
                 f"70/20/10) or to 1 (0.7/0.2/0.1); these sum to {total:g}."
             )
         # rounded so that 70/20/10 and 0.7/0.2/0.1 give the very same fractions (and so the same split)
-        return cls(*(round(p / total, 12) for p in parts), seed=seed)
+        train, valid, test = (round(p / total, 12) for p in parts)
+        return cls(train, valid, test, seed=seed)
 
     @property
     def key(self) -> str:

@@ -67,7 +67,7 @@ def summarize(prep: Prepared) -> dict[str, Any]:
         "root": ds.root,
         "fingerprint": prep.fingerprint,
         "classes": len(ds.classes),
-        "class_list": prep.classes,
+        "class_list": prep.dataset.class_dicts(),
         "photos": len(ds.items),
         "photos_readable": len(m),
         "photos_per_class": {

@@ -19,7 +19,7 @@ import numpy as np
 
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path
-from featkit.core.schema import CacheMeta, check_comparable
+from featkit.core.schema import CacheMeta, ClassEntry, check_comparable
 
 SPLITS = ("train", "valid", "test")
 
@@ -38,7 +38,7 @@ class FeatureSet:
         return len(self.labels)
 
     @property
-    def classes(self) -> list[dict]:
+    def classes(self) -> list[ClassEntry]:
         return self.meta.classes
 
     def subset(self, split: str) -> FeatureSet:
@@ -112,7 +112,7 @@ def write_cache(
 
 
 def _rebuild_hint(meta: CacheMeta | None) -> str:
-    cmd = meta.extra.get("rebuild") if meta is not None else None
+    cmd = meta.rebuild if meta is not None else None
     return f"run `{cmd}` again to rebuild it" if cmd else "delete it and re-run `featkit extract` with the same options"
 
 

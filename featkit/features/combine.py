@@ -1,6 +1,7 @@
 """Several feature caches of the same photos as one: backbones, sizes and views side by side.
 
-    fs = concat_caches(["cache/.../mobilenet-v2-...-224px-.../plain.h5", "cache/.../efficientnet-lite0-...-224px-.../plain.h5"])
+    fs = concat_caches(["cache/.../mobilenet-v2-...-224px-.../plain.h5",
+                        "cache/.../efficientnet-lite0-...-224px-.../plain.h5"])
     fs.features.shape    # (N, 1280 + 1280), rows in the first cache's order
 
 The caches must hold the same photos of the same dataset: same dataset fingerprint, same class list, and the same
@@ -54,7 +55,7 @@ def concat_caches(paths: Sequence[str | Path]) -> FeatureSet:
     if len(sets) == 1:
         return base
     parts = [base.features]
-    for path, fs in zip(paths[1:], sets[1:]):
+    for path, fs in zip(paths[1:], sets[1:], strict=True):
         _check_same_dataset(first, base.meta, path, fs.meta)
         order = align_rows(base.image_ids, fs.image_ids, first, path)
         if not (np.array_equal(fs.labels[order], base.labels) and np.array_equal(fs.split[order], base.split)):
@@ -78,8 +79,8 @@ def concat_caches(paths: Sequence[str | Path]) -> FeatureSet:
         backbone=backbone,
         size=size,
         view="+".join(dict.fromkeys(m.view for m in metas)),
-        seconds=round(sum(seconds), 3) if all(isinstance(s, (int, float)) for s in seconds) else None,
-        extra={**base.meta.extra, "caches": [describe_cache(p, fs) for p, fs in zip(paths, sets)]},
+        seconds=round(sum(s for s in seconds if s is not None), 3) if None not in seconds else None,
+        extra={**base.meta.extra, "caches": [describe_cache(p, fs) for p, fs in zip(paths, sets, strict=True)]},
     )
     return FeatureSet(np.concatenate(parts, axis=1), base.labels, base.split, base.image_ids, meta, base.copy, base.row)
 
@@ -118,7 +119,7 @@ def align_rows(ids: np.ndarray, other_ids: np.ndarray, path: Path | str, other_p
     return np.fromiter((pos[v] for v in ids.tolist()), np.int64, len(ids))
 
 
-def _check_same_dataset(path: Path, meta: CacheMeta, other_path: Path, other: CacheMeta) -> None:
+def _check_same_dataset(path: Path | str, meta: CacheMeta, other_path: Path | str, other: CacheMeta) -> None:
     """Same photos of the same dataset: fingerprint and class list (backbones and sizes may differ)."""
 
     def key(m: CacheMeta) -> dict[str, Any]:
@@ -191,4 +192,4 @@ def average_tta(head, plain: FeatureSet, view: FeatureSet, calibrated: bool = Tr
 
 def mean_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
     """Element-wise mean of probability arrays of one shape (float32)."""
-    return np.mean(np.stack([np.asarray(p, np.float32) for p in probs]), axis=0, dtype=np.float64).astype(np.float32)
+    return np.stack([np.asarray(p, np.float32) for p in probs]).mean(axis=0, dtype=np.float64).astype(np.float32)

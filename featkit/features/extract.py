@@ -128,8 +128,8 @@ class ViewResult:
     path: str
     status: str  # "up to date", "extracted", "resumed", "shard done"
     photos: int
-    seconds: float
-    photos_per_second: float
+    seconds: float | None
+    photos_per_second: float | None  # None when unknown (a cache that records no rate, "up to date")
     failures: list[dict] = field(default_factory=list)
 
 
@@ -235,6 +235,7 @@ class _Decoder:
         job, seed = self.job, self.opts.seed
 
         def perturb(i: int, img: np.ndarray) -> np.ndarray:
+            assert job.perturbation is not None  # load_rows gets perturb only for a perturbed view
             return job.perturbation.apply(img, photo_rng(seed, job.name, int(job.copies[indices[i]]), rows[i]))
 
         images, failures = load_rows(
@@ -519,7 +520,7 @@ def _identity_digest(identity: dict) -> str:
 
 
 def _save_chunk(partial: Path, k: int, features: np.ndarray, failures: list[tuple[int, str]], bound: str) -> None:
-    arrays = {
+    arrays: dict[str, Any] = {
         "features": features,
         "failed_rows": np.array([i for i, _ in failures], np.int64),
         "failed_msgs": np.array([m for _, m in failures], dtype=str),
@@ -622,11 +623,9 @@ def _assemble(
         final_name=job.path.name,
         identity=identity,
         featkit_version=__version__,
-        extra={
-            "data": str(prep.dataset.source.path),
-            "rebuild": rebuild,
-            "onnxruntime_session": getattr(backbone, "session_settings", None),
-        },
+        data=str(prep.dataset.source.path),
+        rebuild=rebuild or None,
+        extra={"onnxruntime_session": getattr(backbone, "session_settings", None)},
     )
     write_cache(
         target,
@@ -671,7 +670,7 @@ def merge(
         )
     sets = [read_cache(p) for p in shard_files]
     metas = [s.meta for s in sets]
-    for p, m in zip(shard_files, metas):
+    for p, m in zip(shard_files, metas, strict=True):
         if m.shard is None:
             raise FeatkitError(f"{p} is not a shard file (made without --shard): nothing to merge.")
         check_comparable(
@@ -681,12 +680,14 @@ def merge(
             str(p),
             "merge only the shards of one `featkit extract --shard i/n` command",
         )
-    n_shards = metas[0].shard[1]
-    got = sorted(m.shard[0] for m in metas)
-    if got != list(range(n_shards)) or any(m.shard[1] != n_shards for m in metas):
+    shards = [m.shard for m in metas if m.shard is not None]  # all of them: checked above
+    n_shards = shards[0][1]
+    got = sorted(s[0] for s in shards)
+    if got != list(range(n_shards)) or any(s[1] != n_shards for s in shards):
         missing = sorted(set(range(n_shards)) - set(got))
         raise FeatkitError(
-            f"shards {missing} of {n_shards} are missing (or some are given twice): run `featkit extract --shard i/{n_shards}` for each, then merge again."
+            f"shards {missing} of {n_shards} are missing (or some are given twice): "
+            f"run `featkit extract --shard i/{n_shards}` for each, then merge again."
         )
     row = np.concatenate([s.row for s in sets])
     order = np.argsort(row, kind="stable")
@@ -701,7 +702,10 @@ def merge(
         extra={**metas[0].extra, "merged_from": [str(p) for p in shard_files], **(extra or {})},
     )
     cat = lambda xs: np.concatenate(xs)[order]  # noqa: E731
-    out = out or Path(shard_files[0]).with_name(meta.final_name)
+    if out is None:
+        if not meta.final_name:
+            raise FeatkitError(f"{shard_files[0]} does not record the name of its complete file: give --out FILE.h5.")
+        out = Path(shard_files[0]).with_name(meta.final_name)
     write_cache(
         out,
         cat([s.features for s in sets]),

@@ -5,6 +5,7 @@ import each other's orchestration."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def extract_features(
 
 
 def find_plain_caches(
-    prep: Prepared, backbones: list[str], sizes: list[int | None], cache_dir: str | Path = "cache", **options: Any
+    prep: Prepared, backbones: list[str], sizes: Sequence[int | None], cache_dir: str | Path = "cache", **options: Any
 ) -> list[Path]:
     """The plain-view cache of each backbone x size (None: the backbone's native size) that `featkit extract`
     made from `prep` with `options` (other ExtractOptions fields: weights, pooling, resize, decode, precision...),

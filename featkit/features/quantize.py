@@ -30,6 +30,7 @@ from featkit.backbones.base import file_sha256
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import atomic_path, read_json, write_json
 from featkit.core.progress import Progress
+from featkit.core.schema import OnnxContract
 from featkit.data import Prepared
 from featkit.data.arrays import load_rows
 from featkit.features.extract import ExtractOptions
@@ -115,7 +116,7 @@ def int8_model(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path) -> P
     from featkit.backbones.onnx_model import OnnxBackbone, read_contract
 
     source = _onnx_source(opts)
-    if str(read_contract(source).get("precision") or "float32") == "int8":
+    if read_contract(source).precision == "int8":
         return source
     size = OnnxBackbone(source, size=opts.size).size
     settings = calibration_settings(source.resolve(), prep, size, DEFAULT_PHOTOS, opts)
@@ -135,11 +136,11 @@ def is_complete(path: Path, settings: dict) -> bool:
     if not (path.is_file() and contract.is_file()):
         return False
     try:
-        meta = read_json(contract)
-    except ValueError:
+        meta = OnnxContract.from_dict(read_json(contract), where=str(contract))
+    except (ValueError, FeatkitError):
         return False
-    q = meta.get("quantization") or {}
-    return meta.get("sha256") == file_sha256(path) and q.get("settings") == settings and q.get("method") == METHOD
+    q = meta.quantization or {}
+    return meta.sha256 == file_sha256(path) and q.get("settings") == settings and q.get("method") == METHOD
 
 
 def quantize_onnx(
@@ -178,13 +179,13 @@ def quantize_onnx(
         raise FeatkitError(f"--out {out} is the source model itself: give another path.")
     _check_writable(out)  # a path under a file or a read-only folder fails now, before the calibration
     if is_complete(out, settings):
-        meta = read_json(out.with_suffix(".json"))
+        done = read_contract(out)
         return QuantizeResult(
             str(out),
             str(out.with_suffix(".json")),
             str(model.path),
             "up to date",
-            meta["quantization"]["calibration_photos"],
+            (done.quantization or {})["calibration_photos"],
             model.size,
             0,
             0.0,
@@ -273,39 +274,38 @@ def _quantize_static(model, images: np.ndarray, out: Path, quiet: bool) -> None:
             )
 
 
-def _int8_contract(source_contract: dict, model, out: Path, settings: dict, image_ids: list[str]) -> dict[str, Any]:
+def _int8_contract(
+    source_contract: OnnxContract, model, out: Path, settings: dict, image_ids: list[str]
+) -> dict[str, Any]:
     import onnxruntime as ort
 
     opts = model.options
-    contract = dict(source_contract)
-    contract.update(
-        {
-            "name": f"{model.name}-int8",
-            "file": out.name,
-            "file_size_bytes": out.stat().st_size,
-            "sha256": file_sha256(out),
-            "precision": "int8",
-            "input_name": opts["onnx_input"],
-            "output_name": opts["onnx_output"],
-            "input_dtype": opts["input_dtype"],
-            "input_layout": opts["input_layout"],
-            "feature_size": model.feature_dim,
-            "input_size": source_contract.get("input_size") or [model.native_size, model.native_size],
-            "quantization": {
-                "method": METHOD,
-                "settings": settings,
-                "onnxruntime": ort.__version__,
-                "source_model": {"name": model.name, "path": str(model.path), "sha256": settings["source_sha256"]},
-                "calibration_size": settings["size"],
-                "calibration_photos": len(image_ids),
-                "calibration_image_ids": image_ids,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        }
+    contract = source_contract.replace(
+        name=f"{model.name}-int8",
+        precision="int8",
+        input_name=opts["onnx_input"],
+        output_name=opts["onnx_output"],
+        input_dtype=opts["input_dtype"],
+        input_layout=opts["input_layout"],
+        feature_size=model.feature_dim,
+        input_size=source_contract.input_size or [model.native_size, model.native_size],
+        preprocessing_in_graph=source_contract.preprocessing_in_graph
+        or (model.preprocessing[len("in graph: ") :] if model.preprocessing.startswith("in graph: ") else None),
+        file=out.name,
+        sha256=file_sha256(out),
+        extra={**source_contract.extra, "file_size_bytes": out.stat().st_size},
+        quantization={
+            "method": METHOD,
+            "settings": settings,
+            "onnxruntime": ort.__version__,
+            "source_model": {"name": model.name, "path": str(model.path), "sha256": settings["source_sha256"]},
+            "calibration_size": settings["size"],
+            "calibration_photos": len(image_ids),
+            "calibration_image_ids": image_ids,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
     )
-    if model.preprocessing.startswith("in graph: "):
-        contract.setdefault("preprocessing_in_graph", model.preprocessing[len("in graph: ") :])
-    return contract
+    return contract.to_dict()
 
 
 def ensure_int8(
@@ -320,7 +320,7 @@ def ensure_int8(
 
     backbone = _onnx_source(opts)
 
-    if str(read_contract(backbone).get("precision") or "float32") == "int8":
+    if read_contract(backbone).precision == "int8":
         return backbone
     return Path(quantize_onnx(backbone, prep, opts, cache_dir=cache_dir, quiet=quiet, log=log).path)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import read_json
+from featkit.core.schema import HeadFile
 from featkit.heads.base import HEAD_JSON, Head, HeadInputError, NotFittedError
 from featkit.heads.gbm import LightGBMHead
 from featkit.heads.knn import KNNHead
@@ -105,33 +106,29 @@ def load_head(directory: str | Path) -> Head:
     redo = "re-run `featkit fit-head` to make the run again"
     if not f.exists():
         raise FeatkitError(f"{f} is missing: {directory} holds no saved head ({redo}).")
-    info = read_json(f, dict, fix=redo)
-    if (
-        not isinstance(info.get("params"), dict)
-        or not isinstance(info.get("model_file"), str)
-        or not isinstance(info.get("n_classes"), int)
-        or not isinstance(info.get("n_features"), int)
-    ):
-        raise DamagedFileError(
-            f, f"{f} is damaged (params, model_file, n_classes or n_features missing or of the wrong type): {redo}."
-        )
-    if info.get("head") not in HEADS:
+    try:
+        info = HeadFile.from_dict(read_json(f, dict, fix=redo), where=str(f))
+    except DamagedFileError:
+        raise
+    except FeatkitError as e:
+        raise DamagedFileError(f, str(e)) from None
+    if info.head not in HEADS:
         raise FeatkitError(
-            f"{f} names head {info.get('head')!r}, which this featkit does not know (known: {', '.join(HEADS)})."
+            f"{f} names head {info.head!r}, which this featkit does not know (known: {', '.join(HEADS)})."
         )
     try:
-        head = HEADS[info["head"]](**info["params"])
+        head = HEADS[info.head](**info.params)
     except TypeError as e:
         raise DamagedFileError(f, f"{f} is damaged ({e}): {redo}.") from None
-    model = directory / info["model_file"]
+    model = directory / info.model_file
     if not model.exists():
         raise FeatkitError(f"{model} is missing: the run did not finish; {redo}.")
-    head.n_classes_ = int(info["n_classes"])
-    head.classes_ = np.asarray(info["classes"]) if "classes" in info else np.arange(head.n_classes_)
-    head.n_features_in_ = int(info["n_features"])
-    head.history_ = list(info.get("history", []))
-    head.temperature_ = float(info.get("temperature", 1.0))
-    for k, v in info.get("fitted", {}).items():
+    head.n_classes_ = info.n_classes
+    head.classes_ = np.asarray(info.classes) if info.classes is not None else np.arange(head.n_classes_)
+    head.n_features_in_ = info.n_features
+    head.history_ = list(info.history)
+    head.temperature_ = info.temperature
+    for k, v in info.fitted.items():
         setattr(head, k, v)
     try:
         head._load_model(model)

@@ -27,6 +27,7 @@ from sklearn.utils.validation import validate_data
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_json
+from featkit.core.schema import HeadFile
 from featkit.core.version import __version__
 from featkit.runs.calibration import apply_temperature
 from featkit.runs.metrics import NonFiniteError, non_finite_rows
@@ -170,21 +171,19 @@ class Head(ClassifierMixin, BaseEstimator):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = self._save_model(directory / self.model_file)
-        write_json(
-            directory / HEAD_JSON,
-            {
-                "head": self.name,
-                "params": self.params,
-                "model_file": self.model_file,
-                "n_classes": self.n_classes_,
-                "n_features": self.n_features_in_,
-                "history": self.history_,
-                "classes": self.classes_.tolist(),
-                "temperature": float(self.temperature_),
-                "fitted": self.fitted_state(),
-                "featkit_version": __version__,
-            },
+        info = HeadFile(
+            head=self.name,
+            params=self.params,
+            model_file=self.model_file,
+            n_classes=int(self.n_classes_),
+            n_features=int(self.n_features_in_),
+            history=list(self.history_),
+            classes=self.classes_.tolist(),
+            temperature=float(self.temperature_),
+            fitted=self.fitted_state(),
+            featkit_version=__version__,
         )
+        write_json(directory / HEAD_JSON, info.to_dict())
         return path
 
     def _save_model(self, path: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import RunConfig
+from featkit.core.schema import ClassEntry, RunConfig
 from featkit.core.version import __version__
 from featkit.features.cache import FeatureSet, check_same_features, read_cache
 from featkit.features.combine import average_tta, cache_paths, describe_cache, read_features, read_tta
@@ -92,7 +92,7 @@ def fit_head(
         X, y = np.concatenate([X, aug.features]), np.concatenate([y, aug.labels])
 
     n_classes = len(meta.classes) or int(max(data.labels.max(), 0)) + 1
-    classes = meta.classes or [{"index": i, "id": str(i), "name": str(i)} for i in range(n_classes)]
+    classes = meta.classes or [ClassEntry(i, str(i), str(i)) for i in range(n_classes)]
     has_valid = len(valid) > 0
     _say(
         quiet,
@@ -127,7 +127,7 @@ def fit_head(
                 n_classes=n_classes,
                 dataset=meta.dataset,
                 fingerprint=meta.fingerprint,
-                data=meta.extra.get("data"),
+                data=meta.data,
                 manifest=meta.manifest,
                 resize=meta.resize,
                 crop_box=meta.crop_box,
@@ -137,7 +137,7 @@ def fit_head(
                 views=[meta.view] + ([aug_meta.view] if aug_meta else []),
                 augment=bool(n_aug),
                 cache=str(cache_path.resolve()),
-                augment_cache=str(Path(augment_cache).resolve()) if aug_meta else None,
+                augment_cache=str(Path(augment_cache).resolve()) if augment_cache is not None and aug_meta else None,
                 featkit_version=__version__,
                 extra={
                     "augment_view_params": aug_meta.view_params if aug_meta else None,
@@ -151,7 +151,7 @@ def fit_head(
                 },
             )
         )
-        run.write_json("classes.json", classes)
+        run.write_classes(classes)
         model.save(run.path)
 
         def predict(fs: FeatureSet, head=model, calibrated: bool = True) -> np.ndarray:
@@ -202,7 +202,8 @@ def fit_head(
     _say(
         quiet,
         f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f}, log loss "
-        f"{metrics.log_loss:.3f}, ECE {metrics.get('ece'):.3f} (T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
+        f"{metrics.log_loss:.3f}, ECE {metrics.ece if metrics.ece is not None else float('nan'):.3f} "
+        f"(T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
         f" -> {run.path}",
     )
     return run

@@ -153,7 +153,7 @@ class LightGBMHead(Head):
         return np.asarray(X, np.float32) if self.reducer_ is None else self.reducer_.transform(X).astype(np.float32)
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = self.model_.predict(self._transform(X), num_iteration=self.best_iteration_)
+        p = np.asarray(self.model_.predict(self._transform(X), num_iteration=self.best_iteration_))
         return p.reshape(len(X), self.n_classes_)
 
     def fitted_state(self) -> dict:

@@ -138,11 +138,12 @@ def select(
             )
         grid = {}
     keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] or [{}]
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
     candidates = [get_head(head, **fixed, **combo).params for combo in combos]  # coerced and validated
     t0 = time.perf_counter()
     scored: list[Candidate | None] = [None] * len(candidates)
-    best = None  # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    # (top1, -calibrated log_loss, -index), index, head, probs, temperature
+    best: tuple[tuple[float, float, int] | None, int, Head, np.ndarray | None, float] | None = None
     failures: list[NonFiniteError] = []
     last = time.perf_counter()
     if has_valid:
@@ -169,9 +170,9 @@ def select(
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
             temperature = fit_temperature(probs, idx)
             calibrated = log_loss(apply_temperature(probs, temperature), idx)
-            key = (top1, -calibrated, -i)
-            if best is None or key > best[0]:
-                best = (key, i, model, probs, temperature)
+            rank = (top1, -calibrated, -i)
+            if best is None or best[0] is None or rank > best[0]:
+                best = (rank, i, model, probs, temperature)
         elif not has_valid and best is None:
             best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
@@ -183,15 +184,16 @@ def select(
             log(
                 f"  {head} {shown}: failed: {error}"
                 if error
-                else f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} ({calibrated:.3f} at "
-                f"T={temperature:.3g}) ({seconds:.1f} s)"
+                else f"  {head} {shown}: valid top-1 {top1:.4f}, log loss {loss:.3f} "
+                f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
-    if best is None:  # every candidate failed: the first one's reason
+    if best is None:  # every candidate failed (fit_candidates yields every one): the first one's reason
         raise failures[0]
     _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
-    return Selection(head, grid, fixed, scored, chosen, model, probs, temperature, time.perf_counter() - t0)
+    done = [c for c in scored if c is not None]  # every slot, filled in the order fit_candidates yields them
+    return Selection(head, grid, fixed, done, chosen, model, probs, temperature, time.perf_counter() - t0)
 
 
 def fit_selected(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ OPTIMIZERS = ("rmsprop", "adam")
 PREDICT_BATCH = 4096
 
 
-def _keras():
+def _keras() -> Any:
     from featkit.core.tfkeras import tf_keras
 
     return tf_keras()[1]  # TensorFlow imported once, its start-up noise hidden
@@ -90,7 +91,9 @@ class SoftmaxHead(Head):
             optimizer=opt(learning_rate=float(self.lr)), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
         )
 
-        class EpochSeconds(keras.callbacks.Callback):
+        Callback: Any = keras.callbacks.Callback  # a base class mypy can use: keras is a value here
+
+        class EpochSeconds(Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 self.t0 = time.perf_counter()
 

@@ -8,6 +8,7 @@ under "Incomplete runs" with its folder and what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -16,28 +17,12 @@ from typing import Any
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
 from featkit.core.outputs import output_dir
-from featkit.core.schema import RunConfig, RunMetrics
+from featkit.core.schema import ReportRow, RunConfig, RunMetrics
 from featkit.core.tables import markdown_table, write_csv
 from featkit.report.figures import plot_time, plot_training_curves, plot_vs_size
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs, runs_dir
 
-COLUMNS = (
-    "run_id",
-    "kind",
-    "backbone",
-    "size",
-    "head",
-    "augment",
-    "views",
-    "top1",
-    "top5",
-    "log_loss",
-    "ece",
-    "extract_seconds",
-    "fit_seconds",
-    "date",
-    "folder",
-)
+COLUMNS = tuple(f.name for f in dataclasses.fields(ReportRow))  # run_id, kind, backbone, size, ..., folder
 PLOTS = ("training_curves", "accuracy_vs_size", "time_vs_size")
 
 
@@ -54,7 +39,8 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     from featkit.report.index import build_html_report
 
     reports = output_dir(reports, "--reports")
-    rows, incomplete = collect_runs(reports)
+    records, incomplete = collect_runs(reports)
+    rows = [r.to_dict() for r in records]  # the table's columns, as results.csv and the pages show them
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
     write_csv(paths["results_csv"], df)
@@ -141,15 +127,17 @@ def sweeps_section(sweeps) -> list[str]:
         "",
     ]
     for sw in sweeps:
-        sel = sw.selected["candidate"] if sw.selected else "none (no candidate had a validation score)"
+        sel = sw.selected.candidate if sw.selected else "none (no candidate had a validation score)"
         lines += [f"### {sw.id}", "", f"Selected: {sel}.", "", markdown_table(table(sw.rows, compact=True)), ""]
     return lines
 
 
-def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], list[dict]]:
+def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[ReportRow], list[dict]]:
     """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted)."""
     reports = Path(reports)
-    rows, incomplete, seen = [], [], set()
+    rows: list[ReportRow] = []
+    incomplete: list[dict] = []
+    seen = set()
     for run in list_runs(reports):
         seen.add(run.path.name)
         try:
@@ -173,24 +161,24 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[dict], lis
     return rows, incomplete
 
 
-def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> dict[str, Any]:
-    return {
-        "run_id": run.id,
-        "kind": cfg.kind,
-        "backbone": cfg.backbone_name or "-",
-        "size": cfg.size or "",
-        "head": cfg.name,
-        "augment": "yes" if cfg.augment else "no",
-        "views": _views(cfg),
-        "top1": _num(m.top1),
-        "top5": _num(m.top5),
-        "log_loss": _num(m.log_loss),
-        "ece": _num(m.get("ece")),
-        "extract_seconds": _num(m.extract_seconds),
-        "fit_seconds": _num(m.fit_seconds),
-        "date": _date(run.id),
-        "folder": _rel(run.path, reports),
-    }
+def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> ReportRow:
+    return ReportRow(
+        run_id=run.id,
+        kind=cfg.kind,
+        backbone=cfg.backbone_name or "-",
+        size=cfg.size or None,
+        head=cfg.name,
+        augment=bool(cfg.augment),
+        views=_views(cfg),
+        top1=_num(m.top1),
+        top5=_num(m.top5),
+        log_loss=_num(m.log_loss),
+        ece=_num(m.ece),
+        extract_seconds=_num(m.extract_seconds),
+        fit_seconds=_num(m.fit_seconds),
+        date=_date(run.id),
+        folder=_rel(run.path, reports),
+    )
 
 
 def _views(cfg: RunConfig) -> str:

@@ -41,7 +41,9 @@ def plot_training_curves(reports: Path, rows: list[dict], path: Path) -> Path | 
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = new_figure(13, 5, 2)
-    xs, losses, accs = [], [], []
+    xs: list[float] = []
+    losses: list[float] = []
+    accs: list[float] = []
     for i, (rec, h) in enumerate(histories[:MAX_CURVES]):
         x = history_x(h)[0]
         xs.extend(x.tolist())
@@ -127,7 +129,7 @@ def plot_time(df, path: Path) -> Path | None:
     if not panels:
         return None
     fig, axes = new_figure(6.5 * len(panels), 5, len(panels))
-    for ax, (col, title) in zip(axes, panels):
+    for ax, (col, title) in zip(axes, panels, strict=True):
         g0 = d[d[col].notna()]
         keyf = _extract_label if col == "extract_seconds" else _label
         labels = sorted({keyf(r) for r in g0.to_dict("records")})

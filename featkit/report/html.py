@@ -48,7 +48,7 @@ figure.thumb figcaption { margin-top: 2px; overflow-wrap: anywhere; }
 img.plot { max-width: 100%%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 details { margin: 8px 0; } pre { background: var(--soft); padding: 8px; overflow-x: auto; font-size: 12px; }
-""" % {"size": THUMB_SIZE}
+""" % {"size": THUMB_SIZE}  # noqa: UP031 (CSS is full of braces: %-format keeps them plain)
 
 # Sorting: click a header (numbers first by what is better: data-better="low" sorts ascending first, other
 # numbers descending, text ascending; empty cells always last). Filter: rows whose data-kind matches the select.
@@ -66,7 +66,9 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
         return asc ? c : -c;
       });
       rows.forEach(function (r) { table.tBodies[0].appendChild(r); });
-      table.querySelectorAll('thead th').forEach(function (h) { delete h.dataset.dir; h.className = h.className.replace(/ ?(asc|desc)/g, ''); });
+      table.querySelectorAll('thead th').forEach(function (h) {
+        delete h.dataset.dir; h.className = h.className.replace(/ ?(asc|desc)/g, '');
+      });
       th.dataset.dir = asc ? 'asc' : 'desc';
       th.className += ' ' + th.dataset.dir;
     });
@@ -142,7 +144,10 @@ def table(
     rows = list(rows)
     attrs = list(row_attrs) if row_attrs is not None else [""] * len(rows)
     head = "".join(c.th() for c in columns)
-    body = "\n".join(f"<tr{a}>" + "".join(c.td(v) for c, v in zip(columns, r)) + "</tr>" for r, a in zip(rows, attrs))
+    body = "\n".join(
+        f"<tr{a}>" + "".join(c.td(v) for c, v in zip(columns, r, strict=True)) + "</tr>"
+        for r, a in zip(rows, attrs, strict=True)
+    )
     tid = f' id="{esc(table_id)}"' if table_id else ""
     cls = ' class="sortable"' if sortable else ""
     return f"<table{tid}{cls}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"

@@ -1,6 +1,6 @@
 """reports/index.html: every run in one sortable, filterable table with a "best so far" line, the summary plots,
-the study-vs-featkit table, and a link to each run's own page (featkit.report.run_page). Self-contained: inline CSS, a few
-lines of plain JS, images as files beside the pages; it opens from file:// without a server.
+the study-vs-featkit table, and a link to each run's own page (featkit.report.run_page). Self-contained: inline CSS,
+a few lines of plain JS, images as files beside the pages; it opens from file:// without a server.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def render_study_vs_featkit(rows: Sequence[dict[str, Any]]) -> str:
     """The study-vs-featkit section of the index: one table row per dict, columns in the order the keys first
     appear (underscores shown as spaces; numbers with up to 4 significant digits; None as a dash).
 
-    `featkit.report.build.build_report` passes the rows of `featkit.cnn.study.study_comparison`; an empty list leaves the
-    section out.
+    `featkit.report.build.build_report` passes the rows of `featkit.cnn.study.study_comparison`; an empty list leaves
+    the section out.
     """
     if not rows:
         return ""
@@ -199,20 +199,20 @@ def render_sweeps(sweeps: Sequence[Any], runs: dict[str, dict]) -> str:
         "test scores are shown, never used to choose (&#9733; the selected row).</p>"
     ]
     for i, sw in enumerate(sweeps):
-        ranked = sorted(sw.rows, key=lambda r: -1.0 if missing(r.get("valid_top1")) else r["valid_top1"], reverse=True)
+        ranked = sorted(sw.rows, key=lambda r: -1.0 if missing(r.valid_top1) else r.valid_top1, reverse=True)
         values = [
             [
-                "\u2605" if r.get("selected") else "",
-                r.get("candidate"),
-                r.get("valid_top1"),
-                r.get("valid_top5"),
-                r.get("top1"),
-                r.get("top5"),
-                r.get("log_loss"),
-                r.get("ece"),
-                r.get("fit_seconds"),
-                r.get("run"),
-                r.get("error"),
+                "\u2605" if r.selected else "",
+                r.candidate,
+                r.valid_top1,
+                r.valid_top5,
+                r.top1,
+                r.top5,
+                r.log_loss,
+                r.ece,
+                r.fit_seconds,
+                r.run,
+                r.error,
             ]
             for r in ranked
         ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
-from featkit.core.schema import RunConfig, RunMetrics
+from featkit.core.schema import ClassEntry, RunConfig, RunMetrics
 from featkit.report.html import Column, cards, esc, missing, num, page, pct, table, thumb_html
 from featkit.report.thumbnails import RunPhotos
 from featkit.runs.store import Run
@@ -82,23 +82,23 @@ def _header(run: Run, row: dict, cfg: RunConfig) -> str:
 
 def _metrics(m: RunMetrics, row: dict) -> str:
     items = [
-        ("test top-1", pct(m.get("top1"))),
-        ("test top-5", pct(m.get("top5"))),
-        ("macro F1", num(m.get("macro_f1"), 4)),
-        ("log loss", num(m.get("log_loss"), 4)),
-        ("ECE", num(m.get("ece"), 4)),
-        ("Brier score", num(m.get("brier"), 4)),
-        ("valid top-1", pct(m.get("valid_top1"))),
-        ("test photos", num(m.n or m.get("n_test"), 0)),
+        ("test top-1", pct(m.top1)),
+        ("test top-5", pct(m.top5)),
+        ("macro F1", num(m.macro_f1, 4)),
+        ("log loss", num(m.log_loss, 4)),
+        ("ECE", num(m.ece, 4)),
+        ("Brier score", num(m.brier, 4)),
+        ("valid top-1", pct(m.valid_top1)),
+        ("test photos", num(m.n, 0)),
         ("fit seconds", num(row.get("fit_seconds"), 1)),
         ("extract seconds", num(row.get("extract_seconds"), 1)),
-        ("best epoch", num(m.get("best_epoch"), 0) if m.get("best_epoch") else ""),
+        ("best epoch", num(m.best_epoch, 0) if m.best_epoch else ""),
     ]
     return "<h2>Metrics</h2>" + cards(items)
 
 
 def _calibration(run: Run, m: RunMetrics) -> str:
-    cal = m.get("calibration")
+    cal = m.calibration
     rel = run.path / "reliability.csv"
     if not isinstance(cal, dict) and not rel.exists():
         return ""
@@ -124,7 +124,7 @@ def _calibration(run: Run, m: RunMetrics) -> str:
             if isinstance(part, dict)
         ]
         out.append(table(cols, rows))
-        if not missing(t):
+        if t is not None and not missing(t):
             title = f"{run.id}  T = {float(t):.3g}"
     # the diagram calibration drew beside its table; drawn here (same function) when only the table is there
     png = "reliability.png" if (run.path / "reliability.png").exists() else RELIABILITY_PNG
@@ -182,7 +182,7 @@ def _fresh_plot(dst: Path, sources: tuple[Path, ...], draw) -> bool:
     return True
 
 
-def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str, int]:
+def _prediction_sections(run: Run, pred: dict, classes: list[ClassEntry]) -> tuple[str, int]:
     """Confusion matrix, confused pairs, confident mistakes and per-class accuracy; (html, thumbnails shown)."""
     from featkit.runs.metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy
 
@@ -201,9 +201,9 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
 
     # which photos each section shows, decided first so that the dataset is read once for all thumbnails
     pair_rows = []
-    for t, p in zip(pairs["true_index"], pairs["predicted_index"]):
-        rows = np.flatnonzero((labels == t) & (preds == p))
-        pair_rows.append(rows[np.argsort(-probs[rows, p], kind="stable")][:PHOTOS_PER_PAIR])
+    for t, p in zip(pairs["true_index"], pairs["predicted_index"], strict=True):
+        hits = np.flatnonzero((labels == t) & (preds == p))
+        pair_rows.append(hits[np.argsort(-probs[hits, p], kind="stable")][:PHOTOS_PER_PAIR])
     wrong = np.flatnonzero(preds != labels)
     mistakes = wrong[np.argsort(-conf[wrong], kind="stable")][:MISTAKES]
     n, acc1 = per_class_accuracy(probs, labels, 1)
@@ -222,7 +222,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     wanted = [r for rows in pair_rows for r in rows] + list(mistakes) + list(typical.values())
     photos = RunPhotos(run)
     got = photos.thumbs((ids[r], labels[r]) for r in wanted)
-    thumbs = dict(zip(wanted, got))
+    thumbs = dict(zip(wanted, got, strict=True))
     show = not (photos.unavailable and all(t.problem for t in got))
     shown = 0
 
@@ -252,7 +252,12 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
         rows = [
             [names[t], names[p], int(c), s, '<div class="thumbs">' + "".join(th(r) for r in rr) + "</div>"]
             for t, p, c, s, rr in zip(
-                pairs["true_index"], pairs["predicted_index"], pairs["count"], pairs["share_of_true"], pair_rows
+                pairs["true_index"],
+                pairs["predicted_index"],
+                pairs["count"],
+                pairs["share_of_true"],
+                pair_rows,
+                strict=True,
             )
         ]
         out.append(table(cols, rows, table_id="pairs"))
@@ -309,7 +314,7 @@ def _prediction_sections(run: Run, pred: dict, classes: list[dict]) -> tuple[str
     return "\n".join(out), shown
 
 
-def _confusion(run: Run, pred: dict, classes: list[dict]) -> str:
+def _confusion(run: Run, pred: dict, classes: list[ClassEntry]) -> str:
     """The confusion matrix evaluate drew (drawn here when the run was never evaluated)."""
     from featkit.runs.metrics import class_names
 

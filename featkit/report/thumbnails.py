@@ -15,12 +15,15 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import atomic_path, read_json, write_json
 from featkit.core.schema import RunConfig
 from featkit.runs.store import Run
+
+if TYPE_CHECKING:
+    from featkit.data.source import Source
 
 THUMB_SIZE = 96
 THUMBS_DIR = "thumbs"
@@ -49,7 +52,7 @@ class RunPhotos:
         self.dir = run.path / THUMBS_DIR
         self._index: dict[str, dict] | None = None
         self._lookup: dict[tuple[str, int], dict] | None = None
-        self._source = None
+        self._source: Source | None = None
         self._cfg: RunConfig | None = None
         self.unavailable = ""  # why the run's photos cannot be read at all ("" when they can, or were never needed)
 
@@ -104,7 +107,7 @@ class RunPhotos:
 
         name = thumb_name(image_id, label)
         rec: dict[str, Any] = {"name": name, "image_id": image_id, "label": label, "file": image_id, "problem": ""}
-        if not self._open():
+        if not self._open() or self._source is None or self._lookup is None:
             return {**rec, "problem": self.unavailable}
         row = self._lookup.get((image_id, label)) or self._lookup.get((image_id, -1))
         if row is None:
@@ -117,7 +120,8 @@ class RunPhotos:
         if row["sha1"] and hashlib.sha1(data).hexdigest() != row["sha1"]:
             return {**rec, "problem": f"{rec['file']} has changed since the run (its sha1 differs from the manifest)"}
         try:
-            box = row["box"] if self._config() and self._config().crop_box else None
+            cfg = self._config()
+            box = row["box"] if cfg and cfg.crop_box else None
             pixels = decode_image(data, self.size, self._resize(), box)
         except ImageDecodeError as e:
             return {**rec, "problem": f"cannot decode {rec['file']} ({_short(e)})"}
@@ -194,7 +198,7 @@ def _manifest_lookup(frame) -> dict[tuple[str, int], dict]:
     out: dict[tuple[str, int], dict] = {}
     boxes = frame[["x1", "y1", "x2", "y2"]].to_numpy() if {"x1", "y1", "x2", "y2"} <= set(frame.columns) else None
     sha1s = frame["sha1"].astype(str).tolist() if "sha1" in frame else [""] * len(frame)
-    for i, (path, label, image_id) in enumerate(zip(frame["path"], frame["label"], frame["image_id"])):
+    for i, (path, label, image_id) in enumerate(zip(frame["path"], frame["label"], frame["image_id"], strict=True)):
         box = _box(boxes[i]) if boxes is not None else None
         rec = {"path": str(path), "sha1": sha1s[i], "box": box}
         out.setdefault((str(image_id), int(label)), rec)

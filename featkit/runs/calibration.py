@@ -121,7 +121,7 @@ def write_reliability_csv(table: dict[str, np.ndarray], path) -> None:
         return f"{v:.6f}" if np.isfinite(v) else ""
 
     lines = [",".join(RELIABILITY_COLUMNS)]
-    for lower, upper, conf, acc, count in zip(*(table[c] for c in RELIABILITY_COLUMNS)):
+    for lower, upper, conf, acc, count in zip(*(table[c] for c in RELIABILITY_COLUMNS), strict=True):
         lines.append(f"{cell(lower)},{cell(upper)},{cell(conf)},{cell(acc)},{int(count)}")
     write_text(path, "\n".join(lines) + "\n")
 

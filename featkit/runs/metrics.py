@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from featkit.core.errors import FeatkitError
+from featkit.core.schema import ClassEntry, Scores, read_classes
 
 LOG_LOSS_EPS = 1e-7  # float32 probabilities: clip the true class's probability to [eps, 1]
 
@@ -122,7 +123,7 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(p, LOG_LOSS_EPS, 1.0)).mean())
 
 
-def most_confused_pairs(cm: np.ndarray, classes: Sequence[Mapping] | int, top: int = 20):
+def most_confused_pairs(cm: np.ndarray, classes: Sequence[ClassEntry | Mapping[str, Any]] | int, top: int = 20):
     """The `top` largest off-diagonal cells as a DataFrame: true / predicted index and name, count, and the
     share of the true class's rows that went to that prediction. Ties: lower true index, then predicted index."""
     import pandas as pd
@@ -148,9 +149,12 @@ def most_confused_pairs(cm: np.ndarray, classes: Sequence[Mapping] | int, top: i
 
 
 def score(
-    probs: np.ndarray, labels: np.ndarray, classes: Sequence[Mapping] | int, ks: Iterable[int] = (1, 5)
-) -> dict[str, Any]:
-    """Metrics of one set of predictions: n, top1, top5, top<k> for each k, topk {"k": acc}, macro_f1, log_loss."""
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[ClassEntry | Mapping[str, Any]] | int,
+    ks: Iterable[int] = (1, 5),
+) -> Scores:
+    """Metrics of one set of predictions: n, top1, top5, topk {"k": acc} for each k, macro_f1, log_loss."""
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = classes if isinstance(classes, int) else len(classes)
@@ -162,15 +166,18 @@ def score(
     ks = sorted(set(int(k) for k in ks) | {1, 5})
     acc = topk_accuracy(probs, labels, ks)
     preds = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    out: dict[str, Any] = {"n": int(len(labels))}
-    out.update({f"top{k}": acc[k] for k in ks})
-    out["topk"] = {str(k): acc[k] for k in ks}
-    out["macro_f1"] = macro_f1(labels, preds)
-    out["log_loss"] = log_loss(probs, labels)
-    return out
+    return Scores(
+        n=int(len(labels)),
+        top1=acc[1],
+        top5=acc[5],
+        topk={str(k): acc[k] for k in ks},
+        macro_f1=macro_f1(labels, preds),
+        log_loss=log_loss(probs, labels),
+    )
 
 
-def class_names(classes: Sequence[Mapping] | int, n: int) -> list[str]:
+def class_names(classes: Sequence[ClassEntry | Mapping[str, Any]] | int, n: int) -> list[str]:
+    """Display names of the classes (a class list as records or as classes.json dicts), or "0".."n-1"."""
     if isinstance(classes, int):
         return [str(i) for i in range(n)]
-    return [str(c.get("name", c.get("id", i))) for i, c in enumerate(classes)]
+    return [c.name for c in read_classes(classes)]

@@ -29,7 +29,7 @@ import numpy as np
 from featkit.core.errors import DamagedFileError, FeatkitError
 from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
 from featkit.core.outputs import output_dir
-from featkit.core.schema import RunConfig, RunMetrics
+from featkit.core.schema import ClassEntry, RunConfig, RunMetrics, classes_to_list, read_classes
 from featkit.core.tables import write_csv
 from featkit.runs.metrics import (
     check_finite,
@@ -78,15 +78,20 @@ class Run:
         self.write_json("config.json", config.to_dict())
 
     @property
-    def classes(self) -> list[dict]:
+    def classes(self) -> list[ClassEntry]:
+        f = self.path / "classes.json"
         classes = self.read_json("classes.json", list)
+        damaged = f'{f} is damaged (expected a list of {{"index", "id", "name"}} objects): {REDO}.'
         if not classes or not all(isinstance(c, dict) and "id" in c and "name" in c for c in classes):
-            raise DamagedFileError(
-                self.path / "classes.json",
-                f"{self.path / 'classes.json'} is damaged (expected a "
-                f'list of {{"index", "id", "name"}} objects): {REDO}.',
-            )
-        return classes
+            raise DamagedFileError(f, damaged)
+        try:
+            return read_classes(classes, str(f))
+        except FeatkitError:
+            raise DamagedFileError(f, damaged) from None
+
+    def write_classes(self, classes: Sequence[ClassEntry | Mapping[str, Any]]) -> None:
+        """classes.json: the ordered class list."""
+        self.write_json("classes.json", classes_to_list(classes))
 
     @property
     def metrics(self) -> RunMetrics:
@@ -219,7 +224,7 @@ def finish(
     run: Run,
     probs: np.ndarray,
     labels: np.ndarray,
-    image_ids: Sequence[str],
+    image_ids: Sequence[str] | np.ndarray,
     history: Sequence[Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
     ks: Iterable[int] = (1, 5),
@@ -229,8 +234,8 @@ def finish(
     """The one way a run ends, for head, CNN and ensemble runs alike: save the test predictions, the history
     (when given), the calibration report (with `temperature`: the probabilities before it, `raw_probs`, against
     `probs` after it: reliability.csv/.png and metrics `temperature`, `brier`, `ece`, `calibration`), the scoring
-    files, then metrics.json (scores + `extra`, e.g. fit_seconds), which marks the run complete. config.json and
-    classes.json must already be in the folder."""
+    files, then metrics.json (scores + `extra`: RunMetrics fields such as fit_seconds, valid_top1, best_epoch, and
+    any other fact), which marks the run complete. config.json and classes.json must already be in the folder."""
     # every kind of run ends here: predictions that are not finite are refused before anything is scored or saved
     for p in (probs, raw_probs):
         if p is not None:
@@ -275,8 +280,8 @@ def write_scores(
     n, _ = per_class_accuracy(probs, labels, 1)
     table = pd.DataFrame(
         {
-            "index": [c.get("index", i) for i, c in enumerate(classes)],
-            "id": [c.get("id", "") for c in classes],
+            "index": [c.index for c in classes],
+            "id": [c.id for c in classes],
             "name": names,
             "n": n,
         }
@@ -292,11 +297,13 @@ def write_scores(
     )
     write_csv(run.path / "confused_pairs.csv", most_confused_pairs(cm, classes, top=20))
     if plot:
-        plot_confusion(cm, names, run.path / "confusion.png", title=f"{run.id}: top-1 {scores['top1']:.3f}")
+        plot_confusion(cm, names, run.path / "confusion.png", title=f"{run.id}: top-1 {scores.top1:.3f}")
 
     before = run.read_json("metrics.json") if run.complete else {}
     before = {k: v for k, v in before.items() if k != "schema"} if isinstance(before, dict) else {}
-    metrics = RunMetrics.from_dict({**before, **(extra or {}), **scores}, where=str(run.path / "metrics.json"))
+    metrics = RunMetrics.from_dict(
+        {**before, **(extra or {}), **scores.to_dict()}, where=str(run.path / "metrics.json")
+    )
     run.write_json("metrics.json", metrics.to_dict())
     return metrics
 
