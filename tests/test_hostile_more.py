@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import socket
 import threading
@@ -18,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hostile import SIZE, copy_run, extract_args, fk, make_dataset, ok, photos, refused, snapshot, ws  # noqa: F401
+import test_hostile
+from test_hostile import SIZE, copy_run, extract_args, fk, make_dataset, ok, refused, snapshot
 
 from featkit.core.errors import FeatkitError
 from featkit.heads import get_head
 from featkit.heads.base import HeadInputError
 from featkit.runs.metrics import NonFiniteError, topk_accuracy
+
+# the first round's module fixtures: real photos, and a dataset with its cache and a logreg run
+photos = test_hostile.photos
+ws = test_hostile.ws
 
 
 def _empty(folder: Path) -> bool:
@@ -50,7 +54,7 @@ def _nan_predictions(run: Path, name: str = "test") -> None:
 
 
 @pytest.fixture(scope="module")
-def other(tmp_path_factory, photos, ws, capsys_module=None):  # noqa: F811
+def other(tmp_path_factory, photos):
     """A second dataset with the same class and file names but other photos (another fingerprint), its cache
     and a logreg run on it."""
     root = tmp_path_factory.mktemp("other")
@@ -423,7 +427,7 @@ def test_refused_train_cnn_and_sweep_leave_no_folder(ws, tmp_path, capsys, monke
     assert _empty(tmp_path / "runs") and _empty(tmp_path / "sweeps")
 
 
-def test_data_check_counts_and_lists_dangling_symlinks(photos, tmp_path, capsys):  # noqa: F811
+def test_data_check_counts_and_lists_dangling_symlinks(photos, tmp_path, capsys):
     ds = make_dataset(tmp_path / "photos", photos)
     cls = min(p for p in ds.iterdir())
     (cls / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
