@@ -326,6 +326,13 @@ def main() -> None:
         print(f"  backbone alone (pre-decoded arrays)    {backbone_rate:8.0f} photos/s")
         print(f"  limit 1/(1/decode + 1/backbone)        {limit:8.0f} photos/s")
         print(f"  whole `featkit extract` command        {whole_rate:8.0f} photos/s  ({whole_s:.1f} s)")
+        stages = fs.meta.stage_seconds
+        if stages is not None:  # each stage's own seconds (they overlap: decoding runs ahead of the backbone)
+            print(
+                f"    its stages: decode {stages.decode:.1f} s, forward {stages.forward:.1f} s, "
+                f"write {stages.write:.1f} s  ({n / stages.decode:.0f} photos/s decoded, "
+                f"{n / stages.forward:.0f} photos/s through the backbone)"
+            )
         print(f"  ratio whole / limit                    {whole_rate / limit:8.2f}")
         print(f"  second identical run                   {again_s:8.1f} s")
         print(f"  read back {fs.features.shape} cache      {read_s:8.2f} s")

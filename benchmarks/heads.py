@@ -3,7 +3,7 @@ hand-written scikit-learn script, side by side in one run: top-1 / top-5, log lo
 
     python benchmarks/heads.py                    # food101-64, MobileNetV2 ONNX at 128 px (extracts if needed)
     python benchmarks/heads.py --heads logreg knn --cache /work/cache-18
-    python benchmarks/heads.py --augment 2        # also each head trained with 2 augmented copies per photo
+    python benchmarks/heads.py --augment-copies 2 # also each head trained with 2 augmented copies per photo
 
 The hand-written script: standardise, LogisticRegression(C=0.05), fitted on all official training photos
 (featkit's train + valid rows), scored on the same test photos; its probabilities are not calibrated.
@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--reports", type=Path, default=None)
     ap.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)
     ap.add_argument("--no-script", action="store_true", help="skip the hand-written scikit-learn script")
-    ap.add_argument("--augment", type=int, default=0, help="also fit each head with N augmented copies per photo")
+    ap.add_argument(
+        "--augment-copies", type=int, default=0, help="also fit each head with N augmented copies per photo"
+    )
     args = ap.parse_args()
 
     from featkit.data import prepare
@@ -84,7 +86,7 @@ def main() -> None:
     from featkit.heads.fit import fit_head
 
     prep = prepare(args.data, cache_dir=args.cache)
-    opts = ExtractOptions(backbone=args.backbone, size=args.size, weights=args.weights, augment=args.augment)
+    opts = ExtractOptions(backbone=args.backbone, size=args.size, weights=args.weights, augment=args.augment_copies)
     views = {r.view: r for r in extract(prep, opts, cache_dir=args.cache)}
     plain = views["plain"].path
     aug = next((r.path for v, r in views.items() if v.startswith("augment")), None)
@@ -102,7 +104,7 @@ def main() -> None:
             chosen = ", ".join(f"{k}={v}" for k, v in cfg.extra["search"]["chosen"].items()) or "defaults"
             rows.append(
                 {
-                    "name": f"featkit {head}" + (f" +aug{args.augment}" if aug_path else ""),
+                    "name": f"featkit {head}" + (f" +aug{args.augment_copies}" if aug_path else ""),
                     "rows": m["n_train"],
                     "top1": m["top1"],
                     "top5": m["top5"],

@@ -1,10 +1,15 @@
-"""Shared fixtures: the real shared data and models beside the repo (../shared)."""
+"""Shared fixtures: the real shared data and models beside the repo (../shared, or FEATKIT_SHARED=PATH); a test
+that needs them is skipped, with the reason, where they are missing. BLAS runs on one thread for the whole suite
+(`one_blas_thread`), and the last check of the session is that the suite left the checkout as it found it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import traceback
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,52 @@ KERAS_NOTOP = MODELS / "keras" / "mobilenet_v2_1.00_224_notop.weights.h5"
 
 
 def _require(path: Path) -> Path:
+    """`path` under ../shared, or skip the test that needs it (saying why)."""
     if not path.exists():
-        pytest.fail(f"{path} is missing: the tests need ../shared beside the repo (or FEATKIT_SHARED=PATH).")
+        pytest.skip(f"{path} is missing: this test needs ../shared beside the repo (or FEATKIT_SHARED=PATH).")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread():
+    """BLAS on one thread for every test (see cachefixtures.one_blas_thread)."""
+    from cachefixtures import one_blas_thread
+
+    with one_blas_thread():
+        yield
+
+
+# ---- the suite must not write into the checkout: test_zz_checkout.py compares its state before and after
+
+NOT_CHECKOUT_STATE = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+CHECKOUT_BEFORE = pytest.StashKey[frozenset[str] | None]()
+
+
+def checkout_state() -> frozenset[str] | None:
+    """What the suite must leave as it found it: `git status --porcelain` of the checkout (modified, added and
+    untracked files) and every file and folder in it, ignored ones (reports/, cache/) and empty folders included,
+    except .git, virtual environments and Python's and tools' caches; None when REPO is not a git checkout."""
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=all"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if status.returncode != 0:
+        return None
+    paths = set()
+    for folder, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in NOT_CHECKOUT_STATE and not (Path(folder, d) / "pyvenv.cfg").exists()]
+        rel = Path(folder).relative_to(REPO)
+        paths.update(f"{rel / name}" + "/" * (name in dirs) for name in [*dirs, *files])
+    return frozenset({f"git status: {line}" for line in status.stdout.splitlines()} | paths)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[CHECKOUT_BEFORE] = checkout_state()
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +161,47 @@ def report_workspace(tmp_path_factory, mini, mobilenet_onnx):
     return build_report_workspace(tmp_path_factory.mktemp("report-ws"), mini, mobilenet_onnx)
 
 
+@dataclass
+class Result:
+    code: int | None
+    out: str
+    err: str
+
+
+def run_main(capsys, *args) -> Result:
+    """`featkit ARGS` through the entry point `featkit.cli.main`, in this process (a new interpreter costs seconds;
+    use a subprocess where signals, concurrency or imports matter); an exception escaping main is recorded as a
+    traceback in `err`, as the user would see it."""
+    from featkit.cli import main
+    from featkit.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
+
+    capsys.readouterr()
+    code, tb = None, ""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    except BaseException:  # noqa: BLE001 - what the user would see as a traceback
+        tb = traceback.format_exc()
+    finally:
+        set_max_pixels(DEFAULT_MAX_PIXELS)
+    cap = capsys.readouterr()
+    return Result(code, cap.out, cap.err + tb)
+
+
+def invoke_json(*args) -> dict | list:
+    """`featkit ARGS --json` in this process (typer's CliRunner; usable in fixtures of any scope): its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    res = CliRunner().invoke(app, [*map(str, args), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
 @contextmanager
 def training_interrupted_after_first_epoch():
     """In the block, train-cnn stops with KeyboardInterrupt right after epoch 1 is checkpointed (as if the machine
@@ -132,3 +221,8 @@ def training_interrupted_after_first_epoch():
             yield
     finally:
         T._CheckpointLog.on_epoch_end = original
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The checkout check last, whatever order the files were given in."""
+    items.sort(key=lambda item: item.path.name == "test_zz_checkout.py")

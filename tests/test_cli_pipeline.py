@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 from typer.testing import CliRunner
 
 from featkit.cli import app
@@ -121,18 +122,23 @@ def test_cnn_run_is_scored_reported_and_predicted_like_a_head_run(workspace, min
     assert len(out["predictions"][0]["top"]) == 2
 
 
-def test_errors_are_one_line_without_traceback(tmp_path):
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    # the installed entry point, in a new interpreter, once
+    missing = ["extract", "--data", str(tmp_path / "missing"), "--backbone", "vgg16", "--weights", "none"]
+    p = subprocess.run([sys.executable, "-m", "featkit.cli", *missing], capture_output=True, text=True)
+    assert p.returncode == 1, p.stderr  # FeatkitError; 2 is for usage errors
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    # the other commands through the same main(), in this process
     cases = [
         ["data", "summary", str(tmp_path / "missing")],
-        ["extract", "--data", str(tmp_path / "missing"), "--backbone", "vgg16", "--weights", "none"],
         ["evaluate", "no-such-run", "--reports", str(tmp_path)],
         ["fit-head", "--features", str(tmp_path / "none.h5")],
     ]
     for args in cases:
-        p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
-        assert p.returncode == 1, (args, p.stderr)  # FeatkitError; 2 is for usage errors
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, (args, p.stderr)
+        r = run_main(capsys, *args)
+        lines = r.err.strip().splitlines()
+        assert r.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), (args, r.err)
 
 
 def _commands(group, path=()):

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cachefixtures import backbone_spec, one_blas_thread
+from cachefixtures import backbone_spec
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import BackboneSpec
@@ -16,12 +16,6 @@ from featkit.runs.calibration import apply_temperature, fit_temperature
 from featkit.runs.metrics import log_loss
 
 FAST = {"C": 1.0, "max_iter": 200}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 def _derived(src, path, transform, ids=None, order=None, **meta_changes):
@@ -133,10 +127,14 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
         assert getattr(ens.metrics, key) == getattr(run.metrics, key), key
     assert ens.config.kind == "ensemble" and ens.config.extra["members"] == [run.id, run.id]
     assert (ens.path / "per_class.csv").read_text() == (run.path / "per_class.csv").read_text()
+    # predict takes the ensemble like any run (it used to refuse it): the same answer as its only member
+    from conftest import read_food_photos
+
     from featkit.apps.predict import predict
 
-    with pytest.raises(FeatkitError, match="pick one of its member runs"):
-        predict(ens.id, [tmp_path / "photo.jpg"], reports=tmp_path)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(read_food_photos(1, 1, "test")[1][0])
+    assert predict(ens.id, [photo], reports=tmp_path) == predict(run.id, [photo], reports=tmp_path)
 
 
 def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, tmp_path):
@@ -236,7 +234,7 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
     # b.h5's mirrored view beside it: the same photos, features reversed like b's
     _derived(caches.tta, tmp_path / "tta-flip.h5", lambda f: f[:, ::-1].copy(), backbone=backbone_spec("other-net"))
     reports = ["--reports", tmp_path / "reports", "--json", "--quiet"]
-    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "-p", "max_iter=200", *reports)
+    run = fk("fit-head", "--features", caches.plain, "--features", b, "--tta", "flip", "-p", "max_iter=200", *reports)
     cfg = json.loads((tmp_path / "reports" / "runs" / run["run"] / "config.json").read_text())
     assert cfg["tta"] == "flip" and len(cfg["caches"]) == 2
     ens = fk("ensemble", run["run"], run["run"], "--name", "twice", *reports)
@@ -252,7 +250,7 @@ def test_command_line_fit_head_ensemble_and_sweep(caches, tmp_path):
         "-p",
         "max_iter=200",
         "--tta",
-        "on",
+        "flip",
         *reports,
     )
     assert len(out["rows"]) == 4 and out["selected"]["valid_top1"] == max(r["valid_top1"] for r in out["rows"])

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from test_data_layouts import REPO_ROOT, make_folders, make_uec, photo_bytes, write
+from conftest import run_main
+from test_data_layouts import make_folders, make_uec, photo_bytes, write
 from typer.testing import CliRunner
 
 from featkit.cli import app
@@ -21,18 +19,6 @@ runner = CliRunner()
 
 def cli(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def featkit_subprocess(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "featkit.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-    )
 
 
 @pytest.fixture
@@ -142,11 +128,11 @@ def test_app_raises_featkit_error_for_bad_split(tmp_path):
         (["data", "summary", "{tmp}/photos", "--seed", "-1"], "error: seed -1 should be a whole number >= 0"),
     ],
 )
-def test_errors_through_main_are_one_line_without_traceback(tmp_path, args, message):
+def test_errors_through_main_are_one_line_without_traceback(tmp_path, capsys, args, message):
     make_folders(tmp_path / "photos", per_class=2)
-    r = featkit_subprocess(*[a.format(tmp=tmp_path) for a in args], "--cache", tmp_path / "cache", "-q", cwd=tmp_path)
-    assert r.returncode == 1, r.stderr  # a FeatkitError: bad data or a failed run (2 is for usage errors)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+    r = run_main(capsys, *[a.format(tmp=tmp_path) for a in args], "--cache", tmp_path / "cache", "-q")
+    assert r.code == 1, r.err  # a FeatkitError: bad data or a failed run (2 is for usage errors)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
     assert lines[0].startswith(message.format(tmp=tmp_path))
-    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert "Traceback" not in r.err and r.out == ""

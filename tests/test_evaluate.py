@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.apps.evaluate import check_compatible, evaluate_run, sensitivity
 from featkit.core.errors import FeatkitError
@@ -91,12 +91,6 @@ def test_confusion_matrix_and_most_confused_pairs():
 
 
 # ---- a real run ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +227,21 @@ def test_augment_cache_must_come_from_the_same_photos(caches, tmp_path):
     write_cache(leaky, fs.features[:3], fs.labels[:3], fs.split[:3], test_ids, fs.meta, copy=fs.copy[:3])
     with pytest.raises(FeatkitError, match="training rows of valid/test photos"):
         fit_head(caches.plain, "logreg", augment_cache=leaky, reports=tmp_path / "reports", quiet=True)
+
+
+def test_evaluate_command_prints_scores_as_percentages(run):
+    from typer.testing import CliRunner
+
+    from featkit.cli import app
+
+    args = ["evaluate", str(run.path), "--reports", str(run.path.parents[1])]
+    quiet = CliRunner().invoke(app, [*args, "--quiet"], catch_exceptions=False)
+    m = json.loads((run.path / "metrics.json").read_text())
+    assert quiet.exit_code == 0 and quiet.stdout.splitlines() == [
+        f"run {run.id} on 80 test photos",
+        f"  top-1   {100 * m['top1']:.2f} %",
+        f"  top-5   {100 * m['top5']:.2f} %",
+        f"  macro F1 {100 * m['macro_f1']:.2f} %   log loss {m['log_loss']:.4f}",
+    ]
+    full = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert full.stdout.startswith(quiet.stdout) and "most confused pairs:" in full.stdout

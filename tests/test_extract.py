@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,11 +13,14 @@ import numpy as np
 import pytest
 from conftest import MINI_CLASSES as CLASSES
 from conftest import MINI_PER_CLASS as PER_CLASS
+from typer.testing import CliRunner
 
+from featkit.cli import app
 from featkit.data import prepare
 from featkit.data.images import decode_image
 from featkit.features import extract as ex
-from featkit.features.cache import read_cache
+from featkit.features import pipeline
+from featkit.features.cache import array_digest, read_cache
 
 
 def _opts(model: Path, **kw) -> ex.ExtractOptions:
@@ -84,7 +88,7 @@ def test_views_are_seeded(mini, tmp_path, mobilenet_onnx):
 
 
 def test_shards_merged_equal_one_full_run(mini, tmp_path, mobilenet_onnx, monkeypatch):
-    monkeypatch.setattr(ex, "CHUNK", 16)
+    monkeypatch.setattr(pipeline, "CHUNK", 16)
     _, full = _run(mini, tmp_path / "full", _opts(mobilenet_onnx))
     shard_files = []
     for i in range(3):
@@ -93,7 +97,14 @@ def test_shards_merged_equal_one_full_run(mini, tmp_path, mobilenet_onnx, monkey
         shard_files.append(Path(res[0].path))
     with pytest.raises(ex.FeatkitError, match="missing"):
         ex.merge(shard_files[:2])
-    merged = read_cache(ex.merge(shard_files))
+    # through the command line: --json names the file written, --quiet prints nothing
+    shards = [str(p) for p in shard_files]
+    res = CliRunner().invoke(app, ["merge", *shards, "--json"], catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 0 and out == {"path": str(shard_files[0].parent / "plain.h5"), "shards": shards}
+    merged = read_cache(out["path"])
+    res = CliRunner().invoke(app, ["merge", *shards, "--quiet", "--out", str(tmp_path / "q.h5")])
+    assert (res.exit_code, res.stdout) == (0, "") and (tmp_path / "q.h5").exists()
     whole = read_cache(full[0].path)
     assert np.array_equal(merged.features, whole.features)
     assert np.array_equal(merged.image_ids, whole.image_ids) and np.array_equal(merged.labels, whole.labels)
@@ -105,7 +116,8 @@ KILLER = r"""
 import os, signal, sys
 from featkit.features import extract as ex
 from featkit.data import prepare
-ex.CHUNK = 16
+from featkit.features import pipeline
+pipeline.CHUNK = 16
 real = ex._build_backbone
 def build(*a):
     bb = real(*a)
@@ -132,7 +144,7 @@ def test_resumes_after_kill_minus_9(mini, tmp_path, mobilenet_onnx, monkeypatch)
     partial = list(cache.glob("features/*/*/plain.partial"))
     assert len(partial) == 1 and len(list(partial[0].glob("chunk-*.npz"))) == 3
     assert not list(cache.glob("features/*/*/plain.h5"))  # never a half-written file at the final path
-    monkeypatch.setattr(ex, "CHUNK", 16)
+    monkeypatch.setattr(pipeline, "CHUNK", 16)
     _, res = _run(mini, cache, _opts(mobilenet_onnx))
     assert res[0].status == "resumed"
     _, clean = _run(mini, tmp_path / "clean", _opts(mobilenet_onnx))
@@ -189,3 +201,68 @@ def test_bad_options_give_one_line_errors(mini, tmp_path):
         ex.resolve_backbone(ex.ExtractOptions(backbone=str(tmp_path / "nope.onnx")))
     with pytest.raises(ex.FeatkitError, match="weights file"):
         ex.resolve_backbone(ex.ExtractOptions(backbone="vgg16", weights=str(tmp_path / "nope.h5")))
+
+
+# ---- stages and structured failures --------------------------------------------------------------------------
+
+
+def test_a_photo_whose_path_holds_a_colon_space_is_reported_by_its_exact_path(mini, tmp_path, mobilenet_onnx):
+    data = tmp_path / "data"
+    shutil.copytree(mini, data)
+    first_class = sorted(data.iterdir())[0]
+    odd = first_class / "lunch: day 2: plate.jpg"
+    sorted(first_class.glob("*.jpg"))[0].rename(odd)
+    prep = prepare(data, cache_dir=tmp_path / "c", quiet=True)
+    assert f"{first_class.name}/lunch: day 2: plate.jpg" in prep.manifest["path"].tolist()
+    odd.write_bytes(b"not a jpeg any more")  # damaged after the scan: the extraction's decoder finds it
+    said: list[str] = []
+    (res,) = ex.extract(prep, _opts(mobilenet_onnx), cache_dir=tmp_path / "c", log=said.append)
+    (f,) = res.failures
+    row = prep.manifest["path"].tolist().index(f"{first_class.name}/lunch: day 2: plate.jpg")
+    assert (f.index, f.path) == (row, f"{first_class.name}/lunch: day 2: plate.jpg")
+    assert not f.error.startswith(first_class.name) and ": day 2" not in f.error  # the reason, not the path
+    meta = read_cache(res.path).meta
+    assert meta.failures == [{"row": row, "path": f.path, "error": f.error}] and meta.photos == CLASSES * PER_CLASS - 1
+    assert f"    {f.path}: {f.error}" in said
+    again = ex.cached_result(
+        prep, _opts(mobilenet_onnx), ex.plan_views(prep, _opts(mobilenet_onnx), Path(res.path).parent)[0]
+    )
+    assert again is not None and again.status == "up to date" and again.failures == [f]
+
+
+def test_seconds_per_stage_are_recorded_and_merged_shards_add_them_up(mini, tmp_path, mobilenet_onnx, monkeypatch):
+    monkeypatch.setattr(pipeline, "CHUNK", 16)
+    _, (full,) = _run(mini, tmp_path / "full", _opts(mobilenet_onnx))
+    stages = read_cache(full.path).meta.stage_seconds
+    assert stages == full.stage_seconds and min(stages.decode, stages.forward, stages.write) > 0
+    shards = [_run(mini, tmp_path / "sh", _opts(mobilenet_onnx, shard=(i, 2)))[1][0] for i in range(2)]
+    parts = [read_cache(r.path).meta.stage_seconds for r in shards]
+    merged = read_cache(ex.merge([Path(r.path) for r in shards])).meta.stage_seconds
+    assert merged == parts[0] + parts[1]
+    assert merged.forward == pytest.approx(parts[0].forward + parts[1].forward, abs=0)
+
+
+def test_a_chunk_saved_before_failures_were_structured_is_extracted_again(mini, tmp_path, mobilenet_onnx, monkeypatch):
+    monkeypatch.setattr(pipeline, "CHUNK", 16)
+    prep = prepare(mini, cache_dir=tmp_path, quiet=True)
+    opts = _opts(mobilenet_onnx)
+    job = ex.plan_views(prep, opts, ex.features_dir(prep, opts, tmp_path))[0]
+    identity = ex.job_identity(prep, ex.resolve_backbone(opts), opts, job)
+    bound = pipeline.identity_digest(identity)
+    job.partial.mkdir(parents=True)
+    old = {  # the arrays a chunk held when failures were one "path: error" string each
+        "features": np.zeros((16, 1280), np.float16),
+        "failed_rows": np.zeros(0, np.int64),
+        "failed_msgs": np.zeros(0, dtype=str),
+        "chunk": np.array(0),
+        "identity": np.array(bound),
+    }
+    with open(pipeline.chunk_file(job.partial, 0), "wb") as fh:
+        np.savez(fh, checksum=np.array(array_digest(old)), **old)
+    with pytest.raises(ex.DamagedFileError, match="no array failed_paths, failed_errors"):
+        pipeline.load_chunk(job.partial, 0, bound, len(job.rows))
+    said: list[str] = []
+    (res,) = ex.extract(prep, opts, cache_dir=tmp_path, log=said.append)
+    assert res.status == "extracted" and any("extracting that chunk again" in s for s in said)
+    _, (clean,) = _run(mini, tmp_path / "clean", opts)
+    np.testing.assert_array_equal(read_cache(res.path).features, read_cache(clean.path).features)

@@ -151,17 +151,15 @@ def test_extract_precision_int8_uses_the_cached_int8_model(quantized, mobilenet_
     np.testing.assert_allclose(fs.features, direct, rtol=1e-4, atol=1e-4)
 
 
-def test_precision_int8_needs_an_onnx_backbone(quantized):
-    with pytest.raises(FeatkitError, match="needs an ONNX backbone"):
-        ensure_int8(quantized[0], ex.ExtractOptions(backbone="mobilenetv2", precision="int8"), "cache")
+def test_precision_int8_needs_an_onnx_backbone_or_a_keras_name(quantized):
+    with pytest.raises(FeatkitError, match="needs an ONNX backbone .* or a Keras name"):
+        ensure_int8(quantized[0], ex.ExtractOptions(backbone="model.pb", precision="int8"), "cache")
     with pytest.raises(FeatkitError, match="--precision should be"):
         ex.ExtractOptions(precision="int4")
 
 
-def test_quantize_command(quantized, mini, mobilenet_onnx):
-    import subprocess
-    import sys
-
+def test_quantize_command(quantized, mini, mobilenet_onnx, capsys):
+    from conftest import run_main
     from typer.testing import CliRunner
 
     from featkit.cli import app
@@ -186,17 +184,10 @@ def test_quantize_command(quantized, mini, mobilenet_onnx):
     out = json.loads(res.stdout)
     assert res.exit_code == 0 and out["status"] == "up to date" and out["path"] == result.path
     assert out["photos"] == result.photos and out["size"] == SIZE
-    for args in (
-        ["quantize", str(mobilenet_onnx), "--data", str(mini), "--photos", "0", "--cache", str(cache)],
-        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--precision", "int4"],
-        ["extract", "--data", str(mini), "--backbone", str(mobilenet_onnx), "--decode", "fast"],
-    ):
-        p = subprocess.run([sys.executable, "-m", "featkit.cli", *args], capture_output=True, text=True)
-        lines = p.stderr.strip().splitlines()
-        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (
-            args,
-            p.stderr,
-        )  # 2: usage errors
+    # --precision int4, --decode fast: usage errors (exit 2), see test_cli_conventions.py
+    r = run_main(capsys, "quantize", mobilenet_onnx, "--data", mini, "--photos", "0", "--cache", cache)
+    lines = r.err.strip().splitlines()
+    assert r.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), r.err  # 2: usage errors
     assert "int8" in CliRunner().invoke(app, ["quantize", "--help"]).stdout
 
 
@@ -227,7 +218,8 @@ def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mob
     assert read_cache(found["int8"][0]).meta.backbone.extra["precision"] == "int8"
     # the int8 model itself as the backbone: extract uses it as it is, and so does the search
     assert find_plain_caches(prep, [result.path], [SIZE], cache, precision="int8") == [Path(int8_cache.path)]
-    with pytest.raises(FeatkitError, match="needs an ONNX backbone"):
+    # a Keras backbone is looked for through its ONNX copy, which only extract --precision int8 makes
+    with pytest.raises(FeatkitError, match="no ONNX copy of the Keras backbone mobilenetv2 .* --precision int8"):
         find_plain_caches(prep, ["mobilenetv2"], [SIZE], cache, precision="int8")
 
     from typer.testing import CliRunner

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
+from raycrash import dying_run_tasks
 
 from featkit.core import ray_tasks
 from featkit.core.errors import FeatkitError
 from featkit.data import prepare
 from featkit.features import extract as ex
+from featkit.features import pipeline
 from featkit.features import ray_shards as re_
 from featkit.features.cache import read_cache, read_meta
 
@@ -40,7 +43,7 @@ def local_cache(mini, mobilenet_onnx, tmp_path_factory) -> Path:
     """The single-process cache of the mini dataset, with the same chunk size."""
     cache = tmp_path_factory.mktemp("local")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ex, "CHUNK", CHUNK)
+        mp.setattr(pipeline, "CHUNK", CHUNK)
         prep = prepare(mini, cache_dir=cache, quiet=True)
         return Path(ex.extract(prep, _opts(mobilenet_onnx), cache_dir=cache, quiet=True)[0].path)
 
@@ -51,7 +54,7 @@ def ray_job(ray_cluster, mini, mobilenet_onnx, tmp_path_factory):
     cache = tmp_path_factory.mktemp("ray")
     printed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ex, "CHUNK", CHUNK)
+        mp.setattr(pipeline, "CHUNK", CHUNK)
         mp.setattr(sys, "stderr", _Lines(printed))
         res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
     return cache, res, "".join(printed)
@@ -110,7 +113,7 @@ def test_ray_cache_equals_single_process_cache(ray_job, local_cache):
 @pytest.mark.slow
 def test_rerun_of_a_complete_job_does_no_work(ray_job, mini, mobilenet_onnx, monkeypatch):
     cache, res, _ = ray_job
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     monkeypatch.setattr(re_, "ray_session", lambda *a: pytest.fail("a complete cache must not start Ray"))
     again = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
     assert [(r.status, r.path) for r in again] == [("up to date", res[0].path)]
@@ -120,8 +123,8 @@ def test_rerun_of_a_complete_job_does_no_work(ray_job, mini, mobilenet_onnx, mon
 def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     # the first worker to finish 2 chunks exits at once, as if killed, before saving its second chunk
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, f"{2 * CHUNK}:{marker}")
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(2 * CHUNK, marker))
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     said: list[str] = []
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), tmp_path / "cache", workers=2, quiet=True, log=said.append)
     assert marker.exists()
@@ -133,8 +136,8 @@ def test_worker_killed_mid_shard_is_retried(ray_cluster, mini, mobilenet_onnx, l
 @pytest.mark.slow
 def test_retries_are_bounded_and_nothing_half_done_is_merged(ray_cluster, mini, mobilenet_onnx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "1")  # every worker dies on its first batch
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(1))  # every worker dies on its first batch
     with pytest.raises(FeatkitError) as e:
         re_.extract_on_ray(
             mini, _opts(mobilenet_onnx), cache, workers=2, retries=1, quiet=True, command="featkit extract --engine ray"
@@ -150,13 +153,13 @@ def test_a_rerun_after_failed_shards_runs_only_those(
     ray_cluster, mini, mobilenet_onnx, local_cache, tmp_path, monkeypatch
 ):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ex, "CHUNK", CHUNK)
+    monkeypatch.setattr(pipeline, "CHUNK", CHUNK)
     # shard 1/2 (chunks 1 and 3: 32 photos) finishes; shard 0/2 (chunks 0, 2, 4: 48 photos) dies in its last chunk
-    monkeypatch.setenv(ray_tasks.CRASH_HOOK, "40")
+    monkeypatch.setattr(re_, "run_tasks", dying_run_tasks(40))
     with pytest.raises(FeatkitError, match=r"shard\(s\) 0/2 of plain after 1 attempt "):
         re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2, retries=0, quiet=True)
     assert [p.name for p in cache.glob("features/*/*/plain*.h5")] == ["plain.shard-1-of-2.h5"]
-    monkeypatch.delenv(ray_tasks.CRASH_HOOK)
+    monkeypatch.setattr(re_, "run_tasks", ray_tasks.run_tasks)
     printed: list[str] = []
     monkeypatch.setattr(sys, "stderr", _Lines(printed))
     res = re_.extract_on_ray(mini, _opts(mobilenet_onnx), cache, workers=2)
@@ -188,27 +191,15 @@ def test_without_ray_engine_ray_says_which_extra(mini, tmp_path, mobilenet_onnx)
     assert not (tmp_path / "features").exists()
 
 
-def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx):
-    base = [
-        sys.executable,
-        "-m",
-        "featkit.cli",
-        "extract",
-        "--data",
-        str(mini),
-        "--backbone",
-        str(mobilenet_onnx),
-        "--cache",
-        str(tmp_path),
-    ]
+def test_engine_options_are_checked(mini, tmp_path, mobilenet_onnx, capsys):
+    base = ["extract", "--data", mini, "--backbone", mobilenet_onnx, "--cache", tmp_path]
     for extra, says in [
-        (["--engine", "spark"], "error: --engine 'spark': expected local or ray."),
         (["--workers", "2"], "error: --address and --workers apply to --engine ray only."),
         (["--engine", "ray", "--shard", "0/2"], "error: --shard picks one part to run by hand"),
     ]:
-        proc = subprocess.run(base + extra, capture_output=True, text=True)
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # 2: usage errors
-        assert proc.stderr.startswith(says)
+        r = run_main(capsys, *base, *extra)
+        assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err  # 2: usage errors
+        assert r.err.startswith(says)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from cachefixtures import CLASSES, one_blas_thread
+from cachefixtures import CLASSES
 
 from featkit.core.errors import FeatkitError
 from featkit.features.cache import read_cache
@@ -14,12 +14,6 @@ from featkit.heads import load_head
 from featkit.heads.fit import fit_head
 from featkit.heads.logreg import LogRegHead
 from featkit.heads.search import candidate_grid, fit_selected, select, split_params
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with one_blas_thread():
-        yield
 
 
 def test_params_with_commas_are_searched_others_fixed():
@@ -54,9 +48,9 @@ def test_grid_search_picks_what_a_hand_computation_picks():
     Xv, yv = _blobs(rng, 600, centres, 40)
     grid = [0.0003, 0.003, 0.03, 0.3, 3.0]
     by_hand = []
-    for c in grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-10, max_iter=10000)).fit(X, y)
-        p = model.predict_proba(Xv)
+    for c in grid:  # in float64: tol=1e-10 is out of float32's reach (scikit-learn >= 1.8 solves float32 in float32)
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-10, max_iter=10000))
+        p = model.fit(X.astype(np.float64), y).predict_proba(Xv.astype(np.float64))
         by_hand.append(((p.argmax(1) == yv).mean(), -np.log(p[np.arange(len(yv)), yv]).mean()))
     hand_choice = max(range(len(grid)), key=lambda i: (by_hand[i][0], -by_hand[i][1]))
     assert 0 < hand_choice < len(grid) - 1 and len({a for a, _ in by_hand}) > 2  # an inside optimum
@@ -155,7 +149,7 @@ def test_early_stopping_heads_refit_with_the_chosen_rounds(caches):
         valid.features,
         valid.labels,
         n_classes=CLASSES,
-        params={"n_estimators": 200, "pca": 16, "num_threads": 1, "learning_rate": 0.1},
+        params={"n_estimators": 200, "reduce": "pca", "pca": 16, "num_threads": 1, "learning_rate": 0.1},
     )
     assert 0 < sel.model.best_iteration_ < 200
     assert final.n_estimators == sel.model.best_iteration_ and final.early_stopping_rounds == 0

@@ -17,6 +17,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig, check_comparable
+from featkit.core.tables import pct
 from featkit.core.version import __version__
 from featkit.features.combine import mean_probs
 from featkit.runs.calibration import apply_temperature, fit_temperature
@@ -105,7 +106,7 @@ def ensemble_runs(
         )
     if not quiet:
         print(
-            f"ensemble {run.id} of {len(runs)} runs: test top-1 {m.top1:.4f}, top-5 {m.top5:.4f} -> {run.path}",
+            f"ensemble {run.id} of {len(runs)} runs: test top-1 {pct(m.top1)}, top-5 {pct(m.top5)} -> {run.path}",
             file=sys.stderr,
             flush=True,
         )

@@ -17,7 +17,7 @@ import numpy as np
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import write_text
 from featkit.core.schema import CacheMeta, Scores, check_comparable
-from featkit.core.tables import markdown_table, write_csv
+from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct, write_csv
 from featkit.features.cache import read_meta
 from featkit.heads import load_run_head
 from featkit.runs.metrics import score
@@ -89,7 +89,9 @@ def sensitivity(
         )
     df = pd.DataFrame(rows, columns=[*SENSITIVITY_COLUMNS, "macro_f1"])
     write_csv(run.path / "sensitivity.csv", df)
-    write_text(run.path / "sensitivity.md", f"# Sensitivity of run {run.id}\n\n" + markdown_table(df) + "\n")
+    write_text(
+        run.path / "sensitivity.md", f"# Sensitivity of run {run.id}\n\n" + markdown_table(df, SCORE_COLUMNS) + "\n"
+    )
     return df
 
 
@@ -163,7 +165,7 @@ def _cnn_views(run: Run, image_ids: np.ndarray, labels: np.ndarray, quiet: bool)
         probs = predict_images(run, images)
         out.append(_sens_row(view.name, view.to_dict(), score(probs, labels, run.classes)))
         if not quiet:
-            print(f"sensitivity {view.name}: top-1 {out[-1]['top1']:.4f}", flush=True)
+            print(f"sensitivity {view.name}: top-1 {pct(out[-1]['top1'])}", flush=True)
     return out
 
 

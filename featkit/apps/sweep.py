@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
+from featkit.core.schema import SWEEP_SELECTION, SweepRow, read_sweep_rows, sweep_file
+from featkit.core.tables import pct
 from featkit.runs.store import DEFAULT_REPORTS, Run
 
 ENGINES = ("local", "ray")
+COMBINE_MODES = ("none", "backbones", "sizes", "all")  # sweep --combine: see cache_sets
 TABLE_COLUMNS = (
     "candidate",
     "kind",
@@ -106,16 +108,19 @@ def plan(
     sets: Sequence[Sequence[str | Path]] = (),
     heads: Sequence[str] = ("logreg",),
     params: Sequence[str] = (),
-    tta: str = "off",
+    tta: Sequence[str] = ("none",),
     candidates_file: str | Path | None = None,
 ) -> list[Candidate]:
     """The candidates of a `featkit sweep` command line: the grid over the cache sets (`cache_sets` of the pool
-    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: off, on or both), the heads and
+    `caches` by `combine`, plus explicit `sets`), the test-time views (`tta`: "none" for the plain photos only,
+    "flip" for the mirrored view too, as `fit-head --tta`; both: each candidate without and with), the heads and
     the `params` values (`parse_param_grid`), followed by the explicit list in `candidates_file`."""
-    tta_views: dict[str, list[str | None]] = {"off": [None], "on": ["flip"], "both": [None, "flip"]}
-    views = tta_views.get(tta)
-    if views is None:
-        raise FeatkitError(f"--tta {tta!r}: use off, on or both.")
+    from featkit.data.augment import TTA_VIEWS
+
+    bad = [v for v in tta if v != "none" and v not in TTA_VIEWS]
+    if bad or not tta:
+        raise FeatkitError(f"--tta {bad[0] if bad else ''!r}: use none or {' or '.join(TTA_VIEWS)} (repeatable).")
+    views = [None if v == "none" else v for v in dict.fromkeys(tta)]
     all_sets = (cache_sets(caches, combine) if caches else []) + [[str(p) for p in s] for s in sets]
     out = grid(parse_param_grid(params, heads), all_sets, views) if all_sets else []
     return out + (read_candidates(candidates_file) if candidates_file else [])
@@ -165,7 +170,7 @@ def cache_sets(paths: Sequence[str | Path], combine: Sequence[str] = ("none",)) 
     Several modes give the union, in order, without repeats."""
     from featkit.features.cache import read_meta
 
-    unknown = [c for c in combine if c not in ("none", "backbones", "sizes", "all")]
+    unknown = [c for c in combine if c not in COMBINE_MODES]
     if unknown:
         raise FeatkitError(f"--combine {unknown[0]!r}: use none, backbones, sizes or all (repeatable).")
     keys = []
@@ -375,24 +380,29 @@ def sweep(
             if not row.error:  # a failed candidate is tried again by a re-run
                 write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row.to_dict())
 
-        fresh = run_candidates(
-            [candidates[i] for i in todo],
-            jobs,
-            engine,
-            reports,
-            seed,
-            quiet,
-            address,
-            on_row=lambda j, row: save(todo[j], row),
-        )
-        done.update(zip(todo, fresh, strict=True))
-        rows = [done[i] for i in range(len(candidates))]
-        rows += ensemble_rows(rows, ensemble, reports, quiet)
+        from featkit.runs import tracking
+
+        with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
+            fresh = run_candidates(
+                [candidates[i] for i in todo],
+                jobs,
+                engine,
+                reports,
+                seed,
+                quiet,
+                address,
+                on_row=lambda j, row: save(todo[j], row),
+            )
+            done.update(zip(todo, fresh, strict=True))
+            rows = [done[i] for i in range(len(candidates))]
+            rows += ensemble_rows(rows, ensemble, reports, quiet)
         best = select(rows)
         rows = [r.replace(selected=r is best) for r in rows]
         selected = next((r for r in rows if r.selected), None)
         write_table(rows, sweep_dir)
         write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
+        if tracking.wanted():
+            track_sweep(sweep_dir, rows, selected, reports)
         return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
 
 
@@ -444,6 +454,42 @@ def saved_rows(sweep_dir: Path, n: int) -> dict[int, SweepRow]:
     return out
 
 
+def track_sweep(folder: Path, rows: Sequence[SweepRow], selected: SweepRow | None, reports: str | Path) -> str | None:
+    """The sweep as a parent MLflow run (its table as artifacts, the selected row's scores as metrics) with every
+    candidate and ensemble run nested under it; the parent's MLflow run id, or None when the store failed."""
+    from featkit.runs import tracking
+    from featkit.runs.store import load_run
+
+    scores = {"valid_top1": "valid_top1", "valid_top5": "valid_top5", "top1": "test_top1", "top5": "test_top5"}
+    entry = tracking.Entry(
+        name=folder.name,
+        params={
+            "kind": "sweep",
+            "n_candidates": sum(1 for r in rows if r.kind == "head"),
+            "n_ensembles": sum(1 for r in rows if r.kind == "ensemble"),
+            "selection": SWEEP_SELECTION,
+            "selected": selected.candidate if selected else "",
+            "selected_run": (selected.run or "") if selected else "",
+        },
+        metrics={
+            name: float(getattr(selected, k))
+            for k, name in scores.items()
+            if selected is not None and getattr(selected, k) is not None
+        },
+        tags={"featkit.sweep_id": folder.name, "featkit.kind": "sweep", "featkit.folder": str(folder.resolve())},
+        artifacts=[
+            folder / f for f in ("sweep.csv", "sweep.md", "sweep.json", "candidates.json") if (folder / f).is_file()
+        ],
+    )
+    parent = tracking.log_entry(entry, reports)
+    if parent is None:
+        return None
+    for r in rows:
+        if r.run and tracking.log_run(load_run(r.run, reports), parent=parent) is None:
+            break
+    return parent
+
+
 def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:
     """Ensembles of the best 2, 3, ..., `up_to` runs by validation top-1 (runs without a validation score are
     left out)."""
@@ -466,7 +512,7 @@ def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: 
         )
         out.append(row)
         if not quiet:
-            print(f"ensemble of {k}: valid top-1 {row.valid_top1 or float('nan'):.4f}", file=sys.stderr, flush=True)
+            print(f"ensemble of {k}: valid top-1 {pct(row.valid_top1)}", file=sys.stderr, flush=True)
     return out
 
 
@@ -549,13 +595,60 @@ def list_sweeps(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[SweepResult
 
 def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
     from featkit.core.fileio import atomic_path, write_text
-    from featkit.core.tables import markdown_table
+    from featkit.core.tables import SCORE_COLUMNS, markdown_table
 
     with atomic_path(folder / "sweep.csv") as tmp:
         table(rows).to_csv(tmp, index=False)
     write_text(
         folder / "sweep.md",
         f"# Sweep {folder.name}\n\nSelected by validation top-1 only.\n\n"
-        + markdown_table(table(rows, compact=True))
+        + markdown_table(table(rows, compact=True), SCORE_COLUMNS)
         + "\n",
     )
+
+
+def selected_run(ref: str, reports: str | Path = DEFAULT_REPORTS):
+    """(the run a sweep selected, the sweep's id). `ref`: "latest" (the newest sweep with a sweep.json), a sweep id
+    under reports/sweeps/ (or a unique part of one), or a sweep folder. What `sweep:latest` / `sweep:<id>` name on
+    the command line (featkit.apps.run_model.resolve_run)."""
+    from featkit.core.fileio import read_json
+    from featkit.runs.store import load_run
+
+    base = Path(reports) / "sweeps"
+    ref = str(ref).strip()
+    if not ref:
+        raise FeatkitError("sweep: needs a sweep id or 'latest' after it, e.g. sweep:latest.")
+    if ref == "latest":
+        done, _ = list_sweeps(reports)
+        if not done:
+            raise FeatkitError(f"no finished sweep in {base}: run `featkit sweep` first (or give a run id).")
+        folder = done[0].path
+    elif Path(ref).is_dir() and (Path(ref) / "sweep.json").exists():
+        folder = Path(ref)
+    else:
+        found = sorted(d for d in base.glob("*") if d.is_dir() and ref in d.name) if base.is_dir() else []
+        exact = [d for d in found if d.name == ref]
+        if exact or len(found) == 1:
+            folder = (exact or found)[0]
+        elif not found:
+            raise FeatkitError(f"no sweep {ref!r} in {base}: give an id listed by `featkit report`, or sweep:latest.")
+        else:
+            names = ", ".join(d.name for d in found[:5])
+            raise FeatkitError(f"sweep {ref!r} is ambiguous ({names}, ...): give the full id.")
+    f = folder / "sweep.json"
+    if not f.exists():
+        raise FeatkitError(f"{f} is missing: the sweep did not finish; re-run `featkit sweep`.")
+    rows = read_sweep_rows(read_json(f, dict, fix="re-run `featkit sweep`"), str(f))
+    selected = next((r for r in rows if r.selected), None)
+    if selected is None or not selected.run:
+        raise FeatkitError(
+            f"sweep {folder.name} selected no run (no candidate had a validation score; see {folder / 'sweep.md'}): "
+            "give a run id instead."
+        )
+    try:
+        return load_run(selected.run, reports), folder.name
+    except FeatkitError:
+        raise FeatkitError(
+            f"run {selected.run}, selected by sweep {folder.name}, is not in {Path(reports) / 'runs'} any more: "
+            "restore it or re-run the sweep."
+        ) from None

@@ -21,15 +21,32 @@ from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig
 from featkit.runs.store import Run, new_run, runs_dir
 
-DATASET_NAMES = {"food101": "Food-101", "uec": "UECFOOD"}
+DATASET_NAMES = {"food101": ("Food-101", 101)}
 
 
 def dataset_name(prep) -> str:
-    """A readable name for the dataset a run used: Food-101, UECFOOD-256, or the file / folder name."""
-    layout = prep.dataset.layout
+    """A readable name for the dataset a run used: Food-101 (all 101 classes in its own layout), UECFOOD-<classes>,
+    or the file / folder name (a few classes copied out of Food-101 are not "Food-101")."""
+    layout, n = prep.dataset.layout, len(prep.classes)
     if layout == "uec":
-        return f"UECFOOD-{len(prep.classes)}"
-    return DATASET_NAMES.get(layout) or Path(prep.dataset.source.origin).name
+        return f"UECFOOD-{n}"
+    known = DATASET_NAMES.get(layout)
+    if known and known[1] == n:
+        return known[0]
+    return Path(prep.dataset.source.origin).name
+
+
+def run_name(cfg: Preset) -> str:
+    """The name part of a CNN run's id, saying what was trained: `cnn-<preset>` when the model, backbone and size
+    are the preset's, else the model trained, e.g. `cnn-transfer-mobilenetv2-128` for `train-cnn --model transfer
+    --backbone mobilenetv2 --size 128` over the default preset benchmark-64 (a custom network over a transfer
+    preset: `cnn-custom-3x16-32-64-128`)."""
+    base = PRESETS[cfg.name]
+    if (cfg.model, cfg.backbone, cfg.size) == (base.model, base.backbone, base.size):
+        return f"cnn-{cfg.name}"
+    if cfg.model == "transfer":
+        return f"cnn-transfer-{cfg.backbone}-{cfg.size}"
+    return f"cnn-custom-{cfg.blocks}x{'-'.join(map(str, cfg.filters))}-{cfg.size}"
 
 
 def series_names(presets: Sequence[str]) -> list[str]:
@@ -106,10 +123,12 @@ def train_preset(
     """Train `preset` (with `overrides`: command-line options, see `preset_with_options`) on `data`; returns
     (run, trained). With `skip_finished`, a finished run of the same settings on the same data is returned
     untrained and an unfinished one is resumed."""
+    from featkit.core.tfkeras import tf_keras
     from featkit.data import SplitConfig, prepare
     from featkit.data.arrays import subset_rows
     from featkit.runs.store import load_run
 
+    tf_keras()  # without the keras extra: its one-line error before any run folder is made
     overrides = dict(overrides or {})
     resize = overrides.pop("resize", None) or "stretch"
     cfg = preset_with_options(preset, overrides)
@@ -131,7 +150,7 @@ def train_preset(
         finished, unfinished = find_runs(cfg, identity, reports) if skip_finished else (None, None)
         if finished is not None:
             return finished, False
-        run = unfinished or new_run(f"cnn-{cfg.name}", reports)
+        run = unfinished or new_run(run_name(cfg), reports)
     # a folder made for this command goes again if this fails before training saved anything (a refusal)
     with run if resume is None and run is not unfinished else contextlib.nullcontext():
         return _train_in(run, cfg, prep, rows, data, resize, per_class, identity, seed, quiet)
@@ -194,6 +213,9 @@ def run_series(
     """Train the presets `names` one after another (see `series_names`), skipping finished ones and resuming
     unfinished ones. Returns (results, failures): one dict per preset {"preset", "run", "skipped", "top1", "top5",
     "fit_seconds", "seconds_per_epoch"}, and {"preset", "error"} for each that failed (the series goes on)."""
+    from featkit.core.tfkeras import tf_keras
+
+    tf_keras()  # every preset needs it: without the keras extra, one error before any preset starts
     done, failed = [], []
     for name in names:
         overrides = {"epochs": epochs, "weights": weights if PRESETS[name].model == "transfer" else None}

@@ -32,9 +32,6 @@ RAY_EXTRA = install_hint("ray")
 RETRIES = 3
 # a local instance started here only passes shard results (a few KB) through the object store
 LOCAL_OBJECT_STORE = 256 * 2**20
-# test hook: "N" or "N:MARKER": a worker process exits (as if killed) once it has reported N units of
-# progress; with MARKER, only the first worker that gets there (it creates the file)
-CRASH_HOOK = "FEATKIT_RAY_TEST_CRASH"
 
 
 def import_ray():
@@ -149,22 +146,6 @@ def report_progress(n: int) -> None:
     global _reported
     with _reported_lock:
         _reported += n
-        done = _reported
-    spec = os.environ.get(CRASH_HOOK)
-    if spec:
-        _crash_if_due(spec, done)
-
-
-def _crash_if_due(spec: str, done: int) -> None:
-    after, _, marker = spec.partition(":")
-    if done < int(after):
-        return
-    if marker:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-    os._exit(1)
 
 
 class _Worker:

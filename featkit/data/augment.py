@@ -71,7 +71,7 @@ TTA_VIEWS = {"flip": Mirror("tta-flip")}
 
 
 # The study's training augmentation, kept fixed for its whole project: ImageDataGenerator(rotation_range=90,
-# width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment` and the CNN presets both use it.
+# width_shift_range=0.2, height_shift_range=0.2, flips on). `extract --augment-copies` and the CNN presets both use it.
 STUDY_AUGMENTATION = Perturbation(
     "augment", rotation=90.0, width_shift=0.2, height_shift=0.2, horizontal_flip=True, vertical_flip=True
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
+from featkit.core.tfkeras import require_keras
 from featkit.data import Prepared, SplitConfig, prepare
 from featkit.data.summary import unreadable_note
-from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache
+from featkit.features.extract import ExtractOptions, ViewResult, extract, find_plain_cache, resolve_backbone
 
 ENGINES = ("local", "ray")
 
@@ -44,12 +45,17 @@ def extract_features(
     check_workers(workers)
     onnx_threads()  # FEATKIT_ONNX_THREADS checked even when every view is up to date and no model is loaded
     split = split or SplitConfig()
+    if resolve_backbone(opts).kind == "keras":  # before the dataset is read: a Keras backbone needs the extra
+        require_keras()
     prep = None
     if opts.precision == "int8":  # quantise once into cache/models/, then extract with that model
         from featkit.features.quantize import ensure_int8
 
         prep = prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
-        opts = replace(opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)))
+        # the int8 model holds the weights and pooling: it is an ONNX backbone like any other
+        opts = replace(
+            opts, backbone=str(ensure_int8(prep, opts, cache_dir, quiet=quiet)), weights="imagenet", pooling="avg"
+        )
     if engine == "ray":  # checks its options and Ray before it reads the dataset; its workers prepare their own
         from featkit.features.ray_shards import extract_on_ray
 
@@ -79,7 +85,7 @@ def find_plain_caches(
             if opts.precision == "int8":
                 from featkit.features.quantize import int8_model
 
-                opts = replace(opts, backbone=str(int8_model(prep, opts, cache_dir)))
+                opts = replace(opts, backbone=str(int8_model(prep, opts, cache_dir)), weights="imagenet", pooling="avg")
             out.append(find_plain_cache(prep, opts, cache_dir))
     return out
 

@@ -33,7 +33,7 @@ from featkit.core.progress import Progress
 from featkit.core.schema import OnnxContract
 from featkit.data import Prepared
 from featkit.data.arrays import load_rows
-from featkit.features.extract import ExtractOptions
+from featkit.features.options import ExtractOptions
 
 DEFAULT_PHOTOS = 512
 CALIBRATION_BATCH = 32
@@ -97,13 +97,20 @@ def default_int8_path(source: Path, settings: dict, cache_dir: str | Path) -> Pa
     return Path(cache_dir) / "models" / f"{source.stem}.int8-{key}.onnx"
 
 
-def _onnx_source(opts: ExtractOptions) -> Path:
-    """The .onnx file `--precision int8` works from, or one line saying what to give instead."""
+def _onnx_source(opts: ExtractOptions, cache_dir: str | Path, convert: bool = False, quiet: bool = False) -> Path:
+    """The .onnx file `--precision int8` works from: the backbone itself, or a Keras backbone's ONNX copy in
+    cache/models/ (made once with tf2onnx when `convert`); one line saying what to give instead."""
+    from featkit.backbones.keras_zoo import is_keras_name
+
+    if is_keras_name(opts.backbone):
+        from featkit.backbones.to_onnx import keras_onnx
+
+        return keras_onnx(opts.backbone, opts.size, opts.weights, opts.pooling, cache_dir, quiet=quiet, convert=convert)
     backbone = Path(opts.backbone).expanduser()
     if backbone.suffix.lower() != ".onnx":
         raise FeatkitError(
-            f"--precision int8 needs an ONNX backbone (a .onnx path); {opts.backbone!r} is a Keras "
-            f"model: use --precision float32."
+            f"--precision int8 needs an ONNX backbone (a .onnx path) or a Keras name from `featkit backbones`; "
+            f"{opts.backbone!r} is neither: use --precision float32."
         )
     if not backbone.is_file():
         raise FeatkitError(f"{backbone} does not exist: give the path of an .onnx model.")
@@ -115,7 +122,7 @@ def int8_model(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path) -> P
     it is already int8, else its int8 copy in cache/models/; one line saying how to make it when there is none."""
     from featkit.backbones.onnx_model import OnnxBackbone, read_contract
 
-    source = _onnx_source(opts)
+    source = _onnx_source(opts, cache_dir)
     if read_contract(source).precision == "int8":
         return source
     size = OnnxBackbone(source, size=opts.size).size
@@ -315,11 +322,11 @@ def ensure_int8(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """`featkit extract --precision int8`: the int8 copy of the ONNX backbone in cache/models/, made once."""
+    """`featkit extract --precision int8`: the int8 copy of the ONNX backbone in cache/models/, made once (a Keras
+    backbone is first converted to ONNX, once, into cache/models/ too)."""
     from featkit.backbones.onnx_model import read_contract
 
-    backbone = _onnx_source(opts)
-
+    backbone = _onnx_source(opts, cache_dir, convert=True, quiet=quiet)
     if read_contract(backbone).precision == "int8":
         return backbone
     return Path(quantize_onnx(backbone, prep, opts, cache_dir=cache_dir, quiet=quiet, log=log).path)

@@ -2,7 +2,7 @@
 
 Each shard runs on an actor that loads the backbone once (num_gpus=1 per actor on a cluster with GPUs), writes the
 same shard file `--shard i/n` writes, and saves its work in chunks, so a retried shard resumes at its first missing
-chunk. When every shard is done, the driver joins them with `featkit.features.extract.merge`. Every worker must
+chunk. When every shard is done, the driver joins them with `featkit.features.merge.merge`. Every worker must
 reach the dataset, the model and the cache folder at the same paths (a shared folder on a real cluster).
 """
 
@@ -44,8 +44,9 @@ class ShardJob:
 def _open_shard_worker(job: ShardJob):
     from featkit.data import prepare
     from featkit.features import extract as extract_module
+    from featkit.features import pipeline
 
-    extract_module.CHUNK = job.chunk  # this worker process only runs this extraction
+    pipeline.CHUNK = job.chunk  # this worker process only runs this extraction
     prep = prepare(job.data, cache_dir=job.cache_dir, split=job.split, quiet=True)
     if prep.key != job.key:
         raise FeatkitError(
@@ -93,6 +94,7 @@ def extract_on_ray(
     """
     from featkit.data import prepare
     from featkit.features import extract as ex
+    from featkit.features import pipeline
 
     if opts.shard is not None:
         raise FeatkitError(
@@ -123,12 +125,12 @@ def extract_on_ray(
         gpus = int(res.get("GPU", 0))
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         n_workers = worker_count(ray, workers or (gpus or nodes), 1, 1 if gpus else 0, log)
-        most_chunks = max(-(-len(v.rows) // ex.CHUNK) for v in todo)
+        most_chunks = max(-(-len(v.rows) // pipeline.CHUNK) for v in todo)
         n = max(1, min(shards or n_workers, most_chunks))
         if n < n_workers:  # shards are whole chunks: fewer chunks than workers leave workers idle
             print(
                 f"warning: {max(len(v.rows) for v in todo):,} photos make {most_chunks} chunk"
-                f"{'s' * (most_chunks > 1)} of {ex.CHUNK:,}: running {n} shard{'s' * (n > 1)} on {n} of the "
+                f"{'s' * (most_chunks > 1)} of {pipeline.CHUNK:,}: running {n} shard{'s' * (n > 1)} on {n} of the "
                 f"{n_workers} workers.",
                 file=sys.stderr,
                 flush=True,
@@ -146,7 +148,7 @@ def extract_on_ray(
             prep.split,
             prep.key,
             replace(opts, threads=opts.threads or threads),
-            ex.CHUNK,
+            pipeline.CHUNK,
         )
         total = sum(ex.photos_to_extract(v, s) for v in todo for s in left)
         ran = time.perf_counter()
@@ -182,7 +184,9 @@ def extract_on_ray(
 
 def _merge_view(view, n: int, wall: float, start_seconds: float, n_workers: int, photos: int):
     from featkit.features.cache import read_meta
-    from featkit.features.extract import ViewResult, merge, shard_path
+    from featkit.features.merge import merge
+    from featkit.features.pipeline import ViewResult, failures_of
+    from featkit.features.views import shard_path
 
     files = [shard_path(view.path, (i, n)) for i in range(n)]
     extra = {
@@ -203,7 +207,8 @@ def _merge_view(view, n: int, wall: float, start_seconds: float, n_workers: int,
         meta.photos,
         round(wall, 3),
         round(photos / wall, 2) if wall > 0 else 0.0,
-        meta.failures,
+        failures_of(meta),
+        meta.stage_seconds,
     )
 
 

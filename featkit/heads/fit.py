@@ -17,6 +17,7 @@ import numpy as np
 
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import ClassEntry, RunConfig
+from featkit.core.tables import pct
 from featkit.core.version import __version__
 from featkit.features.cache import FeatureSet, check_same_features, read_cache
 from featkit.features.combine import average_tta, cache_paths, describe_cache, read_features, read_tta
@@ -79,7 +80,7 @@ def fit_head(
         if not aug.meta.is_augmented:
             raise FeatkitError(
                 f"{augment_cache} holds the {aug.meta.view!r} view, not augmented copies: give an "
-                "augment-*.h5 cache made by `featkit extract --augment N`."
+                "augment-*.h5 cache made by `featkit extract --augment-copies N`."
             )
         aug = aug.subset("train")
         leaked = set(aug.image_ids.tolist()) & set(valid.image_ids.tolist() + test.image_ids.tolist())
@@ -111,6 +112,7 @@ def fit_head(
         params=params,
         refit=refit,
         log=None if quiet else _say_line,
+        warn=_say_line,  # warnings print even with --quiet
     )
     fit_seconds = time.perf_counter() - t0
     refitted = model is not sel.model
@@ -122,7 +124,7 @@ def fit_head(
                 kind="head",
                 name=head,
                 backbone=meta.backbone,
-                size=meta.size,
+                size=meta.size if isinstance(meta.size, int) else None,  # caches of several sizes: extra "sizes"
                 params=model.params,
                 n_classes=n_classes,
                 dataset=meta.dataset,
@@ -142,6 +144,7 @@ def fit_head(
                 extra={
                     "augment_view_params": aug_meta.view_params if aug_meta else None,
                     "caches": meta.extra.get("caches") or [describe_cache(cache_path, data)],
+                    **({"sizes": meta.size} if isinstance(meta.size, list) else {}),
                     "tta": tta,
                     "selection": "valid" if has_valid else "none",
                     "search": sel.to_dict(),
@@ -201,7 +204,7 @@ def fit_head(
         )
     _say(
         quiet,
-        f"run {run.id}: test top-1 {metrics.top1:.4f}, top-5 {metrics.top5:.4f}, log loss "
+        f"run {run.id}: test top-1 {pct(metrics.top1)}, top-5 {pct(metrics.top5)}, log loss "
         f"{metrics.log_loss:.3f}, ECE {metrics.ece if metrics.ece is not None else float('nan'):.3f} "
         f"(T={model.temperature_:.3g}, fit {fit_seconds:.1f} s)"
         f" -> {run.path}",

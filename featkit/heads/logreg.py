@@ -52,7 +52,9 @@ class LogRegHead(Head):
         )
         if start is not None and np.array_equal(start.classes_, np.unique(y)):
             clf.coef_, clf.intercept_ = start.coef_.copy(), start.intercept_.copy()
-        self.model_ = Pipeline([("scale", StandardScaler()), ("clf", clf)]).fit(X, y)
+        # float64, as scikit-learn < 1.8 always solved lbfgs: from 1.8 it keeps float32 features in float32, where
+        # lbfgs stops about 1e-4 (in validation log loss) short of the optimum, so warm and cold starts disagree
+        self.model_ = Pipeline([("scale", StandardScaler()), ("clf", clf)]).fit(np.asarray(X, np.float64), y)
         self.n_iter_ = int(np.max(clf.n_iter_))
         self.converged_ = self.n_iter_ < int(self.max_iter)
         self.seen_classes_ = [int(c) for c in clf.classes_]
