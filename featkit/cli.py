@@ -377,7 +377,8 @@ def extract_cmd(
 
     Running it again returns at once; an interrupted run resumes where it stopped.
 
-    Environment: FEATKIT_ONNX_THREADS=N sets the threads an ONNX backbone computes with (default: every core).
+    Environment: FEATKIT_ONNX_THREADS=N (a whole number >= 1) sets the threads an ONNX backbone computes with
+    (default: every core this process may use).
     """
     import shlex
 
@@ -499,12 +500,18 @@ def merge_cmd(
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
-    params = {}
+    params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise FeatkitError(f"--param {item!r} should be KEY=VALUE, e.g. --param C=0.5 or --param hidden=1024.")
-        params[key.strip()] = value.strip()
+        key = key.strip()
+        if key in params:
+            raise FeatkitError(
+                f"-p {key} is given twice ({key}={params[key]}, {key}={value.strip()}): give it once; to search "
+                f"several values, -p {key}={params[key]},{value.strip()}."
+            )
+        params[key] = value.strip()
     return params
 
 
@@ -765,7 +772,7 @@ def sweep_cmd(
 ):
     """Fit a grid of heads x parameters x caches (each a run folder), add ensembles, and pick the best by
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
-    from featkit.apps.sweep import plan, sweep, table
+    from featkit.apps.sweep import no_selection_reason, plan, sweep, table
     from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct
 
     _track(track)
@@ -809,7 +816,7 @@ def sweep_cmd(
     typer.echo(markdown_table(table(result.rows, compact=True), SCORE_COLUMNS))
     sel = result.selected
     if sel is None:
-        raise FeatkitError(f"no candidate finished (see {result.path}/sweep.csv for the errors).")
+        raise FeatkitError(no_selection_reason(result))
     typer.echo(
         f"\nselected by validation top-1: {sel.candidate} -> run {sel.run}: "
         f"valid top-1 {pct(sel.valid_top1)}, test top-1 {pct(sel.top1)}, top-5 {pct(sel.top5)}"
@@ -1365,6 +1372,11 @@ def main(argv: list[str] | None = None) -> None:
         interrupted.append(signal.SIGINT)
     except MemoryError:
         sys.stderr.write("error: out of memory: use a smaller --size, --batch-size or --per-class, or free memory.\n")
+        code = 1
+    except OSError as e:  # a full disk, a read-only folder, a path under a file: one line naming the path
+        from featkit.core.errors import os_error_message
+
+        sys.stderr.write(f"error: {os_error_message(e)}\n")
         code = 1
     finally:
         signal.signal(signal.SIGINT, previous)

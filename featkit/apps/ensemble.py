@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import RunConfig
+from featkit.core.schema import RunConfig, check_comparable
 from featkit.core.tables import pct
 from featkit.core.version import __version__
 from featkit.features.combine import mean_probs
@@ -45,6 +45,9 @@ def ensemble_runs(
     for r in runs[1:]:
         if [c.id for c in r.classes] != [c.id for c in classes]:
             raise FeatkitError(f"run {r.id} has another class list than {first.id}: ensemble runs of the same dataset.")
+        a, b = _dataset_key(first), _dataset_key(r)
+        if a["fingerprint"] and b["fingerprint"]:  # runs that record no fingerprint are matched by photos below
+            check_comparable(a, b, f"run {first.id}", f"run {r.id}", "ensemble runs of the same dataset")
     test = [r.load_predictions("test") for r in runs]
     _check_same_photos(runs, test, "test")
     has_valid = all((r.path / "valid_predictions.npz").exists() for r in runs)
@@ -55,51 +58,52 @@ def ensemble_runs(
     members = [r.id for r in runs]
     configs = [r.config for r in runs]
     run = new_run(name or f"ensemble-{len(runs)}-{_short(configs[0])}", reports)
-    sizes = _sizes(configs)
-    run.write_config(
-        RunConfig(
-            kind="ensemble",
-            name=name or "ensemble",
-            size=sizes[0] if len(sizes) == 1 else None,
-            n_classes=len(classes),
-            dataset=configs[0].dataset,
-            fingerprint=configs[0].fingerprint,
-            data=configs[0].data,
-            manifest=configs[0].manifest,
-            augment=any(c.augment for c in configs),
-            featkit_version=__version__,
-            extra={
-                "members": members,
-                "member_paths": [str(r.path.resolve()) for r in runs],
-                "sizes": sizes,
-                "combine": "mean of probabilities",
-            },
+    with run:  # a failure before the run finished leaves no half-written run folder
+        sizes = _sizes(configs)
+        run.write_config(
+            RunConfig(
+                kind="ensemble",
+                name=name or "ensemble",
+                size=sizes[0] if len(sizes) == 1 else None,
+                n_classes=len(classes),
+                dataset=configs[0].dataset,
+                fingerprint=configs[0].fingerprint,
+                data=configs[0].data,
+                manifest=configs[0].manifest,
+                augment=any(c.augment for c in configs),
+                featkit_version=__version__,
+                extra={
+                    "members": members,
+                    "member_paths": [str(r.path.resolve()) for r in runs],
+                    "sizes": sizes,
+                    "combine": "mean of probabilities",
+                },
+            )
         )
-    )
-    run.write_classes(classes)
-    metrics = [r.metrics for r in runs]
-    extra = {
-        "n_members": len(runs),
-        "fit_seconds": round(sum(m.fit_seconds or 0.0 for m in metrics), 3),
-        "n_test": int(len(test[0]["labels"])),
-    }
-    temperature = 1.0
-    if valid is not None:
-        vp = mean_probs([p["probs"] for p in valid])
-        temperature = fit_temperature(vp, valid[0]["labels"])
-        vp = apply_temperature(vp, temperature)
-        run.save_predictions(vp, valid[0]["labels"], valid[0]["image_ids"], name="valid")
-        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, valid[0]["labels"], (1, 5)).values()
-    raw = mean_probs([p["probs"] for p in test])
-    m = finish(
-        run,
-        apply_temperature(raw, temperature),
-        test[0]["labels"],
-        test[0]["image_ids"],
-        extra=extra,
-        temperature=temperature,
-        raw_probs=raw,
-    )
+        run.write_classes(classes)
+        metrics = [r.metrics for r in runs]
+        extra = {
+            "n_members": len(runs),
+            "fit_seconds": round(sum(m.fit_seconds or 0.0 for m in metrics), 3),
+            "n_test": int(len(test[0]["labels"])),
+        }
+        temperature = 1.0
+        if valid is not None:
+            vp = mean_probs([p["probs"] for p in valid])
+            temperature = fit_temperature(vp, valid[0]["labels"])
+            vp = apply_temperature(vp, temperature)
+            run.save_predictions(vp, valid[0]["labels"], valid[0]["image_ids"], name="valid")
+            extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, valid[0]["labels"], (1, 5)).values()
+        raw = mean_probs([p["probs"] for p in test])
+        m = finish(
+            run,
+            apply_temperature(raw, temperature),
+            test[0]["labels"],
+            test[0]["image_ids"],
+            extra=extra,
+            temperature=temperature,
+            raw_probs=raw,
+        )
     if not quiet:
         print(
             f"ensemble {run.id} of {len(runs)} runs: test top-1 {pct(m.top1)}, top-5 {pct(m.top5)} -> {run.path}",
@@ -132,6 +136,12 @@ def _check_same_photos(runs: list[Run], preds: list[dict], split: str) -> None:
                 f"run {r.id} predicts {p['probs'].shape[1]} classes, {runs[0].id} "
                 f"{preds[0]['probs'].shape[1]}: ensemble runs of the same class list."
             )
+
+
+def _dataset_key(run: Run) -> dict:
+    """What says two runs saw the same dataset: its content fingerprint and class list (`comparable_key`)."""
+    key = run.config.comparable_key(run.classes)
+    return {k: key[k] for k in ("fingerprint", "classes")}
 
 
 def _sizes(configs: list[RunConfig]) -> list:

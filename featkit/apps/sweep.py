@@ -14,9 +14,10 @@ scores are recorded in the table but never used to choose.
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import SWEEP_SELECTION, SweepRow, read_sweep_rows, sweep_file
 from featkit.core.tables import pct
-from featkit.runs.store import DEFAULT_REPORTS
+from featkit.runs.store import DEFAULT_REPORTS, Run
 
 ENGINES = ("local", "ray")
 COMBINE_MODES = ("none", "backbones", "sizes", "all")  # sweep --combine: see cache_sets
@@ -127,23 +128,39 @@ def plan(
 
 def read_candidates(path: str | Path) -> list[Candidate]:
     """An explicit list of candidates from a JSON file: [{"head": "logreg", "params": {"C": 0.05},
-    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json)."""
+    "caches": ["A.h5", "B.h5"], "tta": "flip" or null}, ...] (what sweeps write as candidates.json). Checked field
+    by field: one line naming the file, the candidate and the field."""
     from featkit.core.fileio import read_json
+    from featkit.data.augment import TTA_VIEWS
+    from featkit.heads import HEADS
 
     try:
         items = read_json(path)
-        out = [
-            Candidate(str(c["head"]), dict(c.get("params") or {}), tuple(str(p) for p in c["caches"]), c.get("tta"))
-            for c in items
-        ]
     except FileNotFoundError:
         raise FeatkitError(f"{path} does not exist: give a JSON list of candidates.") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
         raise FeatkitError(
             f"{path} is not a JSON list of candidates with head, params, caches and tta ({e})."
         ) from None
-    if not all(c.caches for c in out):
-        raise FeatkitError(f"{path}: every candidate needs a non-empty list of caches.")
+    if not isinstance(items, list):
+        raise FeatkitError(f"{path} holds a JSON {type(items).__name__}, not a list of candidates.")
+    out = []
+    for i, c in enumerate(items):
+        where = f"{path}: candidate {i}"
+        if not isinstance(c, dict):
+            raise FeatkitError(f"{where} is {c!r:.60}, not an object with head, params, caches and tta.")
+        head, params, caches, tta = c.get("head"), c.get("params") or {}, c.get("caches"), c.get("tta")
+        if head not in HEADS:
+            raise FeatkitError(f"{where}: head {head!r} is not one of {', '.join(HEADS)}.")
+        if not isinstance(params, dict):
+            raise FeatkitError(f'{where}: "params" should be an object such as {{"C": 0.05}}; got {params!r:.60}.')
+        if not (isinstance(caches, list) and caches and all(isinstance(p, str) and p for p in caches)):
+            raise FeatkitError(
+                f'{where}: "caches" should be a non-empty list of cache paths such as ["A.h5"]; got {caches!r:.60}.'
+            )
+        if tta is not None and tta not in TTA_VIEWS:
+            raise FeatkitError(f'{where}: "tta" {tta!r} is not a test-time view ({", ".join(TTA_VIEWS)} or null).')
+        out.append(Candidate(str(head), dict(params), tuple(caches), tta))
     return out
 
 
@@ -195,6 +212,11 @@ def parse_param_grid(items: Sequence[str], heads: Sequence[str]) -> dict[str, di
                 "see `featkit fit-head --head NAME --list-params`."
             )
         for h in targets:
+            if name in out[h]:
+                raise FeatkitError(
+                    f"--param {item!r}: {h}'s {name} is already swept ({name}={','.join(out[h][name])}); give it "
+                    f"once, with every value: -p {key.strip()}={','.join(out[h][name])},{values.strip()}."
+                )
             out[h][name] = [v.strip() for v in values.split(",") if v.strip()]
     return out
 
@@ -232,6 +254,34 @@ def run_candidate(task: tuple[Candidate, str, int]) -> SweepRow:
     return row.replace(**_scores(run), seconds=round(time.perf_counter() - t0, 1))
 
 
+def check_options(jobs: int, engine: str, address: str | None) -> None:
+    """Refuse (one line naming the option) an engine, --jobs or --address a sweep cannot run with."""
+    if engine not in ENGINES:
+        raise FeatkitError(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
+    if jobs < 1:
+        raise FeatkitError(f"--jobs should be 1 or more; got {jobs}.")
+    if address and engine != "ray":
+        raise FeatkitError("--address applies to --engine ray only.")
+
+
+def check_same_dataset(candidates: Sequence[Candidate]) -> None:
+    """Every cache of a sweep holds photos of one dataset and split (fingerprint, dataset key and class list,
+    `comparable_key`): a choice "best by validation" across datasets or validation sets means nothing. One line
+    naming the first cache that differs."""
+    from featkit.core.schema import check_comparable
+    from featkit.features.cache import read_meta
+
+    paths = list(dict.fromkeys(p for c in candidates for p in c.caches))
+    first = None
+    for p in paths:
+        full = read_meta(p).comparable_key()
+        key = {k: full[k] for k in ("fingerprint", "dataset", "classes")}
+        if first is None:
+            first = (p, key)
+            continue
+        check_comparable(first[1], key, first[0], p, "sweep caches extracted from one dataset (one sweep per dataset)")
+
+
 def run_candidates(
     candidates: Sequence[Candidate],
     jobs: int = 1,
@@ -240,22 +290,21 @@ def run_candidates(
     seed: int = 0,
     quiet: bool = False,
     address: str | None = None,
+    on_row: Callable[[int, SweepRow], None] | None = None,
 ) -> list[SweepRow]:
-    """Fit every candidate and return their table rows in the candidates' order.
+    """Fit every candidate and return their table rows in the candidates' order; `on_row(index, row)` is called
+    as each one ends (local engine; on Ray, when all have).
 
     engine "local": joblib worker processes on this machine, `jobs` at a time (1: in this process). engine "ray":
     Ray actors (`address`: the cluster, see featkit.core.ray_tasks.ray_session; `jobs` > 1: that many actors), each
     reading the caches and writing its run folder at the same paths, so those must be on a shared folder.
     """
-    if engine not in ENGINES:
-        raise FeatkitError(f"--engine {engine!r}: use {' or '.join(ENGINES)}.")
-    if jobs < 1:
-        raise FeatkitError(f"--jobs should be 1 or more; got {jobs}.")
+    check_options(jobs, engine, address)
     tasks = [(c, str(reports), seed) for c in candidates]
     if engine == "ray":
         from featkit.core.ray_tasks import run_tasks
 
-        return run_tasks(
+        rows: list[SweepRow] = run_tasks(
             run_candidate,
             tasks,
             address=address,
@@ -265,15 +314,19 @@ def run_candidates(
             quiet=quiet,
             name=lambda t: f"{t[0].head} {t[0].params}",
         )
-    if address:
-        raise FeatkitError("--address applies to --engine ray only.")
+        for i, row in enumerate(rows):
+            if on_row:
+                on_row(i, row)
+        return rows
     from joblib import Parallel, delayed
 
     from featkit.core.progress import Progress
 
-    rows: list[SweepRow] = []
+    rows = []
     with Progress(len(tasks), "sweep", unit="candidates", quiet=quiet, every=0.0) as bar:
         for row in Parallel(n_jobs=jobs, return_as="generator")(delayed(run_candidate)(t) for t in tasks):
+            if on_row:
+                on_row(len(rows), row)
             rows.append(row)
             bar.update(1)
     return rows
@@ -291,28 +344,114 @@ def sweep(
     address: str | None = None,
 ) -> SweepResult:
     """Run the candidates, add ensembles of the best 2..`ensemble` runs by validation top-1, choose the row with
-    the best validation top-1 (then top-5), and write reports/sweeps/<id>/sweep.csv, sweep.md and sweep.json."""
-    from featkit.core.fileio import write_json
-    from featkit.runs.store import new_run
+    the best validation top-1 (then top-5), and write reports/sweeps/<id>/sweep.csv, sweep.md and sweep.json.
+
+    Resumes: each finished candidate's row is saved in the sweep folder (rows/) as it ends, and the same command
+    run again after an interruption finds that unfinished sweep (same name, candidates and seed) and fits only
+    the candidates it has no row for."""
+    from featkit.core.fileio import to_json, write_json
 
     if not candidates:
         raise FeatkitError("the sweep has no candidates: give at least one --head and one cache.")
-    sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
-    write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
+    check_options(jobs, engine, address)  # before anything is made: a refused sweep leaves no folder
+    check_same_dataset(candidates)
+    # as plan.json reads back (tuples become lists): what an interrupted run of the same command is matched on
+    plan_record = json.loads(to_json({"seed": seed, "candidates": [asdict(c) for c in candidates]}))
+    sweep_dir = unfinished_sweep(name, reports, plan_record)
+    done: dict[int, SweepRow] = {}
+    if sweep_dir is None:
+        from featkit.runs.store import new_run
 
-    from featkit.runs import tracking
+        sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
+        write_json(sweep_dir / "candidates.json", plan_record["candidates"])
+        write_json(sweep_dir / PLAN_JSON, plan_record)
+    else:
+        done = saved_rows(sweep_dir, len(candidates))
+        # said also with --quiet / --json: the table below is this folder's, not a new one
+        print(
+            f"resuming sweep {sweep_dir.name}: {len(done)} of {len(candidates)} candidates already done",
+            file=sys.stderr,
+            flush=True,
+        )
+    with Run(sweep_dir):  # a failure before any candidate finished leaves no empty sweep folder
+        todo = [i for i in range(len(candidates)) if i not in done]
 
-    with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
-        rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
-        rows += ensemble_rows(rows, ensemble, reports, quiet)
-    best = select(rows)
-    rows = [r.replace(selected=r is best) for r in rows]
-    selected = next((r for r in rows if r.selected), None)
-    write_table(rows, sweep_dir)
-    write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
-    if tracking.wanted():
-        track_sweep(sweep_dir, rows, selected, reports)
-    return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+        def save(i: int, row: SweepRow) -> None:
+            if not row.error:  # a failed candidate is tried again by a re-run
+                write_json(sweep_dir / ROWS_DIR / f"{i:05d}.json", row.to_dict())
+
+        from featkit.runs import tracking
+
+        with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
+            fresh = run_candidates(
+                [candidates[i] for i in todo],
+                jobs,
+                engine,
+                reports,
+                seed,
+                quiet,
+                address,
+                on_row=lambda j, row: save(todo[j], row),
+            )
+            done.update(zip(todo, fresh, strict=True))
+            rows = [done[i] for i in range(len(candidates))]
+            rows += ensemble_rows(rows, ensemble, reports, quiet)
+        best = select(rows)
+        rows = [r.replace(selected=r is best) for r in rows]
+        selected = next((r for r in rows if r.selected), None)
+        write_table(rows, sweep_dir)
+        write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
+        if tracking.wanted():
+            track_sweep(sweep_dir, rows, selected, reports)
+        return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+
+
+PLAN_JSON = "plan.json"  # {"seed", "candidates"}: what an unfinished sweep is matched on when resuming
+ROWS_DIR = "rows"  # one <candidate index>.json per finished candidate
+
+
+def unfinished_sweep(name: str, reports: str | Path, plan_record: dict) -> Path | None:
+    """The newest sweep folder of this `name` without sweep.json whose plan.json is `plan_record` (an interrupted
+    run of the same command), or None."""
+    from featkit.core.fileio import read_json
+    from featkit.runs.store import slug
+
+    base = Path(reports) / "sweeps"
+    if not base.is_dir():
+        return None
+    stem = slug(name)
+    for folder in sorted((d for d in base.iterdir() if d.is_dir()), reverse=True):
+        tail = folder.name[16:]  # after "YYYYmmdd-HHMMSS-"
+        if not (tail == stem or (tail.startswith(stem + "-") and tail[len(stem) + 1 :].isdigit())):
+            continue
+        if (folder / "sweep.json").exists() or not (folder / PLAN_JSON).is_file():
+            continue
+        try:
+            if read_json(folder / PLAN_JSON) == plan_record:
+                return folder
+        except (FeatkitError, ValueError):
+            continue
+    return None
+
+
+def saved_rows(sweep_dir: Path, n: int) -> dict[int, SweepRow]:
+    """{candidate index: its row} of the candidates an interrupted sweep finished (unreadable files, and rows whose
+    run folder is no longer whole, are fitted again)."""
+    from featkit.core.fileio import read_json
+    from featkit.runs.store import load_run
+
+    out = {}
+    for f in sorted((sweep_dir / ROWS_DIR).glob("*.json")):
+        if not f.stem.isdigit() or int(f.stem) >= n:
+            continue
+        try:
+            row = SweepRow.from_dict(read_json(f, dict), str(f))
+            if row.run:  # raises when its run folder is no longer whole
+                _ = load_run(row.run, sweep_dir.parent.parent).metrics
+            out[int(f.stem)] = row
+        except (FeatkitError, ValueError, OSError):
+            continue
+    return out
 
 
 def track_sweep(folder: Path, rows: Sequence[SweepRow], selected: SweepRow | None, reports: str | Path) -> str | None:
@@ -384,6 +523,19 @@ def select(rows: Sequence[SweepRow]) -> SweepRow | None:
         return None
     best = max(_valid_key(r) for r in scored)
     return next(r for r in scored if _valid_key(r) == best)
+
+
+def no_selection_reason(result: SweepResult) -> str:
+    """Why a sweep selected nothing, in one line naming what to do: every candidate failed, or the candidates
+    finished but none has a validation score (the caches hold no photos in the "valid" split)."""
+    finished = [r for r in result.rows if r.run and not r.error]
+    if not finished:
+        return f"no candidate finished (see {result.path}/sweep.csv for the errors)."
+    return (
+        f"{len(finished)} of {len(result.rows)} candidates finished, but none has a validation score: the caches "
+        "hold no photos in the 'valid' split, and a sweep selects on it only; extract them from a split with a "
+        f"validation share (e.g. --split 70/20/10). The runs are listed in {result.path}/sweep.csv."
+    )
 
 
 def _valid_key(row: SweepRow) -> tuple[float, float]:

@@ -73,7 +73,7 @@ def session_settings() -> dict[str, Any]:
     operators: the parallel executor only adds scheduling overhead). FEATKIT_ONNX_THREADS overrides the thread
     count: one Ray actor among several on a node must not spin on every core.
     """
-    threads = int(os.environ.get("FEATKIT_ONNX_THREADS") or available_cores())
+    threads = onnx_threads() or available_cores()
     return {
         "intra_op_num_threads": threads,
         "inter_op_num_threads": 1,
@@ -81,6 +81,27 @@ def session_settings() -> dict[str, Any]:
         "execution_mode": "ORT_SEQUENTIAL",
         "config": {X64_QUANT_PRECISION: "1"},
     }
+
+
+THREADS_VAR = "FEATKIT_ONNX_THREADS"
+
+
+def onnx_threads() -> int | None:
+    """The thread count FEATKIT_ONNX_THREADS asks for (None when unset or empty); a one-line error naming the
+    variable unless it is a whole number >= 1."""
+    raw = os.environ.get(THREADS_VAR, "").strip()
+    if not raw:
+        return None
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise FeatkitError(
+            f"{THREADS_VAR}={raw!r}: give a whole number of threads >= 1 (e.g. {THREADS_VAR}=4), or unset it "
+            "to use every core this process may use."
+        )
+    return threads
 
 
 def open_session(path: Path, settings: dict[str, Any] | None = None):
@@ -175,6 +196,19 @@ class OnnxBackbone(Backbone):
             raise FeatkitError(
                 f"{path}: cannot tell the layout of input {in_name!r} {shape}; pass input_layout='NHWC' or 'NCHW'."
             )
+        channels, other = (shape[3], shape[1]) if layout == "NHWC" else (shape[1], shape[3])
+        # checked here: onnxruntime would fail on the first batch, or (a symbolic size) read the photos sideways
+        if (isinstance(channels, int) and channels != 3) or (not isinstance(channels, int) and other == 3):
+            given = "input_layout" if input_layout else f"{path.with_suffix('.json').name}: input_layout"
+            raise FeatkitError(
+                f"{given} {layout} does not fit input {in_name!r} {shape} of {path} ("
+                + (
+                    f"{channels} channels where {layout} puts them"
+                    if isinstance(channels, int)
+                    else f"its 3 channels are where {'NCHW' if layout == 'NHWC' else 'NHWC'} puts them"
+                )
+                + "): fix input_layout (NHWC or NCHW)."
+            )
         hw = shape[1:3] if layout == "NHWC" else shape[2:4]
         fixed = all(isinstance(d, int) and d > 0 for d in hw)
         if fixed and hw[0] != hw[1]:
@@ -239,9 +273,15 @@ class OnnxBackbone(Backbone):
         self.batch_size = int(batch_size) if batch_size else (256 if "CUDAExecutionProvider" in self._providers else 64)
         if self.batch_size < 1:
             raise FeatkitError(f"batch size should be at least 1; got {batch_size}.")
-        dim = meta.feature_size or (out.shape[1] if isinstance(out.shape[1], int) else None)
+        dim = out.shape[1] if isinstance(out.shape[1], int) else None
         if dim is None:  # symbolic: ask the graph
             dim = self._run(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1]
+        claimed = meta.feature_size
+        if claimed is not None and claimed != dim:  # the cache's metadata would disagree with its arrays
+            raise FeatkitError(
+                f"{path.with_suffix('.json')}: feature_size is {claimed}, but output {out.name!r} of {path.name} "
+                f"gives {dim} features: fix feature_size (or remove it: the graph says it)."
+            )
         self.feature_dim = int(dim)
 
     def feed(self, chunk: np.ndarray) -> dict[str, np.ndarray]:

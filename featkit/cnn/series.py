@@ -7,6 +7,7 @@ reports folder, and continues an unfinished one from its last checkpoint; so re-
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,7 +125,7 @@ def train_preset(
     untrained and an unfinished one is resumed."""
     from featkit.core.tfkeras import tf_keras
     from featkit.data import SplitConfig, prepare
-    from featkit.data.arrays import decoded_arrays, subset_rows
+    from featkit.data.arrays import subset_rows
     from featkit.runs.store import load_run
 
     tf_keras()  # without the keras extra: its one-line error before any run folder is made
@@ -150,6 +151,14 @@ def train_preset(
         if finished is not None:
             return finished, False
         run = unfinished or new_run(run_name(cfg), reports)
+    # a folder made for this command goes again if this fails before training saved anything (a refusal)
+    with run if resume is None and run is not unfinished else contextlib.nullcontext():
+        return _train_in(run, cfg, prep, rows, data, resize, per_class, identity, seed, quiet)
+
+
+def _train_in(run, cfg, prep, rows, data, resize, per_class, identity, seed, quiet) -> tuple[Run, bool]:
+    from featkit.data.arrays import decoded_arrays
+
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()

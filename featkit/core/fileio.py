@@ -25,6 +25,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder...: named by the file being written, not its temp name
+        if e.filename in (None, str(tmp), tmp):
+            raise OSError(e.errno, e.strerror or " ".join(str(e).split())[:200], str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

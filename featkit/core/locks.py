@@ -33,3 +33,19 @@ def exclusive(lock_path: str | Path, what: str, log: Callable[[str], None]) -> I
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def discard_lock_folder(folder: str | Path, stop: str | Path) -> None:
+    """Remove `folder` when it holds nothing but lock files (`.*.lock`), then its parents that are left empty, up
+    to `stop` (kept): what a command that failed before writing anything leaves behind."""
+    folder, stop = Path(folder), Path(stop)
+    try:
+        if not folder.is_dir() or any(not (p.name.startswith(".") and p.suffix == ".lock") for p in folder.iterdir()):
+            return
+        for p in folder.iterdir():
+            p.unlink()
+        while folder != stop and stop in folder.parents and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    except OSError:  # another command is using it: leave it
+        return

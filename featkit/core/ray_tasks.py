@@ -84,18 +84,54 @@ def _connected(ray, address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
+# an HTTP/2 client's first bytes (the connection preface, then an empty SETTINGS frame): Ray's GCS and its client
+# server speak gRPC, which answers with a SETTINGS frame of its own
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+PROBE_SECONDS = 5.0
+
+
 def _check_reachable(address: str) -> None:
-    """Ray keeps retrying an address where nothing answers for minutes: fail at once instead."""
+    """Ray keeps retrying an address for minutes where nothing answers, or where something that is not Ray
+    answers: fail within seconds instead, naming the address."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and the like: Ray finds the cluster itself
+    todo = "start the cluster with `ray start --head` and give the address it prints (or auto on its head node)"
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS)
     except OSError as e:
+        raise FeatkitError(f"--address {address}: nothing answers there ({e.strerror or e}): {todo}.") from None
+    with conn:
+        if not _speaks_grpc(conn):
+            raise FeatkitError(
+                f"--address {address}: something answers there, but not Ray (no gRPC reply within "
+                f"{PROBE_SECONDS:g} s): {todo}."
+            )
+
+
+def _speaks_grpc(conn: socket.socket) -> bool:
+    """True when the server on `conn` answers an HTTP/2 preface with a SETTINGS frame (what gRPC servers do)."""
+    try:
+        conn.settimeout(PROBE_SECONDS)
+        conn.sendall(_HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:  # a frame header: length (3 bytes), type (1), flags (1), stream id (4)
+            more = conn.recv(9 - len(head))
+            if not more:
+                return False
+            head += more
+    except OSError:  # timed out, reset
+        return False
+    return head[3] == 4 and int.from_bytes(head[5:9], "big") & 0x7FFFFFFF == 0
+
+
+def check_workers(workers: int | None, option: str = "--workers") -> None:
+    """Refuse a worker count below 1 (None: the default) with one line naming the option."""
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise FeatkitError(
-            f"--address {address}: nothing answers there ({e.strerror or e}): start the cluster with "
-            f"`ray start --head` and give the address it prints (or auto on its head node)."
-        ) from None
+            f"{option} {workers}: give 1 or more workers, or leave {option} out for the default (one per GPU of "
+            "the cluster, else one per node)."
+        )
 
 
 # ---- progress reported from inside a worker process ----------------------------------------------------------
@@ -203,6 +239,7 @@ def run_tasks(
     `report_progress(n)` as it goes and the driver adds up what the workers report.
     """
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    check_workers(workers)
     items = list(items)
     if not items:
         return []

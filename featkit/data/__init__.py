@@ -103,8 +103,12 @@ def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool
     ds = detect(source)
     scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet, rescan=True)
     bad = scan[scan["error"] != ""]
+    # files that could not even be opened while listing the folder (a dangling symlink, a symlink loop): photos
+    # that fail too, counted and listed with the decoded ones
+    skipped = [(p, why) for p, why in getattr(source, "skipped", []) if not str(p).endswith("/")]
     return {
         "path": str(path),
-        "photos": len(scan),
-        "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error} for r in bad.itertuples()],
+        "photos": len(scan) + len(skipped),
+        "unreadable": [{"path": r.path, "file": source.display(r.path), "error": r.error} for r in bad.itertuples()]
+        + [{"path": p, "file": source.display(p), "error": why} for p, why in skipped],
     }

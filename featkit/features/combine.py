@@ -149,8 +149,25 @@ def tta_paths(cache_path: str | Path | Sequence[str | Path], view: str = "flip")
 
 
 def read_tta(cache_path: str | Path | Sequence[str | Path], view: str = "flip") -> FeatureSet:
-    """The test-time view of the valid and test photos, combined like the plain caches."""
-    return read_features(tta_paths(cache_path, view))
+    """The test-time view of the valid and test photos, combined like the plain caches. Each view file must belong
+    to its plain cache (same backbone, size, classes, dataset fingerprint...: `comparable_key`), and two plain
+    caches cannot share one view file (two caches copied into one folder)."""
+    from featkit.features.cache import check_same_features, read_meta
+
+    plains = cache_paths(cache_path)
+    views = tta_paths(plains, view)
+    seen: dict[Path, Path] = {}
+    for plain, t in zip(plains, views, strict=True):
+        other = seen.setdefault(t.resolve(), plain)
+        if other != plain:
+            raise FeatkitError(
+                f"{plain} and {other} share the test-time view {t}: keep each cache in the folder `featkit "
+                "extract` made for it, with its own view."
+            )
+        check_same_features(
+            read_meta(plain), read_meta(t), plain, t, f"re-run `featkit extract ... --tta {view}` for {plain}"
+        )
+    return read_features(views)
 
 
 def average_tta(head, plain: FeatureSet, view: FeatureSet, calibrated: bool = True) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from featkit.backbones import BackboneSpec
 from featkit.core.errors import DamagedFileError, FeatkitError
-from featkit.core.locks import exclusive
+from featkit.core.locks import discard_lock_folder, exclusive
 from featkit.data import Prepared
 from featkit.features.cache import verify_cache
 from featkit.features.merge import merge
@@ -66,6 +66,17 @@ def extract(
     jobs = plan_views(prep, opts, out_dir)
     results: list[ViewResult] = []
     check_memory(spec.size, opts)
+    made = not out_dir.exists()
+    try:
+        _extract_views(prep, opts, jobs, out_dir, results, backbone, spec, quiet, say, on_progress)
+    except Exception:
+        if made:  # failed before writing anything (e.g. the backbone cannot be built): no folder of lock files
+            discard_lock_folder(out_dir, Path(cache_dir) / "features")
+        raise
+    return results
+
+
+def _extract_views(prep, opts, jobs, out_dir, results, backbone, spec, quiet, say, on_progress) -> None:
     for job in jobs:
         target = shard_path(job.path, opts.shard)
         with exclusive(out_dir / f".{target.stem}.lock", str(target), say):  # a second identical command waits
@@ -84,7 +95,6 @@ def extract(
                     prep, opts, job, want, backbone, target, quiet, say, on_progress, rebuild_command(prep, opts, spec)
                 )
             )
-    return results
 
 
 def cached_result(

@@ -37,8 +37,13 @@ def extract_features(
     and where they are listed, is said on stderr."""
     if engine not in ENGINES:
         raise FeatkitError(f"--engine {engine!r}: expected {' or '.join(ENGINES)}.")
-    if engine == "local" and (address or workers):
+    if engine == "local" and (address or workers is not None):
         raise FeatkitError("--address and --workers apply to --engine ray only.")
+    from featkit.backbones.onnx_model import onnx_threads
+    from featkit.core.ray_tasks import check_workers
+
+    check_workers(workers)
+    onnx_threads()  # FEATKIT_ONNX_THREADS checked even when every view is up to date and no model is loaded
     split = split or SplitConfig()
     if resolve_backbone(opts).kind == "keras":  # before the dataset is read: a Keras backbone needs the extra
         require_keras()
@@ -54,11 +59,13 @@ def extract_features(
     if engine == "ray":  # checks its options and Ray before it reads the dataset; its workers prepare their own
         from featkit.features.ray_shards import extract_on_ray
 
-        return extract_on_ray(
+        results = extract_on_ray(
             data, opts, cache_dir, split, address=address, workers=workers, quiet=quiet, command=command
         )
-    prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
-    results = extract(prep, opts, cache_dir=cache_dir, quiet=quiet)
+        prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=True)  # the scan is cached by now
+    else:
+        prep = prep or prepare(data, cache_dir=cache_dir, split=split, quiet=quiet, rescan=rescan)
+        results = extract(prep, opts, cache_dir=cache_dir, quiet=quiet)
     note = unreadable_note(prep, data)
     if note:
         print(f"warning: {note}", file=sys.stderr)

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -320,6 +321,13 @@ def run_view(
 
     n = len(job.rows)
     mine = chunk_ids(n, opts.shard)
+    if opts.shard is not None and not mine:  # shards are whole chunks of CHUNK photos
+        print(
+            f"warning: --shard {opts.shard[0]}/{opts.shard[1]} holds 0 of the {n:,} photos of {job.name}: shards are "
+            f"whole chunks of {CHUNK:,} photos, and {n:,} photos make {-(-n // CHUNK)}; the other shards hold them.",
+            file=sys.stderr,
+            flush=True,
+        )
     bound = identity_digest(identity)
     todo = [k for k in mine if not _chunk_usable(partial, k, bound, n, log)]
     status = "resumed" if len(todo) < len(mine) else "extracted"

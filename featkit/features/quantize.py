@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -179,9 +180,11 @@ def quantize_onnx(
             f"{source} is already quantised ({model.precision}): quantise the float32 model it came from."
         )
     settings = calibration_settings(model.path, prep, model.size, photos, opts)
+    chosen = out is not None  # by `quantize --out`; `extract --precision int8` uses the default path
     out = Path(out).expanduser() if out else default_int8_path(source, settings, cache_dir)
     if out.resolve() == model.path:
         raise FeatkitError(f"--out {out} is the source model itself: give another path.")
+    _check_writable(out)  # a path under a file or a read-only folder fails now, before the calibration
     if is_complete(out, settings):
         done = read_contract(out)
         return QuantizeResult(
@@ -198,7 +201,7 @@ def quantize_onnx(
         if existing.exists():
             raise FeatkitError(
                 f"{existing} already exists and is not an int8 model made with these settings: "
-                f"give another --out, or delete it."
+                + ("give another --out, or delete it." if chosen else "delete it, and featkit makes it again.")
             )
 
     rows = calibration_rows(prep, photos, opts.seed)
@@ -228,6 +231,17 @@ def quantize_onnx(
         len(failures),
         round(seconds, 3),
     )
+
+
+def _check_writable(out: Path) -> None:
+    """Make out's folder and write a probe file in it; an OSError naming `out` when that is not possible."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.stem}.probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(out)) from None
 
 
 def _quantize_static(model, images: np.ndarray, out: Path, quiet: bool) -> None:

@@ -127,6 +127,14 @@ def extract_on_ray(
         n_workers = worker_count(ray, workers or (gpus or nodes), 1, 1 if gpus else 0, log)
         most_chunks = max(-(-len(v.rows) // pipeline.CHUNK) for v in todo)
         n = max(1, min(shards or n_workers, most_chunks))
+        if n < n_workers:  # shards are whole chunks: fewer chunks than workers leave workers idle
+            print(
+                f"warning: {max(len(v.rows) for v in todo):,} photos make {most_chunks} chunk"
+                f"{'s' * (most_chunks > 1)} of {pipeline.CHUNK:,}: running {n} shard{'s' * (n > 1)} on {n} of the "
+                f"{n_workers} workers.",
+                file=sys.stderr,
+                flush=True,
+            )
         left = [
             (i, n)
             for i in range(n)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ from featkit.core.fileio import write_json
 from featkit.core.schema import HeadFile
 from featkit.core.version import __version__
 from featkit.runs.calibration import apply_temperature
+from featkit.runs.metrics import NonFiniteError, non_finite_rows
 
 HEAD_JSON = "head.json"
 
@@ -72,6 +74,7 @@ class Head(ClassifierMixin, BaseEstimator):
         labels, as in scikit-learn)."""
         self.validate_params()
         X, y = _validated(self, X, y, "training", reset=True)
+        two_classes(self.name, y)  # every head: one class leaves nothing to learn (a constant "prediction")
         if (X_val is None) != (y_val is None):
             raise HeadInputError("give both X_val and y_val, or neither.")
         if X_val is not None and np.shape(X_val)[:1] == (0,):
@@ -139,8 +142,27 @@ class Head(ClassifierMixin, BaseEstimator):
             return np.zeros((0, self.n_classes_), np.float32)
         X = _validated(self, X, None, "prediction", reset=False)
         probs = np.ascontiguousarray(self._predict_proba(X), dtype=np.float32)
+        self.check_finite(probs)
         temperature = float(getattr(self, "temperature_", 1.0))
         return apply_temperature(probs, temperature) if calibrated else probs
+
+    def settings(self) -> str:
+        """The parameters that differ from the head's defaults as "k=10, tau=0.0001" (all of them if none
+        differ): what an error about this head's results names."""
+        defaults = self.param_defaults()
+        params = self.params
+        changed = {k: v for k, v in params.items() if k != "seed" and v != defaults.get(k)} or params
+        return ", ".join(f"{k}={v!r}" for k, v in changed.items())
+
+    def check_finite(self, probs: np.ndarray) -> None:
+        """Refuse probabilities holding NaN or infinity (NonFiniteError naming the head's settings): they are never
+        scored, and a search marks such a candidate failed."""
+        bad = non_finite_rows(probs)
+        if bad:
+            raise NonFiniteError(
+                f"{self.name} head with {self.settings()} gives NaN or infinite probabilities for {bad} of "
+                f"{len(probs)} rows: change these settings (see `featkit fit-head --head {self.name} --list-params`)."
+            )
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -236,12 +258,19 @@ def one_of(head: str, param: str, value: Any, allowed: tuple) -> None:
         )
 
 
+def finite_number(value: Any) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def positive(head: str, param: str, value: Any, integer: bool = False, zero_ok: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or (zero_ok and value == 0))
+    """Refuse (one line naming the parameter) anything but a finite number > 0 (>= 0 with `zero_ok`; an integer
+    with `integer`): NaN and infinity are refused everywhere."""
+    ok = finite_number(value) and (value > 0 or (zero_ok and value == 0))
     if integer:
         ok = ok and float(value) == int(value)
     if not ok:
-        kind = "an integer" if integer else "a number"
+        kind = "an integer" if integer else "a finite number"
         raise FeatkitError(
             f"{head} head: {param} should be {kind} {'>= 0' if zero_ok else '> 0'}. Received {param}={value!r}"
         )

@@ -118,89 +118,90 @@ def fit_head(
     refitted = model is not sel.model
 
     run = new_run(f"{meta.backbone.name}-{meta.size}-{head}{'-aug' if n_aug else ''}", reports)
-    run.write_config(
-        RunConfig(
-            kind="head",
-            name=head,
-            backbone=meta.backbone,
-            size=meta.size if isinstance(meta.size, int) else None,  # caches of several sizes: extra "sizes"
-            params=model.params,
-            n_classes=n_classes,
-            dataset=meta.dataset,
-            fingerprint=meta.fingerprint,
-            data=meta.data,
-            manifest=meta.manifest,
-            resize=meta.resize,
-            crop_box=meta.crop_box,
-            decode=meta.decode,
-            seed=seed,
-            view=meta.view,
-            views=[meta.view] + ([aug_meta.view] if aug_meta else []),
-            augment=bool(n_aug),
-            cache=str(cache_path.resolve()),
-            augment_cache=str(Path(augment_cache).resolve()) if augment_cache is not None and aug_meta else None,
-            featkit_version=__version__,
-            extra={
-                "augment_view_params": aug_meta.view_params if aug_meta else None,
-                "caches": meta.extra.get("caches") or [describe_cache(cache_path, data)],
-                **({"sizes": meta.size} if isinstance(meta.size, list) else {}),
-                "tta": tta,
-                "selection": "valid" if has_valid else "none",
-                "search": sel.to_dict(),
-                "refit": refitted,
-                "refit_rows": ["train", "valid"] if refitted else ["train"],
-                "selected_params": sel.params,
-            },
+    with run:  # a failure from here on (NaN probabilities, a full disk) leaves no half-written run folder
+        run.write_config(
+            RunConfig(
+                kind="head",
+                name=head,
+                backbone=meta.backbone,
+                size=meta.size if isinstance(meta.size, int) else None,  # caches of several sizes: extra "sizes"
+                params=model.params,
+                n_classes=n_classes,
+                dataset=meta.dataset,
+                fingerprint=meta.fingerprint,
+                data=meta.data,
+                manifest=meta.manifest,
+                resize=meta.resize,
+                crop_box=meta.crop_box,
+                decode=meta.decode,
+                seed=seed,
+                view=meta.view,
+                views=[meta.view] + ([aug_meta.view] if aug_meta else []),
+                augment=bool(n_aug),
+                cache=str(cache_path.resolve()),
+                augment_cache=str(Path(augment_cache).resolve()) if augment_cache is not None and aug_meta else None,
+                featkit_version=__version__,
+                extra={
+                    "augment_view_params": aug_meta.view_params if aug_meta else None,
+                    "caches": meta.extra.get("caches") or [describe_cache(cache_path, data)],
+                    **({"sizes": meta.size} if isinstance(meta.size, list) else {}),
+                    "tta": tta,
+                    "selection": "valid" if has_valid else "none",
+                    "search": sel.to_dict(),
+                    "refit": refitted,
+                    "refit_rows": ["train", "valid"] if refitted else ["train"],
+                    "selected_params": sel.params,
+                },
+            )
         )
-    )
-    run.write_classes(classes)
-    model.save(run.path)
+        run.write_classes(classes)
+        model.save(run.path)
 
-    def predict(fs: FeatureSet, head=model, calibrated: bool = True) -> np.ndarray:
-        if tta_view is None:
-            return head.predict_proba(fs.features, calibrated=calibrated)
-        return average_tta(head, fs, tta_view, calibrated=calibrated)
+        def predict(fs: FeatureSet, head=model, calibrated: bool = True) -> np.ndarray:
+            if tta_view is None:
+                return head.predict_proba(fs.features, calibrated=calibrated)
+            return average_tta(head, fs, tta_view, calibrated=calibrated)
 
-    raw, probs = predict(test, calibrated=False), predict(test)
+        raw, probs = predict(test, calibrated=False), predict(test)
 
-    extract_seconds = meta.seconds
-    if aug_meta is not None and extract_seconds is not None and aug_meta.seconds is not None:
-        extract_seconds += aug_meta.seconds
-    extra: dict[str, Any] = {
-        "fit_seconds": round(fit_seconds, 3),
-        "search_seconds": round(sel.seconds, 3),
-        "refit_seconds": round(fit_seconds - sel.seconds, 3) if refitted else 0.0,
-        "extract_seconds": extract_seconds,
-        "n_train": int(len(y) + (len(valid) if refitted else 0)),
-        "n_train_photos": int(len(train)),
-        "n_augmented": n_aug,
-        "n_valid": int(len(valid)),
-        "n_test": int(len(test)),
-        "n_candidates": len(sel.candidates),
-    }
-    if has_valid:
-        # the selected model before its refit never saw the valid photos: its valid scores are held out
-        valid_probs = predict(valid, head=sel.model)
-        run.save_predictions(valid_probs, valid.labels, valid.image_ids, name="valid")
-        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(valid_probs, valid.labels, (1, 5)).values()
-    extra.update(
-        {
-            k.rstrip("_"): v
-            for k, v in sel.model.fitted_state().items()
-            if k in ("best_epoch_", "best_iteration_", "n_iter_")
+        extract_seconds = meta.seconds
+        if aug_meta is not None and extract_seconds is not None and aug_meta.seconds is not None:
+            extract_seconds += aug_meta.seconds
+        extra: dict[str, Any] = {
+            "fit_seconds": round(fit_seconds, 3),
+            "search_seconds": round(sel.seconds, 3),
+            "refit_seconds": round(fit_seconds - sel.seconds, 3) if refitted else 0.0,
+            "extract_seconds": extract_seconds,
+            "n_train": int(len(y) + (len(valid) if refitted else 0)),
+            "n_train_photos": int(len(train)),
+            "n_augmented": n_aug,
+            "n_valid": int(len(valid)),
+            "n_test": int(len(test)),
+            "n_candidates": len(sel.candidates),
         }
-    )
+        if has_valid:
+            # the selected model before its refit never saw the valid photos: its valid scores are held out
+            valid_probs = predict(valid, head=sel.model)
+            run.save_predictions(valid_probs, valid.labels, valid.image_ids, name="valid")
+            extra["valid_top1"], extra["valid_top5"] = topk_accuracy(valid_probs, valid.labels, (1, 5)).values()
+        extra.update(
+            {
+                k.rstrip("_"): v
+                for k, v in sel.model.fitted_state().items()
+                if k in ("best_epoch_", "best_iteration_", "n_iter_")
+            }
+        )
 
-    metrics = finish(
-        run,
-        probs,
-        test.labels,
-        test.image_ids,
-        history=model.history_,
-        extra=extra,
-        temperature=model.temperature_,
-        raw_probs=raw,
-    )
+        metrics = finish(
+            run,
+            probs,
+            test.labels,
+            test.image_ids,
+            history=model.history_,
+            extra=extra,
+            temperature=model.temperature_,
+            raw_probs=raw,
+        )
     _say(
         quiet,
         f"run {run.id}: test top-1 {pct(metrics.top1)}, top-5 {pct(metrics.top5)}, log loss "

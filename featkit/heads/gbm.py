@@ -12,12 +12,13 @@ threads ran ten times slower per round than one here (2.7 s against 30 s); `num_
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from featkit.core.fileio import atomic_path
-from featkit.heads.base import Head, one_of, positive, two_classes
+from featkit.heads.base import Head, one_of, positive
 
 REDUCERS = ("lda", "pca", "none")
 
@@ -80,7 +81,7 @@ class LightGBMHead(Head):
             "metric": ["multi_logloss", "multi_error"],
             "num_leaves": int(self.num_leaves),
             "learning_rate": float(self.learning_rate),
-            "min_data_in_leaf": int(self.min_child_samples),
+            "min_data_in_leaf": int(getattr(self, "min_child_samples_used_", self.min_child_samples)),
             "lambda_l2": float(self.lambda_l2),
             "feature_fraction": float(self.feature_fraction),
             "bagging_fraction": float(self.bagging_fraction),
@@ -96,7 +97,18 @@ class LightGBMHead(Head):
     def _fit(self, X, y, X_val, y_val) -> None:
         import lightgbm as lgb
 
-        two_classes(self.name, y)
+        # a leaf of min_child_samples rows on each side of a split: above half the training rows no tree can
+        # split and every row gets the class shares; lowered to a quarter of the rows, with a word
+        self.min_child_samples_used_ = int(self.min_child_samples)
+        if self.min_child_samples > len(y) // 2:
+            self.min_child_samples_used_ = max(1, len(y) // 4)
+            print(
+                f"warning: lightgbm head: min_child_samples={self.min_child_samples} leaves no split possible on "
+                f"{len(y):,} training rows: using {self.min_child_samples_used_} (give -p min_child_samples=N, "
+                f"N at most {len(y) // 2}, to choose).",
+                file=sys.stderr,
+                flush=True,
+            )
         self.reducer_ = self._reducer(X, y)
         X = self._transform(X)
         if X_val is not None:
@@ -146,7 +158,10 @@ class LightGBMHead(Head):
         return p.reshape(len(X), self.n_classes_)
 
     def fitted_state(self) -> dict:
-        return {"best_iteration_": self.best_iteration_}
+        return {
+            "best_iteration_": self.best_iteration_,
+            "min_child_samples_used_": int(getattr(self, "min_child_samples_used_", self.min_child_samples)),
+        }
 
     def refit_params(self) -> dict:
         return {"n_estimators": int(self.best_iteration_), "early_stopping_rounds": 0}

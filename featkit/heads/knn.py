@@ -94,7 +94,13 @@ class KNNHead(Head):
     def vote_proba(self, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:
         """Smoothed, similarity-weighted vote shares of each row's neighbours (all columns given are used)."""
         n, k = neighbours.shape
-        weights = np.ones((n, k)) if not self.tau else np.exp((similarities.astype(np.float64) - 1.0) / float(self.tau))
+        if not self.tau:
+            weights = np.ones((n, k))
+        else:  # exp((cos - 1) / tau) scaled per row so the nearest weighs 1: the shares are the same, and a tiny
+            # tau cannot underflow every weight to 0 (which gave 0 / 0 = NaN probabilities)
+            sims = similarities.astype(np.float64)
+            top = sims.max(axis=1, keepdims=True) if k else np.zeros((n, 1))
+            weights = np.exp((sims - top) / float(self.tau))
         cells = (np.arange(n)[:, None] * self.n_classes_ + self.labels_[neighbours]).ravel()
         votes = np.bincount(cells, weights=weights.ravel(), minlength=n * self.n_classes_).reshape(n, self.n_classes_)
         floor = float(self.smoothing) * weights.mean(axis=1, keepdims=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featkit.core.fileio import atomic_path
-from featkit.heads.base import Head, one_of, positive, two_classes, varying_keys
+from featkit.heads.base import Head, one_of, positive, varying_keys
 
 
 class LogRegHead(Head):
@@ -38,7 +38,6 @@ class LogRegHead(Head):
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        two_classes(self.name, y)
         start = getattr(self, "_warm_start", None)  # set by fit_candidates / refit, never by a user
         self._warm_start = None
         # multinomial loss is what LogisticRegression optimises for >= 3 classes (scikit-learn >= 1.5; the

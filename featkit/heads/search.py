@@ -27,7 +27,7 @@ from featkit.core.errors import FeatkitError
 from featkit.core.tables import pct
 from featkit.heads import HEADS, Head, coerce_param, get_head, head_params, search_grid
 from featkit.runs.calibration import apply_temperature, fit_temperature
-from featkit.runs.metrics import log_loss, topk_accuracy
+from featkit.runs.metrics import NonFiniteError, log_loss, topk_accuracy
 
 METRIC = "valid_top1"
 
@@ -41,6 +41,7 @@ class Candidate:
     temperature: float
     fit_seconds: float
     fitted: dict[str, Any] = field(default_factory=dict)  # e.g. best_epoch_, best_iteration_
+    error: str = ""  # why the candidate failed (e.g. NaN probabilities): never chosen
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Selection:
                     "temperature": c.temperature,
                     "fit_seconds": round(c.fit_seconds, 3),
                     **{k.rstrip("_"): v for k, v in c.fitted.items()},
+                    **({"error": c.error} if c.error else {}),
                 }
                 for c in self.candidates
             ],
@@ -181,6 +183,7 @@ def select(
     scored: list[Candidate | None] = [None] * len(candidates)
     # (top1, -calibrated log_loss, -index), index, head, probs, temperature
     best: tuple[tuple[float, float, int] | None, int, Head, np.ndarray | None, float] | None = None
+    failures: list[NonFiniteError] = []
     last = time.perf_counter()
     if has_valid:
         X_val = np.asarray(X_val)
@@ -195,9 +198,16 @@ def select(
         seconds, last = now - last, now
         top1 = loss = calibrated = float("nan")
         temperature = 1.0
+        error = ""
         if has_valid:
-            if probs is None:
-                probs = model.predict_proba(X_val, calibrated=False)
+            try:
+                if probs is None:
+                    probs = model.predict_proba(X_val, calibrated=False)
+                model.check_finite(probs)
+            except NonFiniteError as e:  # this candidate failed: recorded, never chosen
+                error, probs = str(e), None
+                failures.append(e)
+        if has_valid and probs is not None:
             idx = np.searchsorted(model.classes_, y_val)
             top1, loss = topk_accuracy(probs, idx, (1,))[1], log_loss(probs, idx)
             temperature = fit_temperature(probs, idx)
@@ -205,18 +215,23 @@ def select(
             rank = (top1, -calibrated, -i)
             if best is None or best[0] is None or rank > best[0]:
                 best = (rank, i, model, probs, temperature)
-        elif best is None:
+        elif not has_valid and best is None:
             best = (None, i, model, None, 1.0)
         facts = {k: v for k, v in model.fitted_state().items() if isinstance(v, (int, float))}  # not class lists
-        scored[i] = Candidate({k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts)
+        scored[i] = Candidate(
+            {k: candidates[i][k] for k in keys}, top1, loss, calibrated, temperature, seconds, facts, error
+        )
         if per_line and log:
             shown = ", ".join(f"{k}={candidates[i][k]}" for k in keys)
             log(
-                f"  {head} {shown}: valid top-1 {pct(top1)}, log loss {loss:.3f} "
+                f"  {head} {shown}: failed: {error}"
+                if error
+                else f"  {head} {shown}: valid top-1 {pct(top1)}, log loss {loss:.3f} "
                 f"({calibrated:.3f} at T={temperature:.3g}) ({seconds:.1f} s)"
             )
         last = time.perf_counter()
-    assert best is not None  # fit_candidates yields every candidate, and there is at least one
+    if best is None:  # every candidate failed (fit_candidates yields every one): the first one's reason
+        raise failures[0]
     _, chosen, model, probs, temperature = best
     model.temperature_ = temperature
     done = [c for c in scored if c is not None]  # every slot, filled in the order fit_candidates yields them

@@ -161,9 +161,13 @@ def collect_runs(
         seen.add(run.path.name)
         try:
             cfg, metrics = run.config, run.metrics
+            if (run.path / "test_predictions.npz").exists():  # damaged or non-finite: listed, never scored
+                run.load_predictions("test")
         except (OSError, FeatkitError) as e:
             if run.path.exists():
-                incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
+                incomplete.append(
+                    {"folder": _rel(run.path, reports), "reason": f"unreadable config, metrics or predictions ({e})"}
+                )
             continue  # deleted while the report was built
         rows.append(_row(run, cfg, metrics, reports, sweep=members.get(run.id, "")))
     base = runs_dir(reports)

@@ -19,13 +19,37 @@ from featkit.core.schema import ClassEntry, Scores, read_classes
 LOG_LOSS_EPS = 1e-7  # float32 probabilities: clip the true class's probability to [eps, 1]
 
 
+# ---- finite probabilities --------------------------------------------------------------------------------
+
+
+class NonFiniteError(FeatkitError, ValueError):
+    """Probabilities holding NaN or infinity: never scored (a NaN row would count as a hit under `>=`)."""
+
+
+def non_finite_rows(probs: np.ndarray) -> int:
+    """How many rows of `probs` hold a NaN or an infinity."""
+    probs = np.atleast_1d(np.asarray(probs, dtype=np.float64))
+    if probs.size == 0:
+        return 0
+    return int((~np.isfinite(probs)).reshape(len(probs), -1).any(axis=1).sum())
+
+
+def check_finite(probs: np.ndarray, what: str, todo: str) -> None:
+    """Raise NonFiniteError "<what> holds NaN or infinite probabilities in N of M rows: <todo>." unless every
+    value of `probs` is finite."""
+    n = non_finite_rows(probs)
+    if n:
+        raise NonFiniteError(f"{what} holds NaN or infinite probabilities in {n} of {len(probs)} rows: {todo}.")
+
+
 # ---- the one top-k rule ------------------------------------------------------------------------------
 
 
 def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Bool (N,): True where fewer than k other classes score >= the true class (ties count against).
 
-    k larger than the number of classes is clamped to it (every row is then correct).
+    k larger than the number of classes is clamped to it (every row is then correct). Probabilities holding NaN
+    or infinity are refused (NonFiniteError): they are never scored.
     """
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=np.int64)
@@ -38,6 +62,7 @@ def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     n_classes = probs.shape[1]
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(f"labels should be class indices in [0, {n_classes}). Received {labels.min()}..{labels.max()}")
+    check_finite(probs, "the predictions", "they cannot be scored; fix what produced them")
     k = min(int(k), n_classes)
     true_score = probs[np.arange(len(labels)), labels][:, None]
     others_at_least = (probs >= true_score).sum(axis=1) - 1  # the true class always ties with itself

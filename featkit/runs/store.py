@@ -17,6 +17,7 @@ alike; `write_scores` re-scores a run's saved predictions (what `featkit evaluat
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +31,22 @@ from featkit.core.fileio import atomic_path, load_npz, read_json, write_json
 from featkit.core.outputs import output_dir
 from featkit.core.schema import ClassEntry, RunConfig, RunMetrics, classes_to_list, read_classes
 from featkit.core.tables import write_csv
-from featkit.runs.metrics import class_names, confusion_matrix, most_confused_pairs, per_class_accuracy, score
+from featkit.runs.metrics import (
+    check_finite,
+    class_names,
+    confusion_matrix,
+    most_confused_pairs,
+    non_finite_rows,
+    per_class_accuracy,
+    score,
+)
 
 DEFAULT_REPORTS = Path("reports")
 SCORE_FILES = ("per_class.csv", "confusion.csv", "confusion.png", "confused_pairs.csv")
 REDO = "re-run the command that made the run (or delete the run folder)"
+# what an unfinished run or sweep folder holds that the same command resumes from: a CNN's checkpoints, a sweep's
+# finished rows
+RESUMABLE = ("checkpoints", "rows")
 
 
 def runs_dir(reports: str | Path = DEFAULT_REPORTS) -> Path:
@@ -122,6 +134,12 @@ class Run:
                 f, f"{f} is damaged (probs {probs.dtype} {probs.shape}, labels {labels.dtype} {labels.shape}): {REDO}."
             )
         self.check_n_classes(probs.shape[1], f.name)
+        bad = non_finite_rows(probs)
+        if bad:
+            raise DamagedFileError(
+                f,
+                f"{f} holds NaN or infinite probabilities in {bad} of {len(probs)} rows: never scored; {REDO}.",
+            )
         if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
             raise DamagedFileError(f, f"{f} is damaged (labels outside 0..{probs.shape[1] - 1}): {REDO}.")
         return pred
@@ -130,18 +148,31 @@ class Run:
     def complete(self) -> bool:
         return (self.path / "metrics.json").exists()
 
+    # `with new_run(...) as run:` a run folder made for this command is removed again when the block fails
+    # (a refusal, a NaN, a full disk) before it finished, unless it holds what a resume continues from
+    # (`RESUMABLE`); Ctrl-C keeps it, and the same command resumes it.
+    def __enter__(self) -> Run:
+        return self
 
-def _slug(text: str) -> str:
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt) and self.path.is_dir():
+            if not self.complete and not any((self.path / name).exists() for name in RESUMABLE):
+                shutil.rmtree(self.path, ignore_errors=True)
+
+
+def slug(text: str) -> str:
+    """The part of a run or sweep id made from its name."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60]
 
 
 def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs") -> Run:
     """Create reports/runs/<YYYYmmdd-HHMMSS>-<name>/ (a numeric suffix keeps ids unique); `under` names another
-    folder of reports/ (e.g. "sweeps")."""
+    folder of reports/ (e.g. "sweeps"). Use it as `with new_run(...) as run:` so that a failure before the run
+    finishes leaves no empty or half-written folder behind (see `Run.__exit__`)."""
     output_dir(reports, "--reports")
     base = Path(reports) / under
     base.mkdir(parents=True, exist_ok=True)
-    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + _slug(name)
+    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + slug(name)
     for i in range(1000):
         path = base / (stem if i == 0 else f"{stem}-{i}")
         try:
@@ -217,6 +248,14 @@ def finish(
     files, then metrics.json (scores + `extra`: RunMetrics fields such as fit_seconds, valid_top1, best_epoch, and
     any other fact), which marks the run complete; then, when tracking is on, the finished folder is logged to
     MLflow (featkit.runs.tracking). config.json, classes.json and the model file must already be in the folder."""
+    # every kind of run ends here: predictions that are not finite are refused before anything is scored or saved
+    for p in (probs, raw_probs):
+        if p is not None:
+            check_finite(
+                p,
+                f"the test predictions of run {run.id}",
+                "never scored; the model's settings overflow or its training diverged: change them and run again",
+            )
     extra = dict(extra or {})
     if temperature is not None:
         from featkit.runs.calibration import calibration_report
