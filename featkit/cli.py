@@ -71,11 +71,22 @@ class TtaView(StrEnum):
     flip = "flip"
 
 
+class CurveBy(StrEnum):
+    none = "none"
+    class_ = "class"
+
+
 class Combine(StrEnum):
     none = "none"
     backbones = "backbones"
     sizes = "sizes"
     all = "all"
+
+
+class RunKind(StrEnum):
+    head = "head"
+    cnn = "cnn"
+    ensemble = "ensemble"
 
 
 class CnnModel(StrEnum):
@@ -148,6 +159,21 @@ FoundPrecisionOpt = typer.Option(
     "--precision",
     help="With --data: the --precision extracted with (int8: the cache of the backbone's int8 copy).",
 )
+
+
+TrackOpt = typer.Option(
+    False,
+    "--track",
+    help="Also log the finished run(s) to MLflow: MLFLOW_TRACKING_URI, else sqlite:///<reports>/mlflow.db "
+    '(needs pip install "featkit[mlflow]"; setting MLFLOW_TRACKING_URI alone turns it on too).',
+)
+
+
+def _track(track: bool) -> None:
+    if track:
+        from featkit.runs.tracking import enable
+
+        enable()
 
 
 def _print_json(obj) -> None:
@@ -234,15 +260,18 @@ def data_check(
 @app.command("backbones")
 def backbones_cmd(
     models: Path | None = typer.Option(
-        None, "--models", help="Also list the .onnx models in this folder (e.g. ../shared/models)."
+        None,
+        "--models",
+        help="Also list the .onnx models in this folder; each is a --backbone by its name. Default: $FEATKIT_MODELS, "
+        "`models` in ./featkit.toml, else ./shared/models or ../shared/models when present.",
     ),
     json_out: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="The table only, without the usage note under it."),
 ):
     """List the backbones featkit can extract with: Keras models by name, and ONNX files by path."""
-    from featkit.backbones import list_backbones
+    from featkit.backbones import list_backbones, models_dir
 
-    rows = list_backbones(models)
+    rows = list_backbones(models if models is not None else models_dir())
     if json_out:
         return _print_json(rows)
     typer.echo(f"{'name':<22}{'kind':<7}{'size':>5}{'dim':>6}  preprocessing / weights")
@@ -254,16 +283,22 @@ def backbones_cmd(
         )
     if not quiet:
         typer.echo(
-            "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone path/to/model.onnx "
-            "(a JSON contract beside it gives input name, size and output)."
+            "\nKeras models: --backbone NAME --weights imagenet|none|PATH. ONNX: --backbone NAME for a model of the "
+            "models folder, or --backbone path/to/model.onnx (a JSON contract beside it gives input name, size and "
+            "output). A name that is both: keras:NAME or onnx:NAME."
         )
 
 
 @app.command("extract")
 def extract_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder, .zip or .tar(.gz)."),
-    backbone: str = typer.Option(
-        "vgg16", "--backbone", "-b", help="Keras model name (see `featkit backbones`) or path to an .onnx model."
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        "-b",
+        help="A backbone: a Keras model name, an .onnx model of the models folder by its name (see `featkit "
+        "backbones`; keras:NAME / onnx:NAME where both exist) or an .onnx path. Default: $FEATKIT_BACKBONE, "
+        "`backbone` in ./featkit.toml, else vgg16.",
     ),
     size: int | None = typer.Option(
         None, "--size", help="Square input size in pixels (default: the backbone's native size)."
@@ -351,7 +386,7 @@ def extract_cmd(
     from featkit.features.jobs import extract_features
 
     opts = ExtractOptions(
-        backbone=backbone,
+        backbone=_backbones([backbone] if backbone else [])[0],
         size=size,
         weights=weights,
         pooling=pooling.value,
@@ -494,9 +529,10 @@ def _plain_caches(
         raise FeatkitError("give --features CACHE.h5, or --data PATH with the --backbone/--size you extracted with.")
     from featkit.features.jobs import find_plain_caches
 
+    names = _backbones(backbones)  # a bad featkit.toml is said before the dataset is scanned
     return find_plain_caches(
         _prepare(data, cache, split, seed, True),
-        backbones or ["vgg16"],
+        names,
         sizes,
         cache,
         weights=weights,
@@ -505,6 +541,19 @@ def _plain_caches(
         decode=decode,
         precision=precision,
     )
+
+
+def _backbones(given: list[str]) -> list[str]:
+    """--backbone as given, else the folder's default (saying where it came from), else vgg16."""
+    if given:
+        return list(given)
+    from featkit.backbones import default_backbone
+
+    name, where = default_backbone()
+    if name is None:
+        return ["vgg16"]
+    sys.stderr.write(f"backbone: {name} (from {where})\n")
+    return [name]
 
 
 @app.command("fit-head")
@@ -519,10 +568,11 @@ def fit_head_cmd(
         None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
     ),
     backbone: list[str] = typer.Option(
-        ["vgg16"],
+        [],
         "--backbone",
         "-b",
-        help="With --data: the backbone extracted with; repeat it to concatenate several backbones.",
+        help="With --data: the backbone extracted with (a name from `featkit backbones` or an .onnx path); repeat it "
+        "to concatenate several. Default: $FEATKIT_BACKBONE, `backbone` in ./featkit.toml, else vgg16.",
     ),
     size: list[int] = typer.Option(
         [], "--size", help="With --data: the size extracted at; repeat it to concatenate several sizes."
@@ -570,6 +620,7 @@ def fit_head_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -587,6 +638,8 @@ def fit_head_cmd(
             )
         )
     from featkit.heads.fit import fit_head
+
+    _track(track)
 
     paths = _plain_caches(
         features,
@@ -631,12 +684,15 @@ def ensemble_cmd(
     ),
     name: str | None = typer.Option(None, "--name", help="Name of the new run (default: ensemble-N-<backbone>)."),
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
     """Average the test probabilities of several runs into a new run (evaluated, reported and listed like any
     other). The runs must share the test photos (same image ids, same order) and the class list."""
     from featkit.apps.ensemble import ensemble_runs
+
+    _track(track)
 
     _print_run(ensemble_runs(runs, name=name, reports=reports, quiet=quiet or json_out), json_out)
 
@@ -703,6 +759,7 @@ def sweep_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -710,6 +767,8 @@ def sweep_cmd(
     validation top-1 only; writes reports/sweeps/<id>/sweep.csv and sweep.md and prints the table."""
     from featkit.apps.sweep import plan, sweep, table
     from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct
+
+    _track(track)
 
     pool = (
         _plain_caches(
@@ -758,6 +817,83 @@ def sweep_cmd(
     )
 
 
+@app.command("curve")
+def curve_cmd(
+    features: list[Path] = typer.Option(
+        [], "--features", help="A plain-view cache (.h5); repeat it to concatenate caches of the same photos."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the dataset, to find the cache extracted with --backbone/--size (as fit-head does)."
+    ),
+    backbone: list[str] = typer.Option(
+        ["vgg16"], "--backbone", "-b", help="With --data: the backbone extracted with (repeatable)."
+    ),
+    size: list[int] = typer.Option([], "--size", help="With --data: the size extracted at (repeatable)."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    decode: Decode = FoundDecodeOpt,
+    precision: Precision = FoundPrecisionOpt,
+    head: HeadName = typer.Option(HeadName.logreg, "--head", help="The head refitted at every point."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Head parameter KEY=VALUE (KEY=V1,V2 searched on valid), as in fit-head."
+    ),
+    per_class: str = typer.Option(
+        "1,2,5,10,20,50,all",
+        "--per-class",
+        help="Training photos per class at each point, comma-separated; all = every training photo.",
+    ),
+    repeats: int = typer.Option(3, "--repeats", help="Seeded draws per point (mean and spread are reported)."),
+    by: CurveBy = typer.Option(
+        CurveBy.none, "--by", help="class: also per-class curves of the 10 hardest dishes (curve_by_class.csv/.png)."
+    ),
+    refit: bool = typer.Option(
+        False,
+        "--refit/--no-refit",
+        help="Refit each point on its photos + the validation photos (as fit-head does by default); default: "
+        "train on the point's photos only, so the x axis counts every photo the head saw.",
+    ),
+    split: str = SplitOpt,
+    seed: int = SeedOpt,
+    cache: Path = CacheOpt,
+    reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Label-efficiency curve: the head refitted on stratified, seeded subsets of the training photos (validation
+    and test unchanged, settings searched on validation), top-1/top-5 per point; writes reports/curves/<id>/
+    (curve.csv, curve.json, curve.png) and prints the photos per class at which it reaches 90 % of the full data."""
+    from featkit.apps.curve import CURVE_SCORES, curve_table, learning_curve, parse_per_class
+    from featkit.core.tables import markdown_table, pct
+
+    try:
+        points = parse_per_class(per_class)
+    except FeatkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _track(track)
+    paths = _plain_caches(
+        features, data, backbone, size, weights, "avg", "stretch", split, seed, cache, decode.value, precision.value
+    )
+    result = learning_curve(
+        paths,
+        head=head.value,
+        params=_parse_params(param),
+        per_class=points,
+        repeats=repeats,
+        seed=seed,
+        by_class=by == CurveBy.class_,
+        refit=refit,
+        reports=reports,
+        quiet=quiet or json_out,
+    )
+    if json_out:
+        return _print_json(result.to_dict())
+    typer.echo(markdown_table(curve_table(result.points), CURVE_SCORES))
+    full = pct(result.full_top1) if result.full_top1 is not None else "n/a (no `all` point)"
+    reach = f"{result.reach90} photos per class" if result.reach90 else "not reached by the counted points"
+    typer.echo(f"\nfull-data top-1 {full}; 90 % of it: {reach}\ncurve: {result.path}/curve.csv, curve.png")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
@@ -771,9 +907,8 @@ def evaluate_cmd(
     """Top-k accuracy, per-class accuracy, macro F1, log loss, confusion matrix (CSV + PNG) and most confused pairs."""
     from featkit.apps.evaluate import evaluate_run
     from featkit.core.tables import pct
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports)
     m = evaluate_run(r, ks=k, reports=reports)
     if json_out:
         return _print_json({"run": r.id, **m})
@@ -805,14 +940,60 @@ def sensitivity_cmd(
     sees the perturbed photos through its network."""
     from featkit.apps.evaluate import sensitivity
     from featkit.core.tables import SCORE_COLUMNS, markdown_table
-    from featkit.runs.store import load_run
 
-    r = load_run(run, reports)
+    r = _load_run(run, reports, kinds=("head", "cnn"))
     df = sensitivity(r, reports=reports, quiet=quiet or json_out)
     if json_out:
         return _print_json(df.to_dict(orient="records"))
     typer.echo(markdown_table(df, SCORE_COLUMNS))
     typer.echo(f"saved: {r.path}/sensitivity.csv, sensitivity.md")
+
+
+def _load_run(ref: str, reports: Path, kinds: tuple[str, ...] | None = None):
+    """load_run, saying on stderr which run "latest" took."""
+    from featkit.runs.store import load_run
+
+    r = load_run(ref, reports, kinds=kinds)
+    if ref == "latest":
+        kind = f"{' or '.join(kinds)} " if kinds else ""
+        sys.stderr.write(f"latest {kind}run: {r.id}\n")
+    return r
+
+
+@app.command("runs")
+def runs_cmd(
+    kind: RunKind | None = typer.Option(None, "--kind", help="Only runs of this kind."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Only runs on this dataset (its name or key, or a part of one)."
+    ),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Only the runs a sweep fitted or built (its id, a unique part of it, or 'latest')."
+    ),
+    reports: Path = ReportsOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """List the finished runs, newest first: id, kind, dataset (classes), backbone, size, head or preset, views,
+    validation and test top-1, date. Runs are compared by validation top-1; test is shown, never used to choose."""
+    from featkit.apps.runs_list import list_runs_table
+    from featkit.core.tables import markdown_table
+
+    listing = list_runs_table(reports, kind=kind.value if kind else None, dataset=dataset, sweep=sweep)
+    if listing.skipped:
+        sys.stderr.write(
+            f"warning: {len(listing.skipped)} run(s) skipped (deleted or damaged while listing): "
+            f"{'; '.join(listing.skipped[:3])}\n"
+        )
+    if json_out:
+        return _print_json(listing.records())
+    if not listing.rows:
+        typer.echo(f"no finished run matches in {reports / 'runs'}.")
+        return
+    import pandas as pd
+
+    typer.echo(markdown_table(pd.DataFrame(listing.table())))
+    if not quiet:
+        typer.echo(f"{len(listing.rows)} run(s)")
 
 
 @app.command("report")
@@ -832,7 +1013,9 @@ def report_cmd(reports: Path = ReportsOpt, json_out: bool = JsonOpt, quiet: bool
 
 @app.command("predict")
 def predict_cmd(
-    run: str = typer.Argument(..., help="Run id, run folder, or 'latest'."),
+    run: str = typer.Argument(
+        ..., help="Run id, run folder, 'latest', or 'sweep:latest' / 'sweep:<id>' (the run a sweep selected)."
+    ),
     photos: list[Path] = typer.Argument(..., help="Photo files and/or folders of photos."),
     top: int = typer.Option(5, "--top", help="How many classes to show per photo."),
     reports: Path = ReportsOpt,
@@ -841,16 +1024,22 @@ def predict_cmd(
         False,
         "--quiet",
         "-q",
-        help="No warning line per unreadable photo (they are still counted, and listed in --json).",
+        help="No loading messages and no warning line per unreadable photo (they are still counted, and listed in "
+        "--json). The run that 'latest' or 'sweep:...' named is always said.",
     ),
 ):
-    """Top-k dish names with probabilities for new photos, using the run's own backbone and preprocessing.
+    """Top-k dish names with calibrated probabilities for new photos, with any run: a head on one cache or several
+    (backbones and sizes side by side), with the mirrored view, an ensemble, or a CNN. Photos are decoded, resized
+    and passed through each backbone exactly as the run's test photos were; each backbone is loaded once.
 
     Unreadable photos get a message and do not stop the batch.
     """
     from featkit.apps.predict import predict
 
-    results, failures = predict(run, photos, top=top, reports=reports)
+    def say(text: str) -> None:  # which run "latest" / "sweep:..." named: always shown (stderr)
+        sys.stderr.write(text + "\n")
+
+    results, failures = predict(run, photos, top=top, reports=reports, quiet=quiet, say=say)
     for f in [] if quiet else failures:
         sys.stderr.write(f"warning: {f['path']}: {f['error']}\n")
     if json_out:
@@ -960,6 +1149,7 @@ def train_cnn_cmd(
     seed: int = SeedOpt,
     cache: Path = CacheOpt,
     reports: Path = ReportsOpt,
+    track: bool = TrackOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -972,6 +1162,8 @@ def train_cnn_cmd(
     if data is None:
         raise FeatkitError("train-cnn needs --data PATH (a dataset folder or archive), or --list.")
     from featkit.cnn.series import train_preset
+
+    _track(track)
 
     options = {
         "model": model and model.value,
@@ -1071,6 +1263,73 @@ def series_cmd(
         )
     if failed:
         raise typer.Exit(1)
+
+
+# ---- featkit export ---------------------------------------------------------------------------------------------
+export_app = typer.Typer(
+    help="Take features or a model out of featkit, in formats other tools read.", no_args_is_help=True
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("features")
+def export_features_cmd(
+    cache_file: Path | None = typer.Argument(None, help="The feature cache (.h5) to export; or use --data below."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Or: the dataset, to find the cache extracted with the options below."
+    ),
+    backbone: str = typer.Option("vgg16", "--backbone", "-b", help="With --data: the backbone extracted with."),
+    size: int | None = typer.Option(None, "--size", help="With --data: the size extracted at."),
+    weights: str = typer.Option("imagenet", "--weights", help="With --data: the weights extracted with."),
+    pooling: str = typer.Option("avg", "--pooling", help="With --data: the pooling extracted with."),
+    resize: str = typer.Option("stretch", "--resize", help="With --data: the resize mode extracted with."),
+    decode: str = typer.Option("draft", "--decode", help="With --data: the --decode extracted with (draft or full)."),
+    precision: str = typer.Option("float32", "--precision", help="With --data: the --precision extracted with."),
+    fmt: str = typer.Option(
+        "parquet",
+        "--format",
+        help="parquet: one file, one row per photo, the feature vector as a fixed-size list (needs the export extra); "
+        "npy: a folder with features.npy, index.csv and meta.json.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Where to write (a .parquet file, or a folder for npy); must not exist."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export of the same format at --out."),
+    split: str = SplitOpt,
+    seed: int = SeedOpt,
+    cache: Path = CacheOpt,
+    json_out: bool = JsonOpt,
+):
+    """Write a feature cache as Parquet or NumPy files: image id, path in the dataset, label, class id and name,
+    split and the feature vector of every cached photo, exactly as stored (float16 or float32), with the cache's
+    backbone, size, classes and dataset fingerprint as metadata. Nothing partial is ever left at --out."""
+    from featkit.features.export import export_features
+
+    if cache_file is None:
+        caches = _plain_caches(
+            [],
+            data,
+            [backbone],
+            [size] if size else [],
+            weights,
+            pooling,
+            resize,
+            split,
+            seed,
+            cache,
+            decode=decode,
+            precision=precision,
+        )
+        cache_file = caches[0]
+    elif data is not None:
+        raise typer.BadParameter("give a cache file or --data, not both.")
+    summary = export_features(cache_file, out, fmt=fmt, force=force)
+    if json_out:
+        return _print_json(summary)
+    typer.echo(f"{summary['rows']:,} rows x {summary['feature_dim']} {summary['dtype']} features -> {summary['out']}")
+
+
+# export model: helper "onnx" adds `@export_app.command("model")` here.
 
 
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped."

@@ -145,3 +145,55 @@ def start_chromium(browser: str, driver: str, profile: Path):
     opts.add_argument(f"--user-data-dir={profile}")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+def scored_run(
+    reports: Path,
+    name: str,
+    valid_correct: float,
+    test_correct: float,
+    dataset: str = "food-8-0123456789ab-70-20-10-s0",
+    data: str = "/photos/food-8.zip",
+    n_classes: int = 8,
+    kind: str = "head",
+    per_class: int = 10,
+    run_id: str | None = None,
+    **config,
+) -> Run:
+    """A finished run folder whose predictions get exactly `valid_correct` / `test_correct` of the validation /
+    test photos right (per_class photos of each class; the wrong ones put their mass on the next class), written
+    through runs.store.finish like fit-head does. No validation predictions when valid_correct is None. `run_id`
+    (YYYYmmdd-HHMMSS-name) fixes the id, and so the order of runs made within one second."""
+    import numpy as np
+
+    from featkit.core.schema import RunConfig
+    from featkit.runs.metrics import topk_accuracy
+    from featkit.runs.store import finish
+
+    def predictions(correct: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        labels = np.repeat(np.arange(n_classes), per_class)
+        n_right = round(correct * len(labels))
+        rng = np.random.default_rng(len(name))
+        right = np.zeros(len(labels), bool)
+        right[rng.permutation(len(labels))[:n_right]] = True
+        guess = np.where(right, labels, (labels + 1) % n_classes)
+        probs = np.full((len(labels), n_classes), 0.1 / (n_classes - 1), np.float32)
+        probs[np.arange(len(labels)), guess] = 0.9
+        return probs, labels, [f"{c}/{i}" for c, i in zip(labels, range(len(labels)), strict=True)]
+
+    run = new_run(name, reports)
+    if run_id:
+        run = Run(run.path.rename(run.path.parent / run_id))
+    run.write_config(
+        RunConfig(
+            kind=kind, name=config.pop("head", "logreg"), n_classes=n_classes, dataset=dataset, data=data, **config
+        )
+    )
+    run.write_json("classes.json", [{"index": i, "id": f"c{i}", "name": f"dish {i}"} for i in range(n_classes)])
+    extra = {"fit_seconds": 1.0}
+    if valid_correct is not None:
+        vp, vl, vi = predictions(valid_correct)
+        run.save_predictions(vp, vl, vi, name="valid")
+        extra["valid_top1"], extra["valid_top5"] = topk_accuracy(vp, vl, (1, 5)).values()
+    finish(run, *predictions(test_correct), extra=extra)
+    return run

@@ -61,6 +61,7 @@ def test_choice_values_are_the_librarys():
     from featkit.apps.sweep import ENGINES as SWEEP_ENGINES
     from featkit.backbones.base import POOLINGS
     from featkit.cnn.presets import MODELS, OPTIMIZERS
+    from featkit.core.schema import RUN_KINDS
     from featkit.data.augment import TTA_VIEWS
     from featkit.data.images import DECODE_MODES, RESIZE_MODES
     from featkit.features.extract import PRECISIONS
@@ -78,6 +79,7 @@ def test_choice_values_are_the_librarys():
         cli.Combine: COMBINE_MODES,
         cli.CnnModel: MODELS,
         cli.Optimizer: OPTIMIZERS,
+        cli.RunKind: RUN_KINDS,
     }
     for enum, library in values.items():
         assert sorted(e.value for e in enum) == sorted(library), enum

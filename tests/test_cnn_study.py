@@ -440,7 +440,7 @@ def test_series_skips_finished_and_resumes_interrupted_presets(mini, tmp_path):
     m = json.loads((unfinished[0] / "metrics.json").read_text())
     assert (two_epochs["study_top1"], two_epochs["study_top5"], two_epochs["study_s_per_epoch"]) == (2.36, 7.63, "35")
     assert two_epochs["featkit_top1"] == round(100 * m["top1"], 2) and two_epochs["epochs"] == "2 / 5"
-    assert two_epochs["dataset"] == mini.name and two_epochs["n_train"] == 4 * 3
+    assert two_epochs["dataset"] == f"{mini.name} (4 classes)" and two_epochs["n_train"] == 4 * 3
     assert two_epochs["differs"] == f"dataset {mini.name}; 3 photos per class and split; epochs 2 (preset 5)"
     md = build_report(tmp_path / "reports")["results_md"].read_text()
     assert "## Study vs featkit (CNN series)" in md and "Robustness" not in md  # no sensitivity.csv yet

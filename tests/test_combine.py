@@ -127,10 +127,14 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(caches, tmp_path):
         assert getattr(ens.metrics, key) == getattr(run.metrics, key), key
     assert ens.config.kind == "ensemble" and ens.config.extra["members"] == [run.id, run.id]
     assert (ens.path / "per_class.csv").read_text() == (run.path / "per_class.csv").read_text()
+    # predict takes the ensemble like any run (it used to refuse it): the same answer as its only member
+    from conftest import read_food_photos
+
     from featkit.apps.predict import predict
 
-    with pytest.raises(FeatkitError, match="pick one of its member runs"):
-        predict(ens.id, [tmp_path / "photo.jpg"], reports=tmp_path)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(read_food_photos(1, 1, "test")[1][0])
+    assert predict(ens.id, [photo], reports=tmp_path) == predict(run.id, [photo], reports=tmp_path)
 
 
 def test_ensemble_of_two_runs_is_the_mean_and_other_photos_are_refused(caches, tmp_path):

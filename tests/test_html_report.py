@@ -44,9 +44,11 @@ def test_index_lists_every_run_with_the_best_so_far(report_workspace):
     assert sorted(results["run_id"]) == sorted([ws.logreg, ws.lightgbm, ws.cnn])
     for run_id in results["run_id"]:
         assert f'href="runs/{run_id}/{PAGE_NAME}"' in html
-    best = results.loc[results["top1"].astype(float).idxmax()]
-    line = re.search(r'<p class="best" id="best">(.*?)</p>', html)[1]
-    assert best["run_id"] in line and f"{100 * float(best['top1']):.2f} %" in line
+    scored = results[results["valid_top1"] != ""]  # best so far is chosen by validation top-1 only
+    assert len(scored) == 2  # the two head runs; the CNN run folder records no validation score
+    best = scored.loc[scored["valid_top1"].astype(float).idxmax()]
+    line = re.search(r'<div class="best" id="best">(.*?)</div>', html, flags=re.S)[1]
+    assert best["run_id"] in line and f"<b>{100 * float(best['valid_top1']):.2f} %</b> validation top-1" in line
     rows = re.findall(r'<tr data-kind="(\w+)">', html)
     assert sorted(rows) == ["cnn", "head", "head"]
     assert '<option value="cnn">cnn</option><option value="head">head</option>' in html

@@ -76,7 +76,7 @@ def test_sorting_by_top1_puts_the_best_run_first_and_the_filter_hides_other_kind
         return [r.text for r in driver.find_elements("css selector", "#runs tbody tr td:first-child")]
 
     assert first_column() == results["run_id"].tolist()  # newest first, as built
-    top1 = next(th for th in driver.find_elements("css selector", "#runs thead th") if th.text.startswith("top-1"))
+    top1 = next(th for th in driver.find_elements("css selector", "#runs thead th") if th.text.startswith("test top-1"))
     top1.click()
     assert first_column() == ranked
     top1.click()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from featkit.core.errors import FeatkitError
-from featkit.core.schema import SweepRow, read_sweep_rows, sweep_file
+from featkit.core.schema import SWEEP_SELECTION, SweepRow, read_sweep_rows, sweep_file
 from featkit.core.tables import pct
 from featkit.runs.store import DEFAULT_REPORTS
 
@@ -300,14 +300,55 @@ def sweep(
     sweep_dir = new_run(name, reports, under="sweeps").path  # reports/sweeps/<timestamp>-<name>/
     write_json(sweep_dir / "candidates.json", [asdict(c) for c in candidates])
 
-    rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
-    rows += ensemble_rows(rows, ensemble, reports, quiet)
+    from featkit.runs import tracking
+
+    with tracking.deferred():  # with tracking on, the candidates are logged below, nested under the sweep
+        rows = run_candidates(candidates, jobs, engine, reports, seed, quiet, address)
+        rows += ensemble_rows(rows, ensemble, reports, quiet)
     best = select(rows)
     rows = [r.replace(selected=r is best) for r in rows]
     selected = next((r for r in rows if r.selected), None)
     write_table(rows, sweep_dir)
     write_json(sweep_dir / "sweep.json", sweep_file(sweep_dir.name, rows, selected))
+    if tracking.wanted():
+        track_sweep(sweep_dir, rows, selected, reports)
     return SweepResult(sweep_dir.name, sweep_dir, rows, selected)
+
+
+def track_sweep(folder: Path, rows: Sequence[SweepRow], selected: SweepRow | None, reports: str | Path) -> str | None:
+    """The sweep as a parent MLflow run (its table as artifacts, the selected row's scores as metrics) with every
+    candidate and ensemble run nested under it; the parent's MLflow run id, or None when the store failed."""
+    from featkit.runs import tracking
+    from featkit.runs.store import load_run
+
+    scores = {"valid_top1": "valid_top1", "valid_top5": "valid_top5", "top1": "test_top1", "top5": "test_top5"}
+    entry = tracking.Entry(
+        name=folder.name,
+        params={
+            "kind": "sweep",
+            "n_candidates": sum(1 for r in rows if r.kind == "head"),
+            "n_ensembles": sum(1 for r in rows if r.kind == "ensemble"),
+            "selection": SWEEP_SELECTION,
+            "selected": selected.candidate if selected else "",
+            "selected_run": (selected.run or "") if selected else "",
+        },
+        metrics={
+            name: float(getattr(selected, k))
+            for k, name in scores.items()
+            if selected is not None and getattr(selected, k) is not None
+        },
+        tags={"featkit.sweep_id": folder.name, "featkit.kind": "sweep", "featkit.folder": str(folder.resolve())},
+        artifacts=[
+            folder / f for f in ("sweep.csv", "sweep.md", "sweep.json", "candidates.json") if (folder / f).is_file()
+        ],
+    )
+    parent = tracking.log_entry(entry, reports)
+    if parent is None:
+        return None
+    for r in rows:
+        if r.run and tracking.log_run(load_run(r.run, reports), parent=parent) is None:
+            break
+    return parent
 
 
 def ensemble_rows(rows: list[SweepRow], up_to: int, reports: str | Path, quiet: bool = False) -> list[SweepRow]:
@@ -412,3 +453,50 @@ def write_table(rows: Sequence[SweepRow], folder: Path) -> None:
         + markdown_table(table(rows, compact=True), SCORE_COLUMNS)
         + "\n",
     )
+
+
+def selected_run(ref: str, reports: str | Path = DEFAULT_REPORTS):
+    """(the run a sweep selected, the sweep's id). `ref`: "latest" (the newest sweep with a sweep.json), a sweep id
+    under reports/sweeps/ (or a unique part of one), or a sweep folder. What `sweep:latest` / `sweep:<id>` name on
+    the command line (featkit.apps.run_model.resolve_run)."""
+    from featkit.core.fileio import read_json
+    from featkit.runs.store import load_run
+
+    base = Path(reports) / "sweeps"
+    ref = str(ref).strip()
+    if not ref:
+        raise FeatkitError("sweep: needs a sweep id or 'latest' after it, e.g. sweep:latest.")
+    if ref == "latest":
+        done, _ = list_sweeps(reports)
+        if not done:
+            raise FeatkitError(f"no finished sweep in {base}: run `featkit sweep` first (or give a run id).")
+        folder = done[0].path
+    elif Path(ref).is_dir() and (Path(ref) / "sweep.json").exists():
+        folder = Path(ref)
+    else:
+        found = sorted(d for d in base.glob("*") if d.is_dir() and ref in d.name) if base.is_dir() else []
+        exact = [d for d in found if d.name == ref]
+        if exact or len(found) == 1:
+            folder = (exact or found)[0]
+        elif not found:
+            raise FeatkitError(f"no sweep {ref!r} in {base}: give an id listed by `featkit report`, or sweep:latest.")
+        else:
+            names = ", ".join(d.name for d in found[:5])
+            raise FeatkitError(f"sweep {ref!r} is ambiguous ({names}, ...): give the full id.")
+    f = folder / "sweep.json"
+    if not f.exists():
+        raise FeatkitError(f"{f} is missing: the sweep did not finish; re-run `featkit sweep`.")
+    rows = read_sweep_rows(read_json(f, dict, fix="re-run `featkit sweep`"), str(f))
+    selected = next((r for r in rows if r.selected), None)
+    if selected is None or not selected.run:
+        raise FeatkitError(
+            f"sweep {folder.name} selected no run (no candidate had a validation score; see {folder / 'sweep.md'}): "
+            "give a run id instead."
+        )
+    try:
+        return load_run(selected.run, reports), folder.name
+    except FeatkitError:
+        raise FeatkitError(
+            f"run {selected.run}, selected by sweep {folder.name}, is not in {Path(reports) / 'runs'} any more: "
+            "restore it or re-run the sweep."
+        ) from None

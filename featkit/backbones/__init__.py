@@ -24,6 +24,7 @@ from featkit.backbones.keras_zoo import (  # no TF import
     keras_table,
     lookup,
 )
+from featkit.backbones.names import default_backbone, locate, models_dir
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import BackboneSpec
 
@@ -39,10 +40,14 @@ __all__ = [
     "KERAS_MODELS",
     "KerasModel",
     "file_sha256",
+    "locate",
+    "models_dir",
+    "default_backbone",
 ]
 
 
 def _is_onnx(name_or_path: str) -> bool:
+    """Of a located name (see locate): an .onnx path, or a file that is not a Keras weights file or name."""
     s = str(name_or_path)
     if s.lower().endswith(".onnx"):
         return True
@@ -54,7 +59,9 @@ def resolve(
 ) -> BackboneSpec:
     """The spec of what `get_backbone` would build with these arguments, without building it (no TensorFlow
     import, no ONNX session): kind, name, size, pooling, weights (a file by its sha256), and, where the registry or
-    the JSON contract says, preprocessing and feature size. Argument problems raise FeatkitError."""
+    the JSON contract says, preprocessing and feature size. Argument problems raise FeatkitError. Names are
+    located first (featkit.backbones.names.locate: an .onnx file of the models folder by its name)."""
+    name_or_path = locate(str(name_or_path))
     if _is_onnx(name_or_path):
         from featkit.backbones.onnx_model import contract_size, read_contract
 
@@ -114,8 +121,10 @@ def get_backbone(
     (random, seeded), or a local .weights.h5 / .h5 path. pooling: "avg" or "max" (ONNX outputs are
     already average-pooled: only "avg"). onnx_options (ONNX only): onnx_input, onnx_output, input_dtype,
     input_layout, input_mean, input_std. Arguments are checked before anything is built; problems raise
-    FeatkitError with a one-line message.
+    FeatkitError with a one-line message. A name of an .onnx file in the models folder (`featkit backbones`) is
+    that file (featkit.backbones.names.locate); `keras:NAME` / `onnx:NAME` say which where both exist.
     """
+    name_or_path = locate(str(name_or_path))
     if _is_onnx(name_or_path):
         from featkit.backbones.onnx_model import OnnxBackbone
 
@@ -141,7 +150,7 @@ def get_backbone_from_spec(spec: BackboneSpec | dict, batch_size: int | None = N
     elif kind == "keras":
         if isinstance(weights, dict):
             weights = str(check_file_identity(weights, "the weights file"))
-        bb = get_backbone(name, size=size, weights=weights, pooling=pooling, batch_size=batch_size)
+        bb = get_backbone(f"keras:{name}", size=size, weights=weights, pooling=pooling, batch_size=batch_size)
     else:
         raise FeatkitError(f"unknown backbone kind {kind!r} in the saved spec (expected keras or onnx).")
     if spec.feature_dim not in (None, bb.feature_dim):

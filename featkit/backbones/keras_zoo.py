@@ -228,7 +228,9 @@ MODELS: dict[str, KerasModel] = {
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """'EfficientNet-B0' -> 'efficientnetb0'; a 'keras:' prefix (featkit.backbones.names.locate) is dropped."""
+    name = name.lower()
+    return re.sub(r"[^a-z0-9]", "", name.removeprefix("keras:"))
 
 
 def is_keras_name(name: str) -> bool:

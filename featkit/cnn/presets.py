@@ -503,6 +503,10 @@ def preset_with_options(name: str, options: dict[str, Any]) -> Preset:
     elif blocks is not None:
         base = get_preset(name).filters or (16,)
         changes["filters"] = tuple(base[:blocks]) + (base[-1],) * max(0, blocks - len(base))
+    if changes.get("backbone") is not None:  # a Keras model by its registry name, never an ONNX file's name
+        from featkit.backbones.names import keras_name
+
+        changes["backbone"] = keras_name(changes["backbone"])
     ftf = changes.get("fine_tune_from")
     if isinstance(ftf, str) and ftf.isdigit():
         changes["fine_tune_from"] = int(ftf)

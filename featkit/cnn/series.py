@@ -20,15 +20,32 @@ from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig
 from featkit.runs.store import Run, new_run, runs_dir
 
-DATASET_NAMES = {"food101": "Food-101", "uec": "UECFOOD"}
+DATASET_NAMES = {"food101": ("Food-101", 101)}
 
 
 def dataset_name(prep) -> str:
-    """A readable name for the dataset a run used: Food-101, UECFOOD-256, or the file / folder name."""
-    layout = prep.dataset.layout
+    """A readable name for the dataset a run used: Food-101 (all 101 classes in its own layout), UECFOOD-<classes>,
+    or the file / folder name (a few classes copied out of Food-101 are not "Food-101")."""
+    layout, n = prep.dataset.layout, len(prep.classes)
     if layout == "uec":
-        return f"UECFOOD-{len(prep.classes)}"
-    return DATASET_NAMES.get(layout) or Path(prep.dataset.source.origin).name
+        return f"UECFOOD-{n}"
+    known = DATASET_NAMES.get(layout)
+    if known and known[1] == n:
+        return known[0]
+    return Path(prep.dataset.source.origin).name
+
+
+def run_name(cfg: Preset) -> str:
+    """The name part of a CNN run's id, saying what was trained: `cnn-<preset>` when the model, backbone and size
+    are the preset's, else the model trained, e.g. `cnn-transfer-mobilenetv2-128` for `train-cnn --model transfer
+    --backbone mobilenetv2 --size 128` over the default preset benchmark-64 (a custom network over a transfer
+    preset: `cnn-custom-3x16-32-64-128`)."""
+    base = PRESETS[cfg.name]
+    if (cfg.model, cfg.backbone, cfg.size) == (base.model, base.backbone, base.size):
+        return f"cnn-{cfg.name}"
+    if cfg.model == "transfer":
+        return f"cnn-transfer-{cfg.backbone}-{cfg.size}"
+    return f"cnn-custom-{cfg.blocks}x{'-'.join(map(str, cfg.filters))}-{cfg.size}"
 
 
 def series_names(presets: Sequence[str]) -> list[str]:
@@ -132,7 +149,7 @@ def train_preset(
         finished, unfinished = find_runs(cfg, identity, reports) if skip_finished else (None, None)
         if finished is not None:
             return finished, False
-        run = unfinished or new_run(f"cnn-{cfg.name}", reports)
+        run = unfinished or new_run(run_name(cfg), reports)
     x = decoded_arrays(prep, rows, cfg.size, resize=resize, quiet=quiet)
     m = prep.manifest.iloc[rows]
     split_of = m["split"].to_numpy()

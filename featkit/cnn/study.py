@@ -14,6 +14,7 @@ from featkit.cnn.presets import PRESETS, STUDY_DATASET, Preset, format_seconds_r
 from featkit.core.errors import FeatkitError
 from featkit.core.schema import RunConfig, RunMetrics
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs
+from featkit.runs.summary import dataset_name
 
 COMPARISON_COLUMNS = (
     "run_id",
@@ -61,7 +62,13 @@ ROBUSTNESS_REMARK = (
 
 
 def _dataset_name(config: RunConfig) -> str:
-    return config.extra.get("dataset_name") or Path(str(config.data or "?")).name
+    return dataset_name(config)
+
+
+def _dataset_label(config: RunConfig) -> str:
+    """The dataset as the study table shows it: its name and class count (the study's has 256 classes)."""
+    name = dataset_name(config)
+    return f"{name} ({config.n_classes} classes)" if config.n_classes else name
 
 
 def _differences(cfg: Preset, config: RunConfig, metrics: RunMetrics) -> list[str]:
@@ -114,7 +121,7 @@ def study_comparison(reports: str | Path = DEFAULT_REPORTS):
                 "study_top5": preset.study_top5,
                 "featkit_top1": _pct(metrics.top1),
                 "featkit_top5": _pct(metrics.top5),
-                "dataset": _dataset_name(config),
+                "dataset": _dataset_label(config),
                 "n_train": config.extra.get("n_train"),
                 "epochs": f"{'?' if metrics.epochs_run is None else metrics.epochs_run} / "
                 f"{preset.epochs if preset.model == 'custom' else 'n/s'}",

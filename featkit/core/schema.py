@@ -382,6 +382,8 @@ class RunConfig:
                 f"{where} has kind {known.get('kind')!r}, name {known.get('name')!r}; expected a kind "
                 f"among {', '.join(RUN_KINDS)} and a name: {cls.REBUILD}."
             )
+        if isinstance(known.get("size"), list):  # a head on caches of several sizes, written before schema 3
+            extra.setdefault("sizes", known.pop("size"))
         try:
             if known.get("backbone") is not None:
                 bb = BackboneSpec.from_dict(known["backbone"])
@@ -746,19 +748,27 @@ class ReportRow:
 
     run_id: str
     kind: str
+    # the dataset's name and class count (featkit.runs.summary); keyword-only, so older callers still build rows
+    dataset: str = field(default="", kw_only=True)
+    classes: int | None = field(default=None, kw_only=True)
     backbone: str
     size: int | None
     head: str
     augment: bool
     views: str
+    # validation scores: what runs are compared and chosen by (test is shown, never used to choose)
+    valid_top1: float | None = field(default=None, kw_only=True)
+    valid_top5: float | None = field(default=None, kw_only=True)
     top1: float | None
     top5: float | None
     log_loss: float | None
     ece: float | None
     extract_seconds: float | None
     fit_seconds: float | None
+    sweep: str = field(default="", kw_only=True)  # the sweep that fitted or built the run
     date: str
     folder: str
+    dataset_key: str = field(default="", kw_only=True)  # what makes scores comparable: content and split
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "results.csv") -> ReportRow:
@@ -767,8 +777,11 @@ class ReportRow:
         d = dict(d)
         if isinstance(d.get("augment"), str):
             d["augment"] = d["augment"] == "yes"
-        if d.get("size") in ("", None) or (isinstance(d.get("size"), float) and d["size"] != d["size"]):
-            d["size"] = None
+        for key in ("size", "classes"):
+            if d.get(key) in ("", None) or (isinstance(d.get(key), float) and d[key] != d[key]):
+                d[key] = None
+        for key in ("dataset", "sweep", "dataset_key"):
+            d[key] = d.get(key) or ""
         known = {f.name: d.get(f.name) for f in dataclasses.fields(cls)}
         return cls(**_typed(cls, known, where, "rebuild the report with `featkit report`"))
 
@@ -777,6 +790,7 @@ class ReportRow:
         d = _record(self, versioned=False)
         d["augment"] = "yes" if self.augment else "no"
         d["size"] = "" if self.size is None else self.size
+        d["classes"] = "" if self.classes is None else self.classes
         return d
 
 

@@ -86,13 +86,18 @@ def concat_caches(paths: Sequence[str | Path]) -> FeatureSet:
 
 
 def describe_cache(path: str | Path, fs: FeatureSet) -> dict[str, Any]:
-    """What a run config records about one source cache."""
+    """What a run config records about one source cache (with how its photos were decoded and its dtype, so a run
+    can turn new photos into the same features without the cache: featkit.apps.run_model)."""
     return {
         "path": str(Path(path).resolve()),
         "backbone": fs.meta.backbone.to_dict(),
         "size": fs.meta.size,
         "view": fs.meta.view,
         "feature_dim": int(fs.features.shape[1]),
+        "resize": fs.meta.resize,
+        "decode": fs.meta.decode,
+        "crop_box": bool(fs.meta.crop_box),
+        "dtype": fs.meta.dtype,
     }
 
 

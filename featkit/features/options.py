@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
-from featkit.backbones import BackboneSpec, resolve
+from featkit.backbones import BackboneSpec, locate, resolve
 from featkit.core.errors import FeatkitError
 from featkit.core.resources import available_memory_bytes
 from featkit.data import Prepared
@@ -44,6 +45,8 @@ class ExtractOptions:
     precision: str = "float32"
 
     def __post_init__(self):
+        # a name of an .onnx file in the models folder becomes its path, once (featkit.backbones.names.locate)
+        self.backbone = locate(self.backbone)
         check_resize(self.resize)
         if self.pooling not in ("avg", "max"):
             raise FeatkitError(f"--pooling {self.pooling!r} should be avg or max.")
@@ -105,8 +108,11 @@ def check_memory(size: int, opts: ExtractOptions) -> None:
         )
 
 
-def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) -> str:
-    """The `featkit extract` command that makes this cache again (named when a cache file is found damaged)."""
+def rebuild_command(
+    prep: Prepared, opts: ExtractOptions, spec: BackboneSpec, cache_dir: str | Path | None = None
+) -> str:
+    """The `featkit extract` command that makes this cache (again): named when a cache file is found damaged or
+    missing; every option that differs from the defaults, so the command makes this very cache."""
     parts = [
         "featkit extract",
         f"--data {prep.dataset.source.origin}",
@@ -131,6 +137,8 @@ def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) ->
             ("--float32", opts.dtype == "float32"),
             ("--no-flips", not opts.flips),
             ("--sensitivity", opts.sensitivity),
+            ("--decode full", opts.decode == "full"),
+            ("--precision int8", opts.precision == "int8"),
         )
         if on
     ]
@@ -139,6 +147,8 @@ def rebuild_command(prep: Prepared, opts: ExtractOptions, spec: BackboneSpec) ->
             f"--split {'/'.join(f'{f * 100:g}' for f in (prep.split.train, prep.split.valid, prep.split.test))}"
             f" --seed {prep.split.seed}"
         )
+    if cache_dir is not None and Path(cache_dir) != Path("cache"):
+        parts.append(f"--cache {cache_dir}")
     return " ".join(parts)
 
 

@@ -10,6 +10,7 @@ Views, one HDF5 file each, under cache/features/<dataset>-<split>/<backbone>-<we
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from featkit.backbones import BackboneSpec
 from featkit.core.errors import FeatkitError
 from featkit.data import Prepared
 from featkit.data.augment import SENSITIVITY_VIEWS, TTA_VIEWS, Mirror, Perturbation, augment_view
-from featkit.features.options import ExtractOptions, resolve_backbone
+from featkit.features.options import ExtractOptions, rebuild_command, resolve_backbone
 
 
 @dataclass
@@ -48,18 +49,32 @@ def features_dir(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "
 
 
 def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path = "cache") -> Path:
-    """The finished plain-view cache these options extracted, or one line saying which command makes it."""
+    """The finished plain-view cache these options extracted, or one line giving the `featkit extract` command that
+    makes that very cache (options.rebuild_command), and, for a Keras name with the same name's ONNX model in the
+    models folder, that model (a Keras download fails offline)."""
     path = features_dir(prep, opts, cache_dir) / "plain.h5"
     if not path.exists():
-        flags = (
-            f"{f' --size {opts.size}' if opts.size else ''}{' --decode full' if opts.decode == 'full' else ''}"
-            f"{' --precision int8' if opts.precision == 'int8' else ''}"
-        )
-        raise FeatkitError(
-            f"{path} does not exist: run `featkit extract --data {prep.dataset.source.path} "
-            f"--backbone {opts.backbone}{flags}` first."
-        )
+        command = rebuild_command(prep, opts, resolve_backbone(opts), cache_dir)
+        raise FeatkitError(f"{path} does not exist: run `{command}` first{_onnx_hint(opts)}.")
     return path
+
+
+def _onnx_hint(opts: ExtractOptions) -> str:
+    from featkit.backbones.names import models_dir, onnx_models
+
+    if opts.backbone.lower().endswith(".onnx"):
+        return ""
+    key = re.sub(r"[^a-z0-9]", "", opts.backbone.lower().removeprefix("keras:"))
+    try:
+        same = [n for n in onnx_models(models_dir()) if re.sub(r"[^a-z0-9]", "", n.lower()) == key]
+    except FeatkitError:
+        return ""
+    if not same:
+        return ""
+    return (
+        f"; --backbone {opts.backbone} is Keras' model (Keras downloads its weights), the ONNX model of that "
+        f"name in the models folder is --backbone {same[0]}"
+    )
 
 
 def augment_caches(plain: Path) -> list[Path]:

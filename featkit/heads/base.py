@@ -47,6 +47,8 @@ class Head(ClassifierMixin, BaseEstimator):
     model_file: ClassVar[str] = ""
     # the small default search over the head's main settings, scored on the validation split
     search_grid: ClassVar[dict[str, list]] = {}
+    # settings named in the one line a fit prints about its choice (besides the searched and given ones)
+    summary_keys: ClassVar[tuple[str, ...]] = ()
 
     # ---- parameters ---------------------------------------------------------------------------------
     @classmethod
@@ -102,6 +104,15 @@ class Head(ClassifierMixin, BaseEstimator):
         head.fit(X, y, n_classes=n_classes)
         head.temperature_ = float(getattr(self, "temperature_", 1.0))
         return head
+
+    @classmethod
+    def adapt_to_rows(
+        cls, fixed: dict[str, Any], grid: dict[str, list], n_rows: int, default_keys: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, Any], dict[str, list], list[str]]:
+        """(fixed, grid, warnings): settings a search over `n_rows` training rows cannot use, changed or dropped.
+        `default_keys`: the grid keys that come from the head's default grid (not listed by the user). Heads whose
+        settings depend on the row count (knn's k) override this; each warning is one line."""
+        return fixed, grid, []
 
     @classmethod
     def fit_candidates(

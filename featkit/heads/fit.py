@@ -112,6 +112,7 @@ def fit_head(
         params=params,
         refit=refit,
         log=None if quiet else _say_line,
+        warn=_say_line,  # warnings print even with --quiet
     )
     fit_seconds = time.perf_counter() - t0
     refitted = model is not sel.model
@@ -122,7 +123,7 @@ def fit_head(
             kind="head",
             name=head,
             backbone=meta.backbone,
-            size=meta.size if isinstance(meta.size, int) else None,  # caches of several sizes: extra["sizes"]
+            size=meta.size if isinstance(meta.size, int) else None,  # caches of several sizes: extra "sizes"
             params=model.params,
             n_classes=n_classes,
             dataset=meta.dataset,
@@ -142,7 +143,7 @@ def fit_head(
             extra={
                 "augment_view_params": aug_meta.view_params if aug_meta else None,
                 "caches": meta.extra.get("caches") or [describe_cache(cache_path, data)],
-                "sizes": meta.size if isinstance(meta.size, list) else None,
+                **({"sizes": meta.size} if isinstance(meta.size, list) else {}),
                 "tta": tta,
                 "selection": "valid" if has_valid else "none",
                 "search": sel.to_dict(),

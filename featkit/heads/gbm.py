@@ -25,6 +25,7 @@ REDUCERS = ("lda", "pca", "none")
 class LightGBMHead(Head):
     name = "lightgbm"
     model_file = "model.joblib"
+    summary_keys = ("num_leaves", "learning_rate", "reduce")
 
     def __init__(
         self,

@@ -41,6 +41,37 @@ class KNNHead(Head):
         self.train_ = _normalise(X).astype(np.float16)
         self.labels_ = y.astype(np.int32)
 
+    @classmethod
+    def adapt_to_rows(cls, fixed, grid, n_rows, default_keys=frozenset()):
+        """k can be at most the training rows: the default grid keeps the values below them (at least one), a k
+        given at or above them is clipped to them, with one warning line."""
+        warnings: list[str] = []
+        if n_rows < 1:
+            return fixed, grid, warnings
+        if "k" in fixed and fixed["k"] >= n_rows:
+            warnings.append(
+                f"knn: k={fixed['k']} >= the {n_rows:,} training rows: clipped to k={n_rows} "
+                "(every training row votes)."
+            )
+            fixed = {**fixed, "k": n_rows}
+        default_k = cls.param_defaults()["k"]
+        if "k" not in fixed and "k" not in grid and default_k >= n_rows:
+            warnings.append(f"knn: the default k={default_k} >= the {n_rows:,} training rows: using k={n_rows}.")
+            fixed = {**fixed, "k": n_rows}
+        if "k" in grid:
+            values = list(grid["k"])
+            if "k" in default_keys:
+                kept = [k for k in values if k < n_rows] or [max(1, n_rows - 1)]
+            else:
+                big = [k for k in values if k >= n_rows]
+                kept = list(dict.fromkeys(min(k, n_rows) for k in values))
+                if big:
+                    warnings.append(
+                        f"knn: k={','.join(map(str, big))} >= the {n_rows:,} training rows: clipped to k={n_rows}."
+                    )
+            grid = {**grid, "k": kept}
+        return fixed, grid, warnings
+
     def neighbours(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, cosine similarities), both (N, k): the k most similar training rows of each row, most
         similar first (ties: lower training index first)."""

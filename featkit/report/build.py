@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from featkit.core.schema import ReportRow, RunConfig, RunMetrics
 from featkit.core.tables import SCORE_COLUMNS, markdown_table, pct, write_csv
 from featkit.report.figures import plot_time, plot_training_curves, plot_vs_size
 from featkit.runs.store import DEFAULT_REPORTS, Run, list_runs, runs_dir
+from featkit.runs.summary import summarize
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(ReportRow))  # run_id, kind, backbone, size, ..., folder
 PLOTS = ("training_curves", "accuracy_vs_size", "time_vs_size")
@@ -34,13 +35,18 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     index.html."""
     import pandas as pd
 
+    from featkit.apps.curve import list_curves
     from featkit.apps.sweep import list_sweeps
     from featkit.cnn.study import study_comparison, study_section
+    from featkit.report.curves import curves_section
     from featkit.report.index import build_html_report
 
     reports = output_dir(reports, "--reports")
-    records, incomplete = collect_runs(reports)
-    rows = [r.to_dict() for r in records]  # the table's columns, as results.csv and the pages show them
+    sweeps, unfinished_sweeps = list_sweeps(reports)
+    records, incomplete = collect_runs(reports, sweeps)
+    selected = {str(r.run) for sw in sweeps for r in sw.rows if r.selected and r.run}
+    # the table's columns, as results.csv and the pages show them, plus what the index folds by
+    rows = [{**r.to_dict(), "sweep_selected": r.run_id in selected} for r in records]
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     paths = {"results_md": reports / "results.md", "results_csv": reports / "results.csv"}
     write_csv(paths["results_csv"], df)
@@ -65,14 +71,15 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     shown = df.copy()
     for col, digits in (("log_loss", 4), ("ece", 4), ("extract_seconds", 1), ("fit_seconds", 1)):
         shown[col] = [("" if _missing(v) else f"{v:.{digits}f}") for v in df[col]]
-    for col in ("top1", "top5"):
+    for col in ("valid_top1", "valid_top5", "top1", "top5"):
         shown[col] = [pct(v) for v in df[col]]
     shown["run_id"] = [f"[{r}](runs/{r}/)" for r in df["run_id"]]
     shown = shown.drop(columns=["folder"])
     lines = [
         "# Results",
         "",
-        f"{len(df)} complete run(s), newest first. Top-1 / top-5 / log loss on the test split; "
+        f"{len(df)} complete run(s), newest first. valid_top1 / valid_top5: on the validation split, what runs "
+        "are compared and chosen by; top-1 / top-5 / log loss on the test split (shown, never used to choose); "
         "seconds are wall-clock (extract: building the feature cache; fit: training the head or network). "
         "The same with photos, per-run pages and sortable columns: [index.html](index.html).",
         "",
@@ -80,8 +87,9 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
     lines += [markdown_table(shown) if len(df) else "_No complete runs yet._", ""]
     section = study_section(reports)  # the study's figures beside featkit's CNN runs, with their robustness
     lines += [section, ""] if section else []
-    sweeps, unfinished_sweeps = list_sweeps(reports)
     lines += sweeps_section(sweeps)
+    curves = list_curves(reports)  # `featkit curve` results (reports/curves/)
+    lines += curves_section(curves)
     incomplete = incomplete + unfinished_sweeps
     lines += ["## Incomplete runs", ""]
     if incomplete:
@@ -104,6 +112,7 @@ def build_report(reports: str | Path = DEFAULT_REPORTS, quiet: bool = True) -> d
         study_rows=study_comparison(reports).to_dict("records"),
         sweeps=sweeps,
         quiet=quiet,
+        curves=curves,
     )
     return {"index_html": paths.pop("index_html"), **paths}
 
@@ -134,9 +143,17 @@ def sweeps_section(sweeps) -> list[str]:
     return lines
 
 
-def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[ReportRow], list[dict]]:
-    """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted)."""
+def collect_runs(
+    reports: str | Path = DEFAULT_REPORTS, sweeps: Sequence[Any] = ()
+) -> tuple[list[ReportRow], list[dict]]:
+    """(rows of complete runs, newest first; [{"folder", "reason"}] of the other run folders, sorted). `sweeps`
+    (featkit.apps.sweep.list_sweeps) name the sweep that fitted or built each run (column "sweep")."""
     reports = Path(reports)
+    members: dict[str, str] = {}
+    for sw in reversed(list(sweeps)):  # oldest first: a run a newer sweep reused names the newer one
+        for r in sw.rows:
+            if r.run:
+                members[str(r.run)] = sw.id
     rows: list[ReportRow] = []
     incomplete: list[dict] = []
     seen = set()
@@ -145,9 +162,10 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[ReportRow]
         try:
             cfg, metrics = run.config, run.metrics
         except (OSError, FeatkitError) as e:
-            incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
-            continue
-        rows.append(_row(run, cfg, metrics, reports))
+            if run.path.exists():
+                incomplete.append({"folder": _rel(run.path, reports), "reason": f"unreadable config/metrics ({e})"})
+            continue  # deleted while the report was built
+        rows.append(_row(run, cfg, metrics, reports, sweep=members.get(run.id, "")))
     base = runs_dir(reports)
     if base.exists():
         for d in sorted(base.iterdir(), reverse=True):
@@ -159,39 +177,31 @@ def collect_runs(reports: str | Path = DEFAULT_REPORTS) -> tuple[list[ReportRow]
     return rows, incomplete
 
 
-def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path) -> ReportRow:
+def _row(run: Run, cfg: RunConfig, m: RunMetrics, reports: Path, sweep: str = "") -> ReportRow:
+    s = summarize(run, cfg, m)
     return ReportRow(
         run_id=run.id,
         kind=cfg.kind,
-        backbone=cfg.backbone_name or "-",
+        dataset=s.dataset,
+        classes=s.n_classes,
+        backbone=" + ".join(s.backbones) or "-",
         size=cfg.size or None,
         head=cfg.name,
         augment=bool(cfg.augment),
-        views=_views(cfg),
+        views=s.views,
+        valid_top1=s.valid_top1,
+        valid_top5=s.valid_top5,
         top1=_num(m.top1),
         top5=_num(m.top5),
         log_loss=_num(m.log_loss),
         ece=_num(m.ece),
         extract_seconds=_num(m.extract_seconds),
         fit_seconds=_num(m.fit_seconds),
-        date=_date(run.id),
+        sweep=sweep,
+        date=s.date,
         folder=_rel(run.path, reports),
+        dataset_key=s.dataset_key,
     )
-
-
-def _views(cfg: RunConfig) -> str:
-    """What the model was trained on: the cached views of a head run, the photos (+ augmentation) of a CNN run."""
-    if cfg.views:
-        return " + ".join(str(v) for v in cfg.views)
-    if cfg.kind == "cnn":
-        return "photos" + (" + augmentation" if cfg.augment else "")
-    return ""
-
-
-def _date(run_id: str) -> str:
-    """'2026-11-30 10:15' from a run id made by runs.new_run (YYYYmmdd-HHMMSS-name); '' for other names."""
-    m = re.match(r"(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", run_id)
-    return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}" if m else ""
 
 
 def _num(v: Any) -> float | None:

@@ -23,6 +23,7 @@ border-top: 1px solid var(--line); } h3 { font-size: 14px; margin: 16px 0 6px; }
 a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
 .muted, .note { color: var(--muted); } .note { font-size: 13px; }
 .best { background: #dafbe1; border: 1px solid #aceebb; border-radius: 6px; padding: 8px 12px; margin: 12px 0; }
+.best ul { margin: 4px 0 0; padding-left: 20px; }
 .warn { background: #fff8c5; border: 1px solid #eedd8b; border-radius: 6px; padding: 8px 12px; margin: 12px 0; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
 th, td { padding: 4px 9px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
@@ -52,7 +53,8 @@ details { margin: 8px 0; } pre { background: var(--soft); padding: 8px; overflow
 """ % {"size": THUMB_SIZE}  # noqa: UP031 (CSS is full of braces: %-format keeps them plain)
 
 # Sorting: click a header (numbers first by what is better: data-better="low" sorts ascending first, other
-# numbers descending, text ascending; empty cells always last). Filter: rows whose data-kind matches the select.
+# numbers descending, text ascending; empty cells always last). Filters: rows whose data-kind matches the kind
+# select; sweep candidates (data-folded) hidden unless the sweep select shows all, or their sweep's (data-sweep).
 JS = """
 document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('thead th').forEach(function (th, col) {
@@ -75,12 +77,18 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
     });
   });
 });
-var kindFilter = document.getElementById('kind-filter');
-if (kindFilter) kindFilter.addEventListener('change', function () {
+var kindFilter = document.getElementById('kind-filter'), sweepFilter = document.getElementById('sweep-filter');
+function filterRuns() {
+  var kind = kindFilter ? kindFilter.value : '', sweep = sweepFilter ? sweepFilter.value : '';
   document.querySelectorAll('#runs tbody tr').forEach(function (r) {
-    r.hidden = kindFilter.value !== '' && r.dataset.kind !== kindFilter.value;
+    var shown = kind === '' || r.dataset.kind === kind;
+    if (sweep === '') shown = shown && !('folded' in r.dataset);
+    else if (sweep !== '*') shown = shown && r.dataset.sweep === sweep;
+    r.hidden = !shown;
   });
-});
+}
+if (kindFilter) kindFilter.addEventListener('change', filterRuns);
+if (sweepFilter) sweepFilter.addEventListener('change', filterRuns);
 """
 
 

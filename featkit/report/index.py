@@ -26,6 +26,7 @@ def build_html_report(
     study_rows: Sequence[dict] | None = None,
     sweeps: Sequence[Any] = (),
     quiet: bool = True,
+    curves: Sequence[Any] = (),
 ) -> Path:
     """Write a page per complete run and reports/index.html; returns the index path. `rows` and `incomplete`
     come from featkit.report.build.collect_runs; `plots` are PNGs in `reports` shown on the index; `sweeps` are
@@ -36,7 +37,7 @@ def build_html_report(
             build_run_page(Run(reports / row["folder"]), row)
             bar.update()
     path = reports / INDEX_NAME
-    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or [], sweeps))
+    write_text(path, render_index(rows, incomplete, [Path(p).name for p in plots], study_rows or [], sweeps, curves))
     return path
 
 
@@ -46,26 +47,44 @@ def render_index(
     plots: Sequence[str] = (),
     study_rows: Sequence[dict] = (),
     sweeps: Sequence[Any] = (),
+    curves: Sequence[Any] = (),
 ) -> str:
     kinds = sorted({str(r.get("kind") or "") for r in rows} - {""})
+    folded = [r for r in rows if _folded(r)]
     body = [
         "<h1>featkit report</h1>",
-        f'<p class="muted">{len(rows)} complete run{"s" if len(rows) != 1 else ""}, newest first; scores on the '
-        "test split. Click a column to sort, a run for its page (photos of its mistakes, per-class accuracy, "
-        'robustness). For scripts: <a href="results.csv">results.csv</a>, <a href="results.md">results.md</a>.</p>',
+        f'<p class="muted">{len(rows)} complete run{"s" if len(rows) != 1 else ""}, newest first. Runs are compared '
+        "by their validation top-1 (valid columns); test scores are shown, never used to choose. Click a column to "
+        "sort, a run for its page (photos of its mistakes, per-class accuracy, robustness). For scripts: "
+        '<a href="results.csv">results.csv</a>, <a href="results.md">results.md</a>, <code>featkit runs --json</code>.'
+        "</p>",
         best_so_far(rows),
     ]
     if rows:
         options = "".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds)
-        body.append(
+        controls = (
             f'<div class="controls"><label>kind <select id="kind-filter"><option value="">all</option>'
-            f"{options}</select></label></div>"
+            f"{options}</select></label>"
         )
+        sweep_ids = list(dict.fromkeys(str(r["sweep"]) for r in folded))
+        if sweep_ids:
+            sweep_options = "".join(f'<option value="{esc(i)}">candidates of {esc(i)}</option>' for i in sweep_ids)
+            controls += (
+                ' <label>sweep candidates <select id="sweep-filter"><option value="">folded (each sweep\'s '
+                f'selected run only)</option><option value="*">all shown</option>{sweep_options}</select></label>'
+                f' <span class="note">{len(folded)} sweep candidate{"s" if len(folded) != 1 else ""} folded under '
+                'their sweep (see <a href="#sweeps">Sweeps</a>).</span>'
+            )
+        body.append(controls + "</div>")
         body.append(runs_table(rows))
     if study_rows:
         body.append(render_study_vs_featkit(study_rows))
     if sweeps:
         body.append(render_sweeps(sweeps, {r["run_id"]: r for r in rows}))
+    if curves:  # `featkit curve` results (featkit.apps.curve.list_curves)
+        from featkit.report.curves import render_curves
+
+        body.append(render_curves(curves))
     if plots:
         body.append(
             '<h2>Plots</h2><div class="plots">'
@@ -83,27 +102,67 @@ def render_index(
     return page("featkit report", "\n".join(body), sortable=True)
 
 
+def _folded(row: dict) -> bool:
+    """A run a sweep fitted or built that the sweep did not select: hidden under its sweep until the filter shows it."""
+    return bool(row.get("sweep")) and not row.get("sweep_selected")
+
+
+def dataset_label(row: dict) -> str:
+    classes = row.get("classes")
+    return f"{row.get('dataset') or '?'} ({classes} classes)" if classes not in (None, "") else str(row.get("dataset"))
+
+
 def best_so_far(rows: Sequence[dict]) -> str:
-    scored = [r for r in rows if not missing(r.get("top1"))]
-    if not scored:
+    """One line per dataset (its content and split): the run with the best validation top-1 (ties: validation
+    top-5, then the newest), with its test scores beside. Test scores never choose: a dataset whose runs have no
+    validation score says so instead of crowning one."""
+    if not rows:
         return (
-            '<p class="best" id="best">No complete run yet: fit a head or train a CNN, then run `featkit report`.</p>'
+            '<div class="best" id="best">No complete run yet: fit a head or train a CNN, then run `featkit report`.'
+            "</div>"
         )
-    best = max(scored, key=lambda r: (r["top1"], -1 if missing(r.get("top5")) else r["top5"]))
-    what = ", ".join(
-        str(x)
-        for x in (
-            best.get("kind"),
-            best.get("backbone"),
-            f"{best.get('size')} px" if best.get("size") else "",
-            best.get("head"),
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("dataset_key") or r.get("dataset") or "?"), []).append(r)
+    labels = [dataset_label(g[0]) for g in groups.values()]
+    lines = []
+    for (key, group), label in zip(groups.items(), labels, strict=True):
+        if labels.count(label) > 1:
+            label = f"{label}, {key}"
+        scored = [r for r in group if not missing(r.get("valid_top1"))]
+        if not scored:
+            lines.append(
+                f'<li data-dataset="{esc(key)}">{esc(label)}: no run with a validation score yet '
+                f"({len(group)} run{'s' if len(group) != 1 else ''}; best so far is chosen by validation top-1 "
+                "only).</li>"
+            )
+            continue
+        best = max(
+            scored,
+            key=lambda r: (r["valid_top1"], -1 if missing(r.get("valid_top5")) else r["valid_top5"], r["run_id"]),
         )
-        if x not in (None, "", "-")
-    )
-    top5 = f", top-5 {pct(best.get('top5'))}" if not missing(best.get("top5")) else ""
+        what = ", ".join(
+            str(x)
+            for x in (
+                best.get("kind"),
+                best.get("backbone"),
+                f"{best.get('size')} px" if best.get("size") else "",
+                best.get("head"),
+                best.get("views"),
+            )
+            if x not in (None, "", "-")
+        )
+        test = f"; test top-1 {pct(best.get('top1'))}" if not missing(best.get("top1")) else ""
+        test += f", top-5 {pct(best.get('top5'))}" if not missing(best.get("top5")) else ""
+        lines.append(
+            f'<li data-dataset="{esc(key)}">{esc(label)}: <b>{pct(best["valid_top1"])}</b> validation top-1'
+            f"{esc(test)} &mdash; "
+            f'<a href="{esc(_page_href(best))}">{esc(best["run_id"])}</a> ({esc(what)}).</li>'
+        )
     return (
-        f'<p class="best" id="best">Best so far: <b>{pct(best["top1"])}</b> top-1{top5} &mdash; '
-        f'<a href="{esc(_page_href(best))}">{esc(best["run_id"])}</a> ({esc(what)}).</p>'
+        '<div class="best" id="best">Best so far, by validation top-1 (one line per dataset):<ul>'
+        + "".join(lines)
+        + "</ul></div>"
     )
 
 
@@ -120,22 +179,33 @@ def runs_table(rows: Sequence[dict]) -> str:
             ),
         ),
         ("kind", Column("kind")),
+        ("dataset", Column("dataset", lambda r: dataset_label(r), key=lambda r: dataset_label(r))),
         ("backbone", Column("backbone")),
         ("size", Column("size", numeric=True, key=lambda v: v if isinstance(v, (int, float)) else "")),
         ("head", Column("head / preset")),
         ("views", Column("views")),
-        ("top1", Column("top-1", pct, numeric=True)),
-        ("top5", Column("top-5", pct, numeric=True)),
+        ("valid_top1", Column("valid top-1", pct, numeric=True)),
+        ("valid_top5", Column("valid top-5", pct, numeric=True)),
+        ("top1", Column("test top-1", pct, numeric=True)),
+        ("top5", Column("test top-5", pct, numeric=True)),
         ("log_loss", Column("log loss", num, numeric=True, better="low")),
         ("ece", Column("ECE", num, numeric=True, better="low")),
         ("fit_seconds", Column("fit s", lambda v: num(v, 1), numeric=True, better="low")),
         ("extract_seconds", Column("extract s", lambda v: num(v, 1), numeric=True, better="low")),
+        ("sweep", Column("sweep")),
         ("date", Column("date")),
     ]
     if not with_ece:
         columns = [c for c in columns if c[0] != "ece"]
-    values = [[r if key == "run" else r.get(key) for key, _ in columns] for r in rows]
-    attrs = [f' data-kind="{esc(r.get("kind", ""))}"' for r in rows]
+    if not any(r.get("sweep") for r in rows):
+        columns = [c for c in columns if c[0] != "sweep"]
+    values = [[r if key in ("run", "dataset") else r.get(key) for key, _ in columns] for r in rows]
+    attrs = [
+        f' data-kind="{esc(r.get("kind", ""))}"'
+        + (f' data-sweep="{esc(r["sweep"])}"' if r.get("sweep") else "")
+        + (" data-folded hidden" if _folded(r) else "")
+        for r in rows
+    ]
     return table([c for _, c in columns], values, table_id="runs", sortable=True, row_attrs=attrs)
 
 
@@ -195,7 +265,7 @@ def render_sweeps(sweeps: Sequence[Any], runs: dict[str, dict]) -> str:
         Column("error"),
     ]
     parts = [
-        '<h2>Sweeps</h2><p class="note">Each <code>featkit sweep</code>, chosen by validation top-1 only: '
+        '<h2 id="sweeps">Sweeps</h2><p class="note">Each <code>featkit sweep</code>, chosen by validation top-1 only: '
         "test scores are shown, never used to choose (&#9733; the selected row).</p>"
     ]
     for i, sw in enumerate(sweeps):
@@ -230,6 +300,7 @@ __all__ = [
     "render_study_vs_featkit",
     "render_sweeps",
     "best_so_far",
+    "dataset_label",
     "runs_table",
     "INDEX_NAME",
 ]

@@ -152,15 +152,26 @@ def new_run(name: str, reports: str | Path = DEFAULT_REPORTS, under: str = "runs
     raise FeatkitError(f"could not create a run folder under {base}: too many runs named {stem}")
 
 
-def load_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest"."""
+def load_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS, kinds: Sequence[str] | None = None) -> Run:
+    """A run by folder path, by id (or a unique part of one) under reports/runs/, or "latest": the newest finished
+    run whose kind is among `kinds` (None: any kind), i.e. the newest run the calling command can use."""
     if isinstance(ref, Run):
         return ref
     if str(ref) == "latest":
-        runs = list_runs(reports)
-        if not runs:
-            raise FeatkitError(f"no finished runs in {runs_dir(reports)}: fit a head or train a CNN first.")
-        return runs[0]
+        for run in list_runs(reports):
+            if kinds is None:
+                return run
+            try:
+                kind = run.config.kind
+            except (OSError, FeatkitError):  # deleted or damaged meanwhile: not a run anyone can use
+                continue
+            if kind in kinds:
+                return run
+        what = "finished" if kinds is None else " or ".join(kinds)
+        raise FeatkitError(
+            f"no {what} run in {runs_dir(reports)}: fit a head or train a CNN first "
+            "(`featkit runs` lists the runs there)."
+        )
     p = Path(ref)
     if p.is_dir() and (p / "config.json").exists():
         return Run(p)
@@ -204,7 +215,8 @@ def finish(
     (when given), the calibration report (with `temperature`: the probabilities before it, `raw_probs`, against
     `probs` after it: reliability.csv/.png and metrics `temperature`, `brier`, `ece`, `calibration`), the scoring
     files, then metrics.json (scores + `extra`: RunMetrics fields such as fit_seconds, valid_top1, best_epoch, and
-    any other fact), which marks the run complete. config.json and classes.json must already be in the folder."""
+    any other fact), which marks the run complete; then, when tracking is on, the finished folder is logged to
+    MLflow (featkit.runs.tracking). config.json, classes.json and the model file must already be in the folder."""
     extra = dict(extra or {})
     if temperature is not None:
         from featkit.runs.calibration import calibration_report
@@ -217,7 +229,11 @@ def finish(
         import pandas as pd
 
         write_csv(run.path / "history.csv", pd.DataFrame(list(history)))
-    return write_scores(run, ks=ks, extra=extra)
+    metrics = write_scores(run, ks=ks, extra=extra)
+    from featkit.runs.tracking import track_finished
+
+    track_finished(run)  # with --track or MLFLOW_TRACKING_URI: a copy of the finished folder in MLflow
+    return metrics
 
 
 def write_scores(
