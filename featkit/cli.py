@@ -1054,47 +1054,6 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
-export_app = typer.Typer(
-    help="Take results out of featkit: a run as one ONNX file (photos to probabilities), features as files.",
-    no_args_is_help=True,
-)
-app.add_typer(export_app, name="export")
-
-
-@export_app.command("model")
-def export_model_cmd(
-    run: str = typer.Argument(
-        ..., help="Run id, run folder, 'latest', or 'sweep:latest' / 'sweep:<id>' (the run a sweep selected)."
-    ),
-    out: Path = typer.Option(..., "--out", help="The .onnx file to write; its sidecar (same name, .json) beside it."),
-    precision: str = typer.Option(
-        "float32",
-        "--precision",
-        help="float32, or int8: backbones quantised, calibrated on the run's training photos (needs its dataset).",
-    ),
-    reports: Path = ReportsOpt,
-    cache: Path = CacheOpt,
-    quiet: bool = QuietOpt,
-    json_out: bool = JsonOpt,
-):
-    """One ONNX file from photo pixels to the run's calibrated probabilities, runnable with onnxruntime alone.
-
-    Input 'images': uint8 RGB [N, S, S, 3], photos resized as the run's were (model.json names size and resize);
-    output 'probabilities': float32 [N, classes] in the order of model.json's classes. Works for head runs (one
-    cache or several), mirrored-view runs, ensembles and CNN runs. Needs the export extra: pip install
-    "featkit\\[export]".
-    """
-    from dataclasses import asdict
-
-    from featkit.apps.export_model import export_model
-
-    result = export_model(run, out, precision=precision, reports=reports, cache_dir=cache, quiet=quiet)
-    if json_out:
-        return _print_json(asdict(result))
-    typer.echo(f"{result.path}  ({result.precision}, {result.bytes / 2**20:.1f} MiB, run {result.run})")
-    typer.echo(f"{result.sidecar}  (classes, size, resize, inputs, sha256)")
-
-
 @app.command("train-cnn")
 def train_cnn_cmd(
     data: Path | None = typer.Option(None, "--data", help="Dataset folder, .zip or .tar(.gz)."),
@@ -1329,7 +1288,38 @@ def export_features_cmd(
     typer.echo(f"{summary['rows']:,} rows x {summary['feature_dim']} {summary['dtype']} features -> {summary['out']}")
 
 
-# export model: helper "onnx" adds `@export_app.command("model")` here.
+@export_app.command("model")
+def export_model_cmd(
+    run: str = typer.Argument(
+        ..., help="Run id, run folder, 'latest', or 'sweep:latest' / 'sweep:<id>' (the run a sweep selected)."
+    ),
+    out: Path = typer.Option(..., "--out", help="The .onnx file to write; its sidecar (same name, .json) beside it."),
+    precision: str = typer.Option(
+        "float32",
+        "--precision",
+        help="float32, or int8: backbones quantised, calibrated on the run's training photos (needs its dataset).",
+    ),
+    reports: Path = ReportsOpt,
+    cache: Path = CacheOpt,
+    quiet: bool = QuietOpt,
+    json_out: bool = JsonOpt,
+):
+    """One ONNX file from photo pixels to the run's calibrated probabilities, runnable with onnxruntime alone.
+
+    Input 'images': uint8 RGB [N, S, S, 3], photos resized as the run's were (model.json names size and resize);
+    output 'probabilities': float32 [N, classes] in the order of model.json's classes. Works for head runs (one
+    cache or several), mirrored-view runs, ensembles and CNN runs. Needs the export extra: pip install
+    "featkit\\[export]".
+    """
+    from dataclasses import asdict
+
+    from featkit.apps.export_model import export_model
+
+    result = export_model(run, out, precision=precision, reports=reports, cache_dir=cache, quiet=quiet)
+    if json_out:
+        return _print_json(asdict(result))
+    typer.echo(f"{result.path}  ({result.precision}, {result.bytes / 2**20:.1f} MiB, run {result.run})")
+    typer.echo(f"{result.sidecar}  (classes, size, resize, inputs, sha256)")
 
 
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped."
