@@ -1340,9 +1340,6 @@ def export_features_cmd(
         )
 
 
-# export model: helper "onnx" adds `@export_app.command("model")` here.
-
-
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped."
 
 

@@ -70,8 +70,8 @@ def test_keras_backbone_runs_int8_through_its_onnx_copy(keras_int8, keras_notop_
     assert list(f32.image_ids) == list(i8.image_ids)
     a, b = f32.features.astype(np.float64), i8.features.astype(np.float64)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    # int8 keeps the features' direction only roughly with onnxruntime 1.32's quantize_static (median cosine 0.86
-    # here, as tests/test_quantize.py sees for the ONNX MobileNetV2); benchmarks/export.py measures it at 128 px
+    # a floor that catches a broken conversion or quantisation; the accuracy itself is measured at 128 px by
+    # benchmarks/export.py (median 0.982 with featkit's session settings, 0.825 with onnxruntime's defaults on AVX2)
     assert np.median(cos) >= 0.8, f"median cosine int8 vs Keras float32 {np.median(cos):.3f}"
     # the ONNX copy was made once, with its contract, and is found again without converting
     path = keras_onnx("mobilenetv2", 64, str(keras_notop_weights), cache_dir=keras_int8 / "cache", convert=False)

@@ -81,21 +81,9 @@ class ExportResult:
 
 def resolve_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) -> Run:
     """A run by id, folder or "latest", or the run a sweep selected: "sweep:latest" or "sweep:<id>"."""
-    if isinstance(ref, str) and ref.startswith("sweep:"):
-        from featkit.apps.sweep import list_sweeps
+    from featkit.apps.run_model import resolve_run as resolve
 
-        which = ref[len("sweep:") :]
-        done, _ = list_sweeps(reports)
-        found = done if which == "latest" else [s for s in done if s.id == which or which in s.id]
-        if not found:
-            raise FeatkitError(
-                f"no finished sweep {which!r} under {Path(reports) / 'sweeps'}: run `featkit sweep` first."
-            )
-        sweep = found[0]
-        if sweep.selected is None or not sweep.selected.run:
-            raise FeatkitError(f"sweep {sweep.id} selected no run (no row with a validation score).")
-        return load_run(sweep.selected.run, reports)
-    return load_run(ref, reports)
+    return resolve(ref, reports)[0]
 
 
 def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:

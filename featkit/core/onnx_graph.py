@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from featkit.core.errors import FeatkitError
+from featkit.core.extras import install_hint
 
 OPSET = 13  # the shared ONNX backbones' opset; every part featkit makes or converts uses it
 PROB_FLOOR = 1e-30  # as featkit.runs.calibration: log(0) stays finite under a temperature
-EXPORT_EXTRA = 'pip install "featkit[export]"'
+EXPORT_EXTRA = install_hint("export")
 _DTYPES = {"float32": 1, "uint8": 2, "int64": 7, "float16": 10}
 
 
