@@ -210,9 +210,13 @@ def test_a_mirrored_view_of_another_backbone_is_refused(tta_caches, tmp_path, ca
     mine.mkdir()
     shutil.copy(tta_caches["mobilenet-v2"], mine / "plain.h5")
     shutil.copy(tta_caches["efficientnet-lite0"].with_name("tta-flip.h5"), mine / "tta-flip.h5")
-    r = fk(capsys, "fit-head", "--features", mine / "plain.h5", "--tta", "--reports", tmp_path / "reports", "-q")
+    r = fk(
+        capsys, "fit-head", "--features", mine / "plain.h5", "--tta", "flip", "--reports", tmp_path / "reports", "-q"
+    )
     refused(r, 1, str(mine / "tta-flip.h5"), "backbone")
-    good = fk(capsys, "fit-head", "--features", tta_caches["mobilenet-v2"], "--tta", "--reports", tmp_path, "-q")
+    good = fk(
+        capsys, "fit-head", "--features", tta_caches["mobilenet-v2"], "--tta", "flip", "--reports", tmp_path, "-q"
+    )
     ok(good)
 
 
@@ -222,7 +226,18 @@ def test_two_caches_sharing_one_mirrored_view_are_refused(tta_caches, tmp_path, 
     shutil.copy(tta_caches["mobilenet-v2"], both / "a.h5")
     shutil.copy(tta_caches["efficientnet-lite0"], both / "b.h5")
     shutil.copy(tta_caches["mobilenet-v2"].with_name("tta-flip.h5"), both / "tta-flip.h5")
-    r = fk(capsys, "fit-head", "--features", both / "a.h5", "--features", both / "b.h5", "--tta", "--reports", tmp_path)
+    r = fk(
+        capsys,
+        "fit-head",
+        "--features",
+        both / "a.h5",
+        "--features",
+        both / "b.h5",
+        "--tta",
+        "flip",
+        "--reports",
+        tmp_path,
+    )
     refused(r, 1, "share the test-time view", str(both / "tta-flip.h5"))
 
 
