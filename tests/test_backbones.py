@@ -145,7 +145,9 @@ def test_vgg16_random_weights_deterministic_and_pooling(photos_64):
     assert a.spec.weights == "none" and a.spec.pooling == "avg"
     assert fa.std(axis=0).max() > 0  # not constant
     b = get_backbone("vgg16", size=64, weights="none", batch_size=5)
-    np.testing.assert_array_equal(b(photos_64), fa)  # same seed -> same weights -> same features
+    # same seed -> same weights -> same features; another batch size may pick another oneDNN kernel, whose sums
+    # differ in the last bits (1.6e-7 seen with TensorFlow 2.21), so equal up to float32 rounding
+    np.testing.assert_allclose(b(photos_64), fa, rtol=1e-5, atol=1e-6)
     m = get_backbone("vgg16", size=64, weights="none", pooling="max")
     fm = m(photos_64)
     assert fm.shape == (12, 512) and not np.allclose(fm, fa)

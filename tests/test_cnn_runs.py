@@ -47,8 +47,8 @@ def test_a_cnn_run_has_the_files_of_a_head_run(cnn_run):
     assert m.log_loss == pytest.approx(float(-np.log(p_true).mean()), rel=1e-6)
     assert m.macro_f1 is not None and m.n == len(labels) == m.extra["n_test"]
     assert pd.read_csv(cnn_run.path / "per_class.csv")["n"].sum() == len(labels)
-    cal = m.get("calibration")
-    assert cal["temperature"] == m.get("temperature") > 0 and cal["after"]["log_loss"] == pytest.approx(m.log_loss)
+    cal = m.calibration
+    assert cal["temperature"] == m.temperature > 0 and cal["after"]["log_loss"] == pytest.approx(m.log_loss)
     cfg = json.loads((cnn_run.path / "config.json").read_text())
     assert (cfg["kind"], cfg["name"], cfg["size"], cfg["params"]["blocks"]) == ("cnn", "basic", 32, 1)
 
@@ -109,4 +109,4 @@ def test_predict_images_gives_the_saved_calibrated_probabilities(cnn_run):
         [decode_image(source.read(m["path"][int(np.flatnonzero(ids == str(i))[0])]), 32) for i in pred["image_ids"]]
     )
     np.testing.assert_allclose(predict_images(cnn_run, photos), pred["probs"], rtol=1e-4, atol=1e-5)
-    assert cnn_run.metrics.get("temperature") != 1.0  # a real fit, not the identity
+    assert cnn_run.metrics.temperature != 1.0  # a real fit, not the identity
