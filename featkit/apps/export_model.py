@@ -18,7 +18,6 @@ others). Output "probabilities": float32 [N, n_classes] in the run's class order
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -28,40 +27,30 @@ from typing import Any
 
 import numpy as np
 
+from featkit.apps.run_model import (
+    CnnPlan,
+    EnsemblePlan,
+    FeaturePart,
+    HeadPlan,
+    PhotoInput,
+    Plan,
+    RunPhotos,
+    load_plan,
+    load_plan_head,
+    plan_inputs,
+    plan_leaves,
+    resolve_run,
+)
 from featkit.core.errors import FeatkitError
 from featkit.core.fileio import atomic_path, read_json, write_json
 from featkit.core.onnx_graph import GraphBuilder
-from featkit.core.schema import BackboneSpec, RunConfig
 from featkit.core.version import __version__
-from featkit.runs.store import DEFAULT_REPORTS, Run, load_run
+from featkit.runs.store import DEFAULT_REPORTS, Run
 
 PRECISIONS = ("float32", "int8")
 INPUT, OUTPUT = "images", "probabilities"
 VIEWS = ("plain", "flip")
 REDO = "re-run the command that made the run"
-
-
-@dataclass
-class _HeadLeaf:
-    run: Run
-    config: RunConfig
-    parts: list[BackboneSpec]
-    tta: str | None
-    head: Any
-
-
-@dataclass
-class _CnnLeaf:
-    run: Run
-    config: RunConfig
-    temperature: float
-
-
-@dataclass
-class _Ensemble:
-    run: Run
-    members: list[Any]
-    temperature: float
 
 
 @dataclass
@@ -79,74 +68,9 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_run(ref: str | Path | Run, reports: str | Path = DEFAULT_REPORTS) -> Run:
-    """A run by id, folder or "latest", or the run a sweep selected: "sweep:latest" or "sweep:<id>"."""
-    from featkit.apps.run_model import resolve_run as resolve
-
-    return resolve(ref, reports)[0]
-
-
-def _plan(run: Run, reports: str | Path, depth: int = 0) -> Any:
-    if depth > 4:
-        raise FeatkitError(f"run {run.id}: ensembles nested more than 4 deep; export a member instead.")
-    if not run.complete:
-        raise FeatkitError(f"run {run.id} did not finish (no metrics.json): {REDO}.")
-    cfg = run.config
-    if cfg.kind == "head":
-        bb = cfg.backbone
-        if bb is None:
-            raise FeatkitError(f"run {run.id} has no backbone spec in config.json: it cannot see photos; {REDO}.")
-        if bb.kind == "combined":
-            try:
-                parts = [BackboneSpec.from_dict(p) for p in bb.extra["parts"]]
-            except (KeyError, TypeError):
-                raise FeatkitError(
-                    f"{run.path / 'config.json'} is damaged (the combined backbone lists no parts): {REDO}."
-                ) from None
-        else:
-            parts = [bb]
-        tta = cfg.extra.get("tta")
-        if tta not in (None, "flip"):
-            raise FeatkitError(f"run {run.id} averages the test-time view {tta!r}, which export cannot rebuild.")
-        from featkit.heads import load_run_head
-
-        return _HeadLeaf(run, cfg, parts, tta, load_run_head(run))  # loaded now: a damaged run stops before any work
-    if cfg.kind == "cnn":
-        if not (run.path / "model.keras").is_file():
-            raise FeatkitError(f"{run.path / 'model.keras'} is missing: the CNN run cannot be exported; {REDO}.")
-        return _CnnLeaf(run, cfg, float(run.metrics.temperature or 1.0))
-    if cfg.kind == "ensemble":
-        paths, ids = cfg.extra.get("member_paths") or [], cfg.extra.get("members") or []
-        if not ids:
-            raise FeatkitError(f"{run.path / 'config.json'} lists no members of the ensemble: {REDO}.")
-        members = []
-        for i, member in enumerate(ids):
-            p = Path(paths[i]) if i < len(paths) else None
-            members.append(
-                _plan(Run(p) if p is not None and p.is_dir() else load_run(member, reports), reports, depth + 1)
-            )
-        return _Ensemble(run, members, float(run.metrics.temperature or 1.0))
-    raise FeatkitError(f"run {run.id} is a {cfg.kind!r} run: export needs a head, CNN or ensemble run.")
-
-
-def _leaves(node: Any) -> list:
-    return [leaf for m in node.members for leaf in _leaves(m)] if isinstance(node, _Ensemble) else [node]
-
-
-def _part_size(spec: BackboneSpec, cfg: RunConfig) -> int:
-    size = spec.size or cfg.size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise FeatkitError(f"{cfg.name} run: its backbone {spec.name} records no input size: {REDO}.")
-    return size
-
-
-def _backbone_key(spec: BackboneSpec, size: int) -> str:
-    return json.dumps([spec.kind, spec.name, spec.weights, size, spec.pooling, spec.options], sort_keys=True)
-
-
-def _decoding(leaves: list) -> tuple[str, str, bool]:
-    """The resize mode, decode mode and crop-box flag every member decodes photos with (one input per size)."""
-    modes = {(leaf.config.resize, leaf.config.decode, bool(leaf.config.crop_box)) for leaf in leaves}
+def _decoding(inputs: list[PhotoInput]) -> tuple[str, str, bool]:
+    """The resize mode, decode mode and crop-box flag every part decodes photos with (one input per size)."""
+    modes = {(i.resize, i.decode, i.crop_box) for i in inputs}
     if len(modes) > 1:
         raise FeatkitError(
             "the runs of this ensemble decode photos differently (resize, decode, crop box: "
@@ -171,30 +95,27 @@ def export_model(
     out = Path(out).expanduser()
     sidecar = out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".json")
     _check_out(out, sidecar)
-    run = resolve_run(run_ref, reports)
-    plan = _plan(run, reports)
-    leaves = _leaves(plan)
-    resize, decode, crop_box = _decoding(leaves)
+    run = resolve_run(run_ref, reports)[0]
+    if not run.complete:
+        raise FeatkitError(f"run {run.id} did not finish (no metrics.json): {REDO}.")
+    plan = load_plan(run, reports)
+    leaves = plan_leaves(plan)
+    # every head loaded now: a damaged run stops before any work
+    heads = {str(leaf.head_dir): load_plan_head(leaf) for leaf in leaves if isinstance(leaf, HeadPlan)}
+    resize, decode, crop_box = _decoding(plan_inputs(plan))
     say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     notes: list[str] = []
     if crop_box:
         notes.append("the run's photos were cropped to their bounding boxes; new photos are used whole")
 
-    # what each backbone must see: {key: (spec, size, views)}
-    needs: dict[str, tuple[BackboneSpec, int, set[str]]] = {}
-    sizes: set[int] = set()
+    # what each backbone must see: {key: (part, views)}
+    needs: dict[tuple[str, int], tuple[FeaturePart, set[str]]] = {}
+    sizes = {i.size for i in plan_inputs(plan)}
     for leaf in leaves:
-        if isinstance(leaf, _HeadLeaf):
-            for spec in leaf.parts:
-                size = _part_size(spec, leaf.config)
-                entry = needs.setdefault(_backbone_key(spec, size), (spec, size, set()))
-                entry[2].update(["plain", "flip"] if leaf.tta else ["plain"])
-                sizes.add(size)
-        else:
-            size = leaf.config.size
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise FeatkitError(f"{leaf.run.path / 'config.json'} records no input size for the CNN: {REDO}.")
-            sizes.add(size)
+        if isinstance(leaf, HeadPlan):
+            for part in leaf.parts:
+                entry = needs.setdefault(_key(part), (part, set()))
+                entry[1].update(["plain", "flip"] if leaf.mirror else ["plain"])
 
     g = GraphBuilder(f"featkit_{run.id}")
     ordered = sorted(sizes, reverse=True)
@@ -215,11 +136,12 @@ def export_model(
         return flipped[size]
 
     prep = None
-    features: dict[tuple[str, str], str] = {}
-    for i, (key, (spec, size, views)) in enumerate(needs.items()):
+    features: dict[tuple[tuple[str, int], str], str] = {}
+    for i, (key, (part, views)) in enumerate(needs.items()):
+        spec, size = part.backbone, part.input.size
         if precision == "int8" and prep is None:
-            prep = _prepared(leaves[0].config, cache_dir, quiet)
-        model, note = _backbone_model(spec, size, precision, leaves[0].config, prep, cache_dir, quiet)
+            prep = _prepared(leaves[0].photos, cache_dir, quiet)
+        model, note = _backbone_model(part, precision, leaves[0].photos, prep, cache_dir, quiet)
         if note:
             notes.append(note)
         order = [v for v in VIEWS if v in views]
@@ -229,9 +151,9 @@ def export_model(
         for j, v in enumerate(order):
             features[key, v] = g.batch_slice(feats, n, j, len(order))
 
-    if precision == "int8" and any(isinstance(leaf, _CnnLeaf) for leaf in leaves):
+    if precision == "int8" and any(isinstance(leaf, CnnPlan) for leaf in leaves):
         notes.append("CNN runs stay float32 in an int8 export (only backbones of head runs are quantised)")
-    probs = _build(g, plan, features, images, n, say)
+    probs = _build(g, plan, heads, features, images, n, say)
     n_classes = len(run.classes)
     g.output(probs, OUTPUT, "float32", ["N", n_classes])
     model = g.model(doc=f"featkit {__version__}: run {run.id}, photos to calibrated probabilities")
@@ -293,31 +215,35 @@ def export_model(
     )
 
 
-def _build(g: GraphBuilder, node: Any, features: dict, images: dict, n: str, say) -> str:
-    if isinstance(node, _Ensemble):
-        members = [_build(g, m, features, images, n, say) for m in node.members]
+def _key(part: FeaturePart) -> tuple[str, int]:
+    """Parts with the same key share one backbone in the graph: the backbone as built, at the part's photo size."""
+    return part.backbone_key, part.input.size
+
+
+def _build(g: GraphBuilder, node: Plan, heads: dict[str, Any], features: dict, images: dict, n: str, say) -> str:
+    if isinstance(node, EnsemblePlan):
+        members = [_build(g, m, heads, features, images, n, say) for m in node.members]
         mean = members[0] if len(members) == 1 else g.op("Mean", members, "ensemble_mean")
         return g.temperature(mean, node.temperature)
-    if isinstance(node, _CnnLeaf):
+    if isinstance(node, CnnPlan):
         from featkit.cnn.to_onnx import cnn_onnx
 
-        say(f"CNN run {node.run.id}: converting model.keras with tf2onnx")
-        (probs,) = g.embed(cnn_onnx(node.run), g.fresh("cnn") + "/", {"images": images[int(node.config.size or 0)]})
+        say(f"CNN run {node.run_id}: converting model.keras with tf2onnx")
+        (probs,) = g.embed(cnn_onnx(node.run_path), g.fresh("cnn") + "/", {"images": images[node.input.size]})
         return g.temperature(probs, node.temperature)
     from featkit.heads.to_onnx import head_onnx
 
-    head = node.head
-    dims = [p.feature_dim for p in node.parts]
-    if all(dims) and sum(dims) != head.n_features_in_:
+    head = heads[str(node.head_dir)]
+    if head.n_features_in_ != node.n_features:
         raise FeatkitError(
-            f"run {node.run.id}: its head takes {head.n_features_in_} features but its backbones give {sum(dims)}: "
-            f"{node.run.path / 'config.json'} and the head do not belong together; {REDO}."
+            f"run {node.run_id}: its head takes {head.n_features_in_} features but head.json says {node.n_features}: "
+            f"{node.head_dir} is damaged; {REDO}."
         )
-    say(f"{head.name} head of run {node.run.id}{' (mirrored view averaged)' if node.tta else ''}")
-    order = ["plain", "flip"] if node.tta else ["plain"]
+    say(f"{head.name} head of run {node.run_id}{' (mirrored view averaged)' if node.mirror else ''}")
+    order = ["plain", "flip"] if node.mirror else ["plain"]
     per_view = []
     for v in order:
-        cols = [features[_backbone_key(p, _part_size(p, node.config)), v] for p in node.parts]
+        cols = [features[_key(p), v] for p in node.parts]
         per_view.append(cols[0] if len(cols) == 1 else g.op("Concat", cols, "concatenated", axis=1))
     x = per_view[0] if len(per_view) == 1 else g.op("Concat", per_view, axis=0)
     (probs,) = g.embed(head_onnx(head), g.fresh("head") + "/", {"features": x})
@@ -326,9 +252,10 @@ def _build(g: GraphBuilder, node: Any, features: dict, images: dict, n: str, say
     return g.op("Mean", [g.batch_slice(probs, n, j, len(order)) for j in range(len(order))], "tta_mean")
 
 
-def _backbone_model(spec: BackboneSpec, size: int, precision: str, cfg: RunConfig, prep, cache_dir, quiet: bool):
+def _backbone_model(part: FeaturePart, precision: str, photos: RunPhotos, prep, cache_dir, quiet: bool):
     from featkit.backbones.to_onnx import backbone_source, onnx_features_model
 
+    spec, size = part.backbone, part.input.size
     source = backbone_source(spec, cache_dir, quiet=quiet)
     options = spec.options if spec.kind == "onnx" else None
     note = None
@@ -342,10 +269,10 @@ def _backbone_model(spec: BackboneSpec, size: int, precision: str, cfg: RunConfi
             opts = ExtractOptions(
                 backbone=str(source),
                 size=size,
-                resize=cfg.resize,
-                crop_box=cfg.crop_box,
-                decode=cfg.decode,
-                seed=cfg.seed,
+                resize=part.input.resize,
+                crop_box=part.input.crop_box,
+                decode=part.input.decode,
+                seed=photos.seed,
             )
             q = quantize_onnx(source, prep, opts, cache_dir=cache_dir, quiet=quiet)
             source, options = Path(q.path), None
@@ -353,15 +280,15 @@ def _backbone_model(spec: BackboneSpec, size: int, precision: str, cfg: RunConfi
     return onnx_features_model(source, size, options), note
 
 
-def _prepared(cfg: RunConfig, cache_dir, quiet: bool):
+def _prepared(photos: RunPhotos, cache_dir, quiet: bool):
     from featkit.data import prepare
 
-    if not cfg.data or not Path(cfg.data).exists():
+    if not photos.data or not Path(photos.data).exists():
         raise FeatkitError(
-            f"--precision int8 calibrates on the run's training photos, but its dataset {cfg.data!r} is not there: "
+            f"--precision int8 calibrates on the run's training photos, but its dataset {photos.data!r} is not there: "
             "restore it, or export with --precision float32."
         )
-    return prepare(cfg.data, cache_dir=cache_dir, quiet=quiet)
+    return prepare(photos.data, cache_dir=cache_dir, quiet=quiet)
 
 
 def _check_out(out: Path, sidecar: Path) -> None:
@@ -417,18 +344,20 @@ def run_test_photos(run: Run, size: int, limit: int | None = None) -> tuple[np.n
     from featkit.data import open_run_photos
     from featkit.data.images import load_images
 
-    leaf = next(iter(_leaves(_plan(run, DEFAULT_REPORTS))))
-    cfg = leaf.config
+    plan = load_plan(run, DEFAULT_REPORTS)
+    photos, inp = plan_leaves(plan)[0].photos, plan_inputs(plan)[0]
     ids = run.load_predictions("test")["image_ids"][:limit]
-    if not cfg.data or not cfg.manifest or not Path(cfg.manifest).is_file():
-        raise FeatkitError(f"run {run.id} names no dataset / manifest that still exists ({cfg.data}, {cfg.manifest}).")
-    source, manifest = open_run_photos(cfg.data, cfg.manifest)
+    if not photos.data or not photos.manifest or not Path(photos.manifest).is_file():
+        raise FeatkitError(
+            f"run {run.id} names no dataset / manifest that still exists ({photos.data}, {photos.manifest})."
+        )
+    source, manifest = open_run_photos(photos.data, photos.manifest)
     row = {str(i): r for r, i in enumerate(manifest["image_id"].astype(str))}
     paths = manifest["path"].to_numpy()[[row[str(i)] for i in ids]]
-    images, failures = load_images(source.read, list(paths), size, cfg.resize, decode=cfg.decode)
+    images, failures = load_images(source.read, list(paths), size, inp.resize, decode=inp.decode)
     if failures:
         raise FeatkitError(f"{len(failures)} test photos cannot be read (first: {failures[0]}).")
     return images, np.asarray(ids)
 
 
-__all__ = ["export_model", "resolve_run", "run_test_photos", "ExportResult", "PRECISIONS"]
+__all__ = ["export_model", "run_test_photos", "ExportResult", "PRECISIONS"]

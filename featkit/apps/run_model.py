@@ -100,6 +100,16 @@ class FeaturePart:
 
 
 @dataclass(frozen=True)
+class RunPhotos:
+    """Where a run's photos came from (config.json): the dataset (`data`), the manifest of its split, the run's
+    seed. What an export needs to calibrate int8 backbones on the run's training photos or re-read its test photos."""
+
+    data: str | None = None
+    manifest: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class HeadPlan:
     run_id: str
     run_path: Path
@@ -110,6 +120,7 @@ class HeadPlan:
     temperature: float
     n_features: int
     mirror: bool = False
+    photos: RunPhotos = RunPhotos()
     kind: str = "head"
 
     @property
@@ -125,6 +136,7 @@ class CnnPlan:
     model_file: Path  # model.keras: the whole network with its preprocessing (featkit.cnn.train.load_cnn_model)
     input: PhotoInput
     temperature: float
+    photos: RunPhotos = RunPhotos()
     kind: str = "cnn"
 
     @property
@@ -147,6 +159,7 @@ class EnsemblePlan:
 
 
 Plan = HeadPlan | CnnPlan | EnsemblePlan
+Leaf = HeadPlan | CnnPlan
 
 
 def load_plan(run: Run | str | Path, reports: str | Path = DEFAULT_REPORTS) -> Plan:
@@ -174,6 +187,7 @@ def _load_plan(run: Run, reports: str | Path, seen: tuple[str, ...]) -> Plan:
             model,
             _input(run, cfg.size, cfg.resize, cfg.decode, cfg.crop_box),
             _run_temperature(run),
+            _photos(run),
         )
     if cfg.kind == "ensemble":
         key = str(run.path.resolve())
@@ -189,7 +203,7 @@ def _load_plan(run: Run, reports: str | Path, seen: tuple[str, ...]) -> Plan:
                     f"its classes.json changed; re-run `featkit ensemble`."
                 )
         return EnsemblePlan(run.id, run.path, classes, plans, _run_temperature(run))
-    raise FeatkitError(f"run {run.id} has kind {cfg.kind!r}: predict knows head, cnn and ensemble runs.")
+    raise FeatkitError(f"run {run.id} has kind {cfg.kind!r}: predict and export know head, cnn and ensemble runs.")
 
 
 def _input(run: Run, size: Any, resize: Any, decode: Any, crop_box: Any) -> PhotoInput:
@@ -205,6 +219,12 @@ def _input(run: Run, size: Any, resize: Any, decode: Any, crop_box: Any) -> Phot
             "re-run the command that made the run."
         )
     return PhotoInput(int(size), str(resize), str(decode), bool(crop_box))
+
+
+def _photos(run: Run) -> RunPhotos:
+    cfg = run.config
+    seed = cfg.seed if isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) else 0
+    return RunPhotos(str(cfg.data) if cfg.data else None, str(cfg.manifest) if cfg.manifest else None, seed)
 
 
 def _run_temperature(run: Run) -> float:
@@ -265,7 +285,16 @@ def _head_plan(run: Run, classes: list[ClassEntry]) -> HeadPlan:
     if tta not in (None, "flip"):
         raise FeatkitError(f"run {run.id} used the test-time view {tta!r}, which predict does not know (only flip).")
     return HeadPlan(
-        run.id, run.path, classes, tuple(parts), str(cfg.name), run.path, float(t), n_features, mirror=tta == "flip"
+        run.id,
+        run.path,
+        classes,
+        tuple(parts),
+        str(cfg.name),
+        run.path,
+        float(t),
+        n_features,
+        mirror=tta == "flip",
+        photos=_photos(run),
     )
 
 
@@ -324,31 +353,37 @@ def _member_runs(run: Run, reports: str | Path) -> list[Run]:
     return out
 
 
+def plan_leaves(plan: Plan) -> list[Leaf]:
+    """The head and CNN runs of the plan (ensemble members walked), in order, repeats kept."""
+    if isinstance(plan, EnsemblePlan):
+        return [leaf for m in plan.members for leaf in plan_leaves(m)]
+    return [plan]
+
+
 def plan_parts(plan: Plan) -> list[FeaturePart]:
     """Every feature part of the plan's head runs (members included), in order, repeats kept."""
-    if isinstance(plan, HeadPlan):
-        return list(plan.parts)
-    if isinstance(plan, EnsemblePlan):
-        return [p for m in plan.members for p in plan_parts(m)]
-    return []
+    return [p for leaf in plan_leaves(plan) if isinstance(leaf, HeadPlan) for p in leaf.parts]
+
+
+def load_plan_head(plan: HeadPlan) -> Any:
+    """The fitted head of a head plan (featkit.heads.load_head), checked to give the plan's number of classes."""
+    from featkit.heads import load_head
+
+    head = load_head(plan.head_dir)
+    if head.n_classes_ != plan.n_classes:
+        raise FeatkitError(
+            f"the head in {plan.head_dir} gives {head.n_classes_} classes but classes.json lists "
+            f"{plan.n_classes}: re-run fit-head."
+        )
+    return head
 
 
 def plan_inputs(plan: Plan) -> list[PhotoInput]:
     """The distinct photo inputs the plan needs (each photo is decoded once per input), in first-use order."""
     out: list[PhotoInput] = []
-
-    def walk(p: Plan) -> None:
-        if isinstance(p, HeadPlan):
-            items = [part.input for part in p.parts]
-        elif isinstance(p, CnnPlan):
-            items = [p.input]
-        else:
-            for m in p.members:
-                walk(m)
-            return
+    for leaf in plan_leaves(plan):
+        items = [part.input for part in leaf.parts] if isinstance(leaf, HeadPlan) else [leaf.input]
         out.extend(i for i in items if i not in out)
-
-    walk(plan)
     return out
 
 
@@ -403,15 +438,7 @@ class RunModel:
                     self.loads.append(f"backbone {part.backbone.name} {part.input.size}px")
             key = str(plan.head_dir)
             if key not in self.heads:
-                from featkit.heads import load_head
-
-                head = load_head(plan.head_dir)
-                if head.n_classes_ != plan.n_classes:
-                    raise FeatkitError(
-                        f"the head in {plan.head_dir} gives {head.n_classes_} classes but classes.json lists "
-                        f"{plan.n_classes}: re-run fit-head."
-                    )
-                self.heads[key] = head
+                self.heads[key] = load_plan_head(plan)
                 self.loads.append(f"head {plan.run_id}")
         elif isinstance(plan, CnnPlan):
             key = str(plan.model_file)
@@ -532,7 +559,11 @@ __all__ = [
     "CnnPlan",
     "EnsemblePlan",
     "Plan",
+    "Leaf",
+    "RunPhotos",
     "load_plan",
+    "plan_leaves",
+    "load_plan_head",
     "resolve_run",
     "plan_parts",
     "plan_inputs",

@@ -3,16 +3,20 @@ the model's own preprocessing inside, before the run's temperature (the caller a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from featkit.core.errors import FeatkitError
 from featkit.core.onnx_graph import OPSET, require_export
 from featkit.runs.store import Run
 
 
-def cnn_onnx(run: Run):
-    """The run's network as an onnx.ModelProto (input "images" uint8 NHWC, output "probabilities" float32)."""
+def cnn_onnx(run: Run | str | Path):
+    """The run's (a Run or its folder) network as an onnx.ModelProto (input "images" uint8 NHWC, output
+    "probabilities" float32)."""
     from featkit.cnn.train import load_cnn_model
     from featkit.core.tfkeras import tf_keras
 
+    run = run if isinstance(run, Run) else Run(Path(run))
     tf2onnx = require_export("tf2onnx", f"exporting the CNN run {run.id}")
     model = load_cnn_model(run)
     tf, _ = tf_keras()
