@@ -514,3 +514,12 @@ def test_cached_scan_missing_a_photo_is_completed(tmp_path):
     again = prepare(root, tmp_path / "cache", quiet=True)
     assert len(again.scan) == 12 and "class2/img1.jpg" in set(again.manifest["path"])
     assert pd.read_csv(scan_csv, keep_default_na=False).equals(full)
+
+
+def test_opening_a_dataset_folder_writes_nothing(uec_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert detect(open_source(uec_dir)).layout == "uec"
+    assert list(tmp_path.iterdir()) == []  # no cache/ made in the working directory just to read photos
+    with pytest.raises(FeatkitError, match="does not exist"):
+        prepare(tmp_path / "missing")
+    assert list(tmp_path.iterdir()) == []  # nor for a dataset that is not there

@@ -17,14 +17,20 @@ from featkit.core.errors import FeatkitError
 MARKER = ".featkit-output"
 
 
-def output_dir(path: str | Path, option: str) -> Path:
-    """`path` as a folder featkit may write in: created and marked. A file there is refused (one line)."""
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """`path` as a folder featkit may write in later, left as it is: a file there is refused (one line)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FeatkitError(
             f"{option} {path} is a file, not a folder: give a folder for featkit's {option[2:]} "
             f"(it is created if missing)."
         )
+    return path
+
+
+def output_dir(path: str | Path, option: str) -> Path:
+    """`path` as a folder featkit may write in: created and marked. A file there is refused (one line)."""
+    path = check_output_dir(path, option)
     try:
         path.mkdir(parents=True, exist_ok=True)
         marker = path / MARKER

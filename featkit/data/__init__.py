@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from featkit.core.fileio import read_json, write_json
+from featkit.core.outputs import output_dir
 from featkit.core.schema import ClassEntry
 from featkit.data.layouts import Dataset, detect
 from featkit.data.scan import scan_dataset
@@ -72,6 +73,7 @@ def prepare(
     """
     split = split or SplitConfig()
     source = open_source(path, cache_dir, exclude=exclude)
+    cache_dir = output_dir(cache_dir, "--cache")  # once the dataset is found: a refused command leaves no folder
     ds = detect(source)
     fp = source.fingerprint()
     d = dataset_dir(ds, fp, cache_dir)
@@ -100,6 +102,7 @@ def check_dataset(path: str | Path, cache_dir: str | Path = "cache", quiet: bool
     those that fail: {"path", "photos", "unreadable": [{"path" (inside the dataset), "file" (as the user finds it),
     "error"}]}."""
     source = open_source(path, cache_dir, exclude=(Path("reports"),))
+    cache_dir = output_dir(cache_dir, "--cache")
     ds = detect(source)
     scan = scan_dataset(ds, dataset_dir(ds, source.fingerprint(), cache_dir), quiet=quiet, rescan=True)
     bad = scan[scan["error"] != ""]

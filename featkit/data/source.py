@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from featkit.core.errors import FeatkitError
-from featkit.core.outputs import MARKER, is_output_dir, output_dir, warn_if_inside
+from featkit.core.outputs import MARKER, check_output_dir, is_output_dir, output_dir, warn_if_inside
 from featkit.data.images import max_file_bytes
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -50,7 +50,7 @@ class FolderSource(Source):
     def __init__(self, path: Path, origin: Path | None = None, exclude: tuple[Path, ...] = ()):
         self.path = path
         self.origin = origin or path
-        self.exclude = {p.resolve() for p in exclude if p.exists()}
+        self.exclude = {p.resolve() for p in exclude}  # made later or not at all, still never read as photos
         self._files: list[str] | None = None
         self._dirs: list[str] = []
         self._stat: dict[str, tuple[int, ...]] = {}
@@ -214,7 +214,7 @@ def open_source(path: str | Path, cache_dir: str | Path = "cache", exclude: tupl
     path = Path(path)
     if not path.exists():
         raise FeatkitError(f"{path} does not exist: give a dataset folder, a .zip or a .tar(.gz) of one.")
-    cache_dir = output_dir(cache_dir, "--cache")
+    cache_dir = check_output_dir(cache_dir, "--cache")  # opening writes nothing; a .tar is unpacked there
     if path.is_dir():
         warn_if_inside(cache_dir, path, "--cache")
         for other in exclude:
@@ -224,7 +224,7 @@ def open_source(path: str | Path, cache_dir: str | Path = "cache", exclude: tupl
     if name.endswith(".zip"):
         return ZipSource(path)
     if name.endswith(TAR_SUFFIXES):
-        return FolderSource(_unpack_tar(path, Path(cache_dir)), origin=path)
+        return FolderSource(_unpack_tar(path, output_dir(cache_dir, "--cache")), origin=path)
     raise FeatkitError(
         f"{path} is neither a folder nor a .zip / .tar / .tar.gz archive: give the dataset folder or its archive."
     )
