@@ -223,6 +223,16 @@ def training_interrupted_after_first_epoch():
         T._CheckpointLog.on_epoch_end = original
 
 
+# Every test in these files is slow, and importing them starts TensorFlow (8 s here): the fast tier skips the import.
+ONLY_SLOW_TESTS = {"test_cnn.py", "test_cnn_resume.py"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in ONLY_SLOW_TESTS and " ".join(config.getoption("markexpr").split()) == "not slow":
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The checkout check last, whatever order the files were given in."""
     items.sort(key=lambda item: item.path.name == "test_zz_checkout.py")

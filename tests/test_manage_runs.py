@@ -25,11 +25,17 @@ FOOD5 = "food-5-ba9876543210-70-20-10-s0"
 
 
 @pytest.fixture()
-def reports(tmp_path):
+def reports(five_runs, tmp_path):
+    """A copy of five_runs' reports folder for each test (tests delete and add runs)."""
+    return shutil.copytree(five_runs, tmp_path / "reports", symlinks=True)
+
+
+@pytest.fixture(scope="module")
+def five_runs(tmp_path_factory):
     """Five runs on two datasets: on food-8 the validation winner (a) is not the test winner (b); a 5-class run
     (e) scores higher than both on its own photos; a CNN run (c) without validation scores; b and d are
     candidates of one sweep that selected d."""
-    r = tmp_path / "reports"
+    r = tmp_path_factory.mktemp("five-runs") / "reports"
     scored_run(r, "a", 0.6, 0.5, run_id="20261201-100000-a-logreg", views=["plain"], extra={"tta": "flip"})
     scored_run(r, "b", 0.5, 0.7, run_id="20261201-110000-b-knn", head="knn", views=["plain"])
     scored_run(r, "c", None, 0.8, run_id="20261201-120000-c-cnn", kind="cnn", head="benchmark-64")
