@@ -200,6 +200,27 @@ def test_quantisation_is_deterministic(quantized, mobilenet_onnx, tmp_path):
     assert first["calibration_image_ids"] == second["calibration_image_ids"]
 
 
+def test_int8_caches_made_with_the_saturating_kernels_are_made_again(quantized, mobilenet_onnx, mini, monkeypatch):
+    from featkit.features.jobs import extract_features, find_plain_caches
+
+    prep, _, _, cache = quantized
+    opts = ex.ExtractOptions(backbone=str(mobilenet_onnx), size=SIZE, precision="int8")
+    identity = ex.job_identity
+
+    def before_exact_kernels(*args):  # the identity an int8 cache of featkit 0.1 has
+        return {k: v for k, v in identity(*args).items() if k != "int8_kernels"}
+
+    with monkeypatch.context() as m:
+        m.setattr(ex, "job_identity", before_exact_kernels)
+        (old,) = extract_features(mini, opts, cache, quiet=True)
+    with pytest.raises(FeatkitError, match="int8 features made before featkit asked onnxruntime for exact int8 kern"):
+        find_plain_caches(prep, [str(mobilenet_onnx)], [SIZE], cache, precision="int8")
+    (again,) = extract_features(mini, opts, cache, quiet=True)
+    assert again.path == old.path and again.status == "extracted"  # not "up to date"
+    assert read_cache(again.path).meta.identity["int8_kernels"] == "exact"
+    assert find_plain_caches(prep, [str(mobilenet_onnx)], [SIZE], cache, precision="int8") == [Path(again.path)]
+
+
 def test_fit_head_with_data_finds_the_int8_and_full_decode_caches(quantized, mobilenet_onnx, mini, tmp_path):
     from featkit.features.jobs import extract_features, find_plain_caches
 

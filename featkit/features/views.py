@@ -21,6 +21,7 @@ from featkit.backbones import BackboneSpec
 from featkit.core.errors import FeatkitError
 from featkit.data import Prepared
 from featkit.data.augment import SENSITIVITY_VIEWS, TTA_VIEWS, Mirror, Perturbation, augment_view
+from featkit.features.cache import read_meta
 from featkit.features.options import ExtractOptions, rebuild_command, resolve_backbone
 
 
@@ -56,6 +57,12 @@ def find_plain_cache(prep: Prepared, opts: ExtractOptions, cache_dir: str | Path
     if not path.exists():
         command = rebuild_command(prep, opts, resolve_backbone(opts), cache_dir)
         raise FeatkitError(f"{path} does not exist: run `{command}` first{_onnx_hint(opts)}.")
+    if opts.precision == "int8" and (read_meta(path).identity or {}).get("int8_kernels") != EXACT_INT8_KERNELS:
+        command = rebuild_command(prep, opts, resolve_backbone(opts), cache_dir)
+        raise FeatkitError(
+            f"{path} holds int8 features made before featkit asked onnxruntime for exact int8 kernels (on CPUs "
+            f"without VNNI the fast ones lose precision): run `{command}` to make it again."
+        )
     return path
 
 
@@ -111,9 +118,16 @@ def plan_views(prep: Prepared, opts: ExtractOptions, out_dir: Path) -> list[View
     return jobs
 
 
+# int8 features made before featkit's sessions set session.x64quantprecision (backbones.onnx_model) may have lost
+# precision in onnxruntime's saturating kernels: their identity lacks this key, so extract makes them again.
+EXACT_INT8_KERNELS = "exact"
+
+
 def job_identity(prep: Prepared, spec: BackboneSpec, opts: ExtractOptions, job: ViewJob) -> dict[str, Any]:
     """What a view's file must have been made from to be up to date (stored as CacheMeta.identity)."""
+    kernels = {"int8_kernels": EXACT_INT8_KERNELS} if opts.precision == "int8" else {}
     return {
+        **kernels,
         "dataset": prep.key,
         "fingerprint": prep.fingerprint,
         "manifest_sha1": prep.manifest_sha1,
